@@ -1,0 +1,33 @@
+# Thin front for CMake.  `make test` and `make demo` do all set-up on a
+# fresh Debian machine (as root).  See README.md.
+JOBS ?= 2
+
+.PHONY: all build test check-long demo bench install clean format
+
+all: build
+
+build:
+	scripts/deps.sh
+	cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build -j $(JOBS)
+
+test:
+	scripts/test.sh
+
+check-long: build
+	ctest --test-dir build -j $(JOBS) --output-on-failure -L long
+
+demo: build
+	scripts/demo.sh
+
+bench: build
+	bench/run.sh
+
+install: build
+	cmake --install build --prefix $(or $(PREFIX),/usr/local)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-tsan
