@@ -51,7 +51,8 @@ extern "C" {
     X(ECLOSED, -4009, "closed")                                             \
     X(ESTATE, -4010, "invalid state for this operation")                    \
     X(ECONFIG, -4011, "invalid configuration")                              \
-    X(EVERSION, -4012, "unsupported version")
+    X(EVERSION, -4012, "unsupported version")                               \
+    X(EOF, -4095, "end of file")
 
 typedef enum nectar_errno {
 #define NECTAR_ERR_ENUM(name, value, msg) NECTAR_##name = (value),
