@@ -1,5 +1,7 @@
 /* test.c - runner for the nectar test harness (see test.h). */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "test.h"
 
 #include <signal.h>
