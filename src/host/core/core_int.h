@@ -1,0 +1,127 @@
+/*
+ * core_int.h - private structures of the host core, shared by its files.
+ *
+ * Map of the core:
+ *   core.c         host object, loop threads, event inbox, registry, stop
+ *   wpump.c        the shared TCP write pump (byte budget, PAUSED, drain)
+ *   tcp_flow.c     per-flow TCP state machine, read pumps, teardown
+ *   tcp_forward.c  direct forwarder (promote cutover and passthrough)
+ *   udp_flow.c     UDP sessions and the UDP write queue
+ *   egress_opts.c  connect options -> socket options, address text
+ *
+ * Event hop (why an inbox and not one uv_async_t per flow): engine callbacks
+ * run on engine threads and may only post work to the flow's loop.  Each
+ * flow carries an atomic event mask; posting ORs a bit in and, if the flow
+ * is not already queued, links it into its loop's inbox under the inbox
+ * mutex and wakes the loop with the loop's single uv_async_t.  So a burst of
+ * callbacks costs one wake-up, and an idle flow costs no handle.
+ */
+#ifndef NECTAR_HOST_CORE_INT_H
+#define NECTAR_HOST_CORE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "host/core/host.h"
+
+struct core_loop;
+struct core_obj;
+
+typedef void (*core_dispatch_fn)(struct core_obj *o, unsigned events);
+typedef void (*core_destroy_fn)(struct core_obj *o);
+
+/* Common head of TCP and UDP flows: identity, refcount, inbox link. */
+struct core_obj {
+    struct core_loop *loop;
+    atomic_uint events;     /* pending EV_* bits */
+    atomic_int refs;        /* destroy runs at zero */
+    bool queued;            /* in the inbox; guarded by loop->lock */
+    struct core_obj *next;  /* inbox link; guarded by loop->lock */
+    struct core_obj *rprev, *rnext; /* registry; guarded by host->lock */
+    bool registered;        /* guarded by host->lock */
+    core_dispatch_fn dispatch;
+    core_destroy_fn destroy;
+    uint64_t id;
+    int protocol;           /* IPPROTO_TCP / IPPROTO_UDP */
+};
+
+struct core_loop {
+    nectar_host_t *host;
+    uv_loop_t loop;
+    uv_async_t wake;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;   /* guards inbox and the queued/next fields */
+    struct core_obj *inbox_head, *inbox_tail;
+    bool stopping;          /* guarded by lock */
+};
+
+struct nectar_host {
+    RamaTransparentProxyEngine *engine; /* NULL after stop */
+    pthread_rwlock_t engine_gate;  /* readers: engine calls; writer: stop */
+    nectar_host_hooks_t hooks;
+    nectar_host_options_t opts;    /* defaults resolved */
+    size_t wp_cap;                 /* write pump cap */
+    bool fail_open;                /* refusal => passthrough */
+    unsigned nloops;
+    struct core_loop *loops;
+    atomic_uint next_loop;
+    atomic_bool stopping;
+    bool stopped;                  /* guarded by stop_lock */
+    pthread_mutex_t stop_lock;
+    pthread_mutex_t lock;          /* registry and stats */
+    pthread_cond_t empty;          /* signalled when the registry empties */
+    struct core_obj *reg_head;
+    nectar_host_stats_t stats;
+};
+
+/* Events (bits of core_obj.events). */
+enum {
+    EV_START = 1u << 0,
+    EV_TEARDOWN = 1u << 1,   /* host stop */
+    EV_CLIENT_FLUSH = 1u << 2,
+    EV_EGRESS_FLUSH = 1u << 3,
+    EV_CLIENT_DEMAND = 1u << 4,
+    EV_EGRESS_DEMAND = 1u << 5,
+    EV_SERVER_CLOSED = 1u << 6,
+    EV_CLOSE_EGRESS = 1u << 7,
+    EV_PROMOTE = 1u << 8,
+    EV_UDP_FLUSH = 1u << 9,
+    EV_UDP_CLOSE = 1u << 10, /* client went away */
+};
+
+/* ---- core.c ------------------------------------------------------------- */
+
+uint64_t nectar__host_now_ms(void);
+uint64_t nectar__host_next_id(void);
+struct core_loop *nectar__host_pick_loop(nectar_host_t *h);
+/* OR bits into o->events and wake its loop.  Any thread. */
+void nectar__host_post(struct core_obj *o, unsigned events);
+void nectar__host_ref(struct core_obj *o);
+void nectar__host_unref(struct core_obj *o);
+/* Registry (any thread); register fails when the host is stopping. */
+bool nectar__host_register(nectar_host_t *h, struct core_obj *o);
+void nectar__host_unregister(nectar_host_t *h, struct core_obj *o);
+/* Count a finished flow and hand its report to the front. */
+void nectar__host_report(nectar_host_t *h, const nectar_host_flow_report_t *r);
+/* Engine reader gate: returns the engine (NULL when stopped) with the read
+ * lock held; always pair with engine_leave. */
+RamaTransparentProxyEngine *nectar__host_engine_enter(nectar_host_t *h);
+void nectar__host_engine_leave(nectar_host_t *h);
+/* Build the ABI metadata from the front's; text lives in `store`. */
+struct meta_store {
+    char remote[64], local[64];
+    char remote_text[80];
+};
+int nectar__host_build_meta(const nectar_host_flow_meta_t *in, int protocol,
+                            RamaTransparentProxyFlowMeta *out,
+                            struct meta_store *store);
+
+/* ---- tcp_flow.c / udp_flow.c -------------------------------------------- */
+
+int nectar__tcp_flow_start(nectar_host_t *h, int client_fd,
+                           const nectar_host_flow_meta_t *meta,
+                           nectar_host_decision_t *decision);
+
+#endif

@@ -1,0 +1,257 @@
+/*
+ * host.h - the internal contract between a host front (src/host/sim,
+ * src/host/linux) and the shared host core (src/host/core).
+ *
+ * The core is the C counterpart of rama's Swift provider core
+ * (shared/spec/ne-host.md): it drives an engine only through the rama ABI
+ * (include/nectar/ne_abi.h), exactly as the Swift provider does.  A front
+ * only produces flows: it accepts client TCP sockets (or receives client
+ * UDP datagrams), works out the remote endpoint and the metadata, and hands
+ * them over.  The core does the rest: the decision, egress connect first,
+ * session activate, the four TCP pumps with PAUSED/replay, demand and drain,
+ * half-close, linger, teardown (cancel, then free, then release contexts),
+ * UDP sessions, the promote cutover and passthrough forwarding.
+ *
+ * Threads and ownership, module-wide:
+ *  - The core runs `loops` libuv loops on its own threads.  Every flow lives
+ *    on one loop; every mutation of a flow, its sockets and its timers
+ *    happens there.  Engine callbacks (engine threads) only copy bytes into a
+ *    write pump or post an event to the flow's loop and return; the core
+ *    never calls into a session from inside one of its callbacks (except
+ *    confirm_promoted, which is never needed synchronously here either).
+ *  - nectar__host_* functions are callable from any thread unless noted.
+ *    They never run hooks synchronously, except where noted.
+ *  - Hooks run on a core loop thread (noted per hook) and must not block.
+ *  - Errors are negative nectar codes (nectar/error.h); on error the object
+ *    is unchanged and no hook fires for the failed call.
+ */
+#ifndef NECTAR_HOST_CORE_HOST_H
+#define NECTAR_HOST_CORE_HOST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "nectar/error.h"
+#include "nectar/ne_abi.h"
+
+typedef struct nectar_host nectar_host_t;
+typedef struct nectar_host_udp nectar_host_udp_t;
+
+/* ---- flow metadata supplied by the front -------------------------------- */
+
+/*
+ * What the front knows about a new flow.  Everything is borrowed for the
+ * duration of the call that takes it.  Socket addresses are AF_INET or
+ * AF_INET6 (IPv4-mapped IPv6 is reported as IPv4).
+ */
+typedef struct nectar_host_flow_meta {
+    /* The intended remote (Linux: original destination).  Required for
+     * TCP; for UDP it is the flow's initial remote. */
+    const struct sockaddr *remote;
+    /* The client's own address (Linux: getpeername), or NULL. */
+    const struct sockaddr *local;
+    const char *remote_hostname;    /* NULL when unknown */
+    const char *signing_identifier; /* e.g. executable path, or NULL */
+    const char *bundle_identifier;  /* e.g. systemd unit, or NULL */
+    const char *interface_name;     /* ingress interface, or NULL */
+    uint32_t interface_index;       /* 0 = unknown */
+    int32_t pid;                    /* < 0 = unknown */
+} nectar_host_flow_meta_t;
+
+/* Outcome of a new flow (also reported when the flow closes). */
+typedef enum nectar_host_decision {
+    NECTAR_HOST_INTERCEPT = 1,   /* the engine serves the flow */
+    NECTAR_HOST_PASSTHROUGH = 2, /* forwarded directly, engine not involved */
+    NECTAR_HOST_BLOCKED = 3,     /* client closed with a reset */
+} nectar_host_decision_t;
+
+/* One line of accounting per flow, given to hooks.flow_closed. */
+typedef struct nectar_host_flow_report {
+    uint64_t id;          /* core flow id, process-wide, from 1 */
+    int protocol;         /* IPPROTO_TCP or IPPROTO_UDP */
+    nectar_host_decision_t decision;
+    bool promoted;        /* TCP: the engine handed the flow back */
+    uint64_t bytes_c2s;   /* TCP: bytes written to the remote; UDP: client
+                             datagram bytes handed to the engine */
+    uint64_t bytes_s2c;   /* TCP: bytes written to the client; UDP: bytes
+                             sent to the client */
+    uint64_t duration_ms;
+    int error;            /* 0 clean, else the nectar code that ended it */
+    const char *reason;   /* short static text: "closed", "connect-failed",
+                             "connect-timeout", "reset", "stopped", ... */
+    const char *remote;   /* "host:port" text, borrowed for the hook call */
+} nectar_host_flow_report_t;
+
+/* ---- hooks: what the front supplies ------------------------------------- */
+
+typedef struct nectar_host_hooks {
+    void *ctx;
+
+    /*
+     * Create the egress TCP socket for a flow going to `remote`.  Return a
+     * non-blocking, close-on-exec stream socket fd, or a negative code (the
+     * flow is then rejected like a failed connect).  The core owns the fd
+     * afterwards and applies the connect options itself
+     * (nectar__host_apply_egress_options) before connecting.  The Linux host
+     * sets SO_MARK here so the egress is never re-intercepted.  NULL = a
+     * plain socket().  Runs on the flow's loop thread.
+     */
+    int (*egress_socket)(void *ctx, const struct sockaddr *remote);
+
+    /*
+     * Send one engine datagram to the UDP client behind flow_ctx (the value
+     * given to nectar__host_udp_open); `source` is the address the reply
+     * came from (NULL when the engine gave none and no peer was cached).
+     * Return 0, or a negative code: NECTAR_EAGAIN keeps the datagram queued
+     * and retries on the next datagram or after 5 ms; anything else ends
+     * the flow.  Required for UDP.  Runs on the flow's loop thread.
+     */
+    int (*udp_send)(void *ctx, void *flow_ctx, const uint8_t *buf, size_t len,
+                    const struct sockaddr *source);
+
+    /*
+     * The core ended the UDP flow (idle, engine closed it, send error, host
+     * stop).  The front must forget flow_ctx's association and then call
+     * nectar__host_udp_release.  Also called after nectar__host_udp_close.
+     * Runs on the flow's loop thread, exactly once per opened UDP flow.
+     */
+    void (*udp_closed)(void *ctx, void *flow_ctx);
+
+    /* A flow ended (every decision, TCP and UDP).  Optional.  Runs on a
+     * core loop thread, or on the calling thread for flows refused
+     * synchronously (blocked).  `r` is borrowed for the call. */
+    void (*flow_closed)(void *ctx, const nectar_host_flow_report_t *r);
+} nectar_host_hooks_t;
+
+/* ---- options ------------------------------------------------------------ */
+
+/*
+ * Host knobs (shared/spec/ne-host.md §9).  Zero means "the default" for
+ * every field; the write-pump cap and the refusal action come from the
+ * engine's proxy config (rama_transparent_proxy_get_config) unless set
+ * here.
+ */
+typedef struct nectar_host_options {
+    unsigned loops;                   /* core loop threads; default 2 */
+    size_t tcp_write_pump_max_pending_bytes; /* default: engine config */
+    int flow_refusal_action;          /* -1/0: engine config; 1 passthrough,
+                                         2 block */
+    uint32_t connect_timeout_ms;      /* 10000 unless the session says */
+    uint32_t linger_close_ms;         /* 5000 unless the session says */
+    uint32_t egress_eof_grace_ms;     /* 2000 unless the session says */
+    uint32_t udp_idle_timeout_ms;     /* 60000; UINT32_MAX disables */
+    uint32_t stop_wait_ms;            /* bound on flow teardown at stop; 5000 */
+} nectar_host_options_t;
+
+/* Live counters, a snapshot. */
+typedef struct nectar_host_stats {
+    uint64_t tcp_live, udp_live;
+    uint64_t tcp_total, udp_total;
+    uint64_t intercepted, passthrough, blocked;
+    uint64_t promoted;
+    uint64_t bytes_c2s, bytes_s2c; /* of closed flows */
+} nectar_host_stats_t;
+
+/* ---- the host object ---------------------------------------------------- */
+
+/*
+ * Create a host core around `engine` and start its loop threads.  The core
+ * takes ownership of `engine` on success (it stops it in
+ * nectar__host_stop); on failure the caller keeps it.  hooks is copied;
+ * opts may be NULL.  Reads the engine's proxy config once.
+ * Returns 0 or NECTAR_EINVAL / NECTAR_ENOMEM / a -errno from thread or
+ * loop creation, described in *err.
+ */
+int nectar__host_new(RamaTransparentProxyEngine *engine,
+                     const nectar_host_hooks_t *hooks,
+                     const nectar_host_options_t *opts, nectar_host_t **out,
+                     nectar_error_t *err);
+
+/*
+ * Tear every live flow down (session cancel, sockets closed, reports
+ * delivered), wait for it (bounded by stop_wait_ms), stop the engine with
+ * `reason`, join the loop threads.  New flows are refused (blocked) from
+ * the moment it starts.  Idempotent.  Must not be called from a hook.
+ * Blocks.
+ */
+void nectar__host_stop(nectar_host_t *h, int32_t reason);
+
+/* Stop (reason 0) if not stopped, then free.  NULL is a no-op. */
+void nectar__host_free(nectar_host_t *h);
+
+void nectar__host_stats(nectar_host_t *h, nectar_host_stats_t *out);
+
+/* The effective write-pump cap (bytes), as read from the engine config. */
+size_t nectar__host_write_pump_cap(const nectar_host_t *h);
+
+/* ---- TCP ---------------------------------------------------------------- */
+
+/*
+ * Hand an accepted client socket to the core.  Always takes ownership of
+ * client_fd (closed on every error path).  Asks the engine for a decision
+ * on the calling thread (this may block up to the engine's decision
+ * deadline, as handleNewFlow does), then:
+ *  - INTERCEPT: the flow is registered; egress connect, activate and the
+ *    pumps follow on a core loop.  No byte is read from client_fd before
+ *    the egress is connected.
+ *  - PASSTHROUGH: the core connects to meta->remote itself and forwards
+ *    both ways without the engine.
+ *  - BLOCKED (also fail-closed refusal, or host stopping): client_fd is
+ *    closed with a reset; flow_closed runs on this thread.
+ * *decision (optional) receives the outcome.  Returns 0, or NECTAR_EINVAL
+ * (bad meta) / NECTAR_ENOMEM.
+ */
+int nectar__host_tcp_accept(nectar_host_t *h, int client_fd,
+                            const nectar_host_flow_meta_t *meta,
+                            nectar_host_decision_t *decision);
+
+/* ---- UDP ---------------------------------------------------------------- */
+
+/*
+ * A new UDP flow (the front decides what one is: one client address, one
+ * 5-tuple, ...).  Asks the engine on the calling thread.  On INTERCEPT
+ * returns the flow in *out (the front holds one reference, dropped with
+ * nectar__host_udp_release) and from then on hooks.udp_send / udp_closed
+ * are called with flow_ctx.  On PASSTHROUGH or BLOCKED *out is NULL and no
+ * hook ever sees flow_ctx (a front may then forward or drop the datagrams
+ * itself).  Returns 0, NECTAR_EINVAL or NECTAR_ENOMEM.
+ */
+int nectar__host_udp_open(nectar_host_t *h, const nectar_host_flow_meta_t *meta,
+                          void *flow_ctx, nectar_host_decision_t *decision,
+                          nectar_host_udp_t **out);
+
+/*
+ * One datagram from the client, addressed to `dest` (the peer; NULL when
+ * unknown).  Borrowed for the call; zero-length datagrams are forwarded.
+ * Lossy like UDP: dropped when the engine's queue is full or the flow has
+ * ended.  Any thread, but calls for one flow must not overlap.
+ */
+void nectar__host_udp_deliver(nectar_host_udp_t *u, const uint8_t *buf,
+                              size_t len, const struct sockaddr *dest);
+
+/* The client side went away: end the flow (udp_closed follows). */
+void nectar__host_udp_close(nectar_host_udp_t *u);
+
+/* Drop the front's reference.  After this the front must not use u. */
+void nectar__host_udp_release(nectar_host_udp_t *u);
+
+/* ---- helpers shared with fronts ----------------------------------------- */
+
+/*
+ * Apply the egress connect options to a TCP socket the way the Swift host
+ * maps them onto NWParameters (ne-host §4.3, Linux mapping): keepalive on
+ * unless disabled, idle/interval/count default 15 s / 5 s / 3; TCP_NODELAY
+ * unless tcp_no_delay is false; TCP_CORK for no-push; TCP_MAXSEG;
+ * TCP_FASTOPEN_CONNECT; TCP_USER_TIMEOUT from the drop time.  opts == NULL
+ * means "no options" (all defaults).  Options the kernel refuses are
+ * logged at debug and skipped, never fatal.  Returns how many were set.
+ */
+int nectar__host_apply_egress_options(int fd,
+                                      const RamaTcpEgressConnectOptions *opts);
+
+/* "1.2.3.4:80" / "[::1]:80" into buf (NUL-terminated); returns buf. */
+char *nectar__host_addr_text(const struct sockaddr *sa, char *buf, size_t n);
+
+#endif /* NECTAR_HOST_CORE_HOST_H */

@@ -1,0 +1,799 @@
+/*
+ * tcp_flow.c - one intercepted TCP flow: decision, egress connect first,
+ * activation, the engine-bound read pumps and the write pumps' wiring,
+ * half-close, the drain backstop and teardown (ne-host §4).
+ *
+ * Divisions:
+ *   1. engine callback trampolines (engine threads: copy or post, return)
+ *   2. session calls (loop thread, under slock)
+ *   3. read pumps (client -> engine, egress -> engine)
+ *   4. connect and activation
+ *   5. close callbacks, backstop, teardown
+ *   6. entry point and event dispatch
+ *
+ * Lifecycle of one flow (loop thread unless noted):
+ *
+ *   accept thread: new_tcp_session -> INTERCEPT -> register -> post START
+ *   START: adopt client fd, egress socket + options, connect, connect timer
+ *   connected: register promote cbs -> activate -> open client write pump
+ *              -> start egress reads -> start client reads
+ *   on_close_egress: egress pump drains -> FIN (shutdown WR)    c2s_done
+ *   on_server_closed: client pump drains -> shutdown WR         s2c_done
+ *   both done, or any failure: finish() -> cancel session, close sockets
+ *   all handles closed: free session, drop callback refs, report, remove
+ *
+ * Divergence from the Swift host, on purpose: a drained on_server_closed
+ * shuts only the client's write half instead of closing the whole app flow,
+ * because a socket (unlike an NE flow) can half-close; the flow ends when
+ * both halves are shut or the idle-gated drain backstop fires.
+ */
+#include "host/core/tcp_flow.h"
+
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "nectar/log.h"
+
+#define TAG "host"
+
+static struct wchunk *chunk_of(char *base)
+{
+    return (struct wchunk *)(base - offsetof(struct wchunk, data));
+}
+
+/* ---- 1. engine callback trampolines ------------------------------------- */
+
+static RamaTcpDeliverStatus cb_server_bytes(void *ctx, RamaBytesView b)
+{
+    struct tcp_flow *f = ctx;
+    if (f == NULL)
+        return RAMA_TCP_DELIVER_CLOSED;
+    return wpump_enqueue(&f->cwp, b.ptr, b.ptr != NULL ? b.len : 0);
+}
+
+static RamaTcpDeliverStatus cb_write_egress(void *ctx, RamaBytesView b)
+{
+    struct tcp_flow *f = ctx;
+    if (f == NULL)
+        return RAMA_TCP_DELIVER_CLOSED;
+    return wpump_enqueue(&f->ewp, b.ptr, b.ptr != NULL ? b.len : 0);
+}
+
+static void post(void *ctx, unsigned ev)
+{
+    if (ctx != NULL)
+        nectar__host_post(&((struct tcp_flow *)ctx)->obj, ev);
+}
+
+static void cb_server_closed(void *ctx)
+{
+    post(ctx, EV_SERVER_CLOSED);
+}
+
+static void cb_client_demand(void *ctx)
+{
+    post(ctx, EV_CLIENT_DEMAND);
+}
+
+static void cb_close_egress(void *ctx)
+{
+    post(ctx, EV_CLOSE_EGRESS);
+}
+
+static void cb_egress_demand(void *ctx)
+{
+    post(ctx, EV_EGRESS_DEMAND);
+}
+
+static void cb_promote(void *ctx)
+{
+    post(ctx, EV_PROMOTE);
+}
+
+/* ---- 2. session calls --------------------------------------------------- */
+
+static RamaTcpDeliverStatus deliver(struct tcp_flow *f, bool client,
+                                    struct wchunk *c)
+{
+    RamaBytesOwnedView v = {c->data, c->len, c, wchunk_release};
+    RamaTcpDeliverStatus st = RAMA_TCP_DELIVER_CLOSED;
+    pthread_mutex_lock(&f->slock);
+    if (!f->cancelled && f->session != NULL) {
+        st = client ? rama_transparent_proxy_tcp_session_on_client_bytes_owned(
+                          f->session, v)
+                    : rama_transparent_proxy_tcp_session_on_egress_bytes_owned(
+                          f->session, v);
+    }
+    pthread_mutex_unlock(&f->slock);
+    return st;
+}
+
+static void session_call(struct tcp_flow *f,
+                         void (*fn)(RamaTransparentProxyTcpSession *))
+{
+    pthread_mutex_lock(&f->slock);
+    if (!f->cancelled && f->session != NULL)
+        fn(f->session);
+    pthread_mutex_unlock(&f->slock);
+}
+
+static void confirm(struct tcp_flow *f, RamaPromoteConfirmStatus st,
+                    const char *reason)
+{
+    pthread_mutex_lock(&f->slock);
+    if (!f->cancelled && f->session != NULL)
+        rama_transparent_proxy_tcp_session_confirm_promoted(
+            f->session, st, reason, reason != NULL ? strlen(reason) : 0);
+    pthread_mutex_unlock(&f->slock);
+}
+
+/* ---- 3. read pumps ------------------------------------------------------ */
+
+void nectar__tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    struct wchunk *c = wchunk_new(WCHUNK_READ_SIZE);
+    if (c == NULL) {
+        *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+        return;
+    }
+    *buf = uv_buf_init((char *)c->data, WCHUNK_READ_SIZE);
+}
+
+static void rp_start(struct tcp_flow *f, struct rpump *rp)
+{
+    (void)f;
+    rp->phase = RP_READING;
+    uv_read_start((uv_stream_t *)rp->tcp, nectar__tcp_alloc,
+                  nectar__tcp_on_read);
+}
+
+static void rp_stop(struct rpump *rp, enum rp_phase phase)
+{
+    if (rp->phase == RP_READING)
+        uv_read_stop((uv_stream_t *)rp->tcp);
+    rp->phase = phase;
+}
+
+/* The client half is done (EOF, or the engine refused more bytes): tell
+ * the engine; the egress direction keeps running (half-close). */
+static void client_half_closed(struct tcp_flow *f)
+{
+    session_call(f, rama_transparent_proxy_tcp_session_on_client_eof);
+}
+
+/* Act on a delivery status; c is consumed unless PAUSED keeps it. */
+static void rp_settle(struct tcp_flow *f, struct rpump *rp, bool client,
+                      struct wchunk *c, RamaTcpDeliverStatus st)
+{
+    if (st == RAMA_TCP_DELIVER_ACCEPTED) {
+        if (rp->phase != RP_READING)
+            rp_start(f, rp);
+        return;
+    }
+    if (st == RAMA_TCP_DELIVER_PAUSED) {
+        /* Keep the exact bytes; no further read until demand. */
+        rp_stop(rp, RP_PAUSED);
+        rp->replay = c;
+        return;
+    }
+    wchunk_free(c);
+    rp_stop(rp, RP_CLOSED);
+    if (client)
+        client_half_closed(f);
+}
+
+static void engine_read(struct tcp_flow *f, bool client, struct wchunk *c)
+{
+    struct rpump *rp = client ? &f->crp : &f->erp;
+    RamaTcpDeliverStatus st = deliver(f, client, c);
+    rp_settle(f, rp, client, c, st);
+}
+
+static void engine_read_end(struct tcp_flow *f, bool client, int err)
+{
+    struct rpump *rp = client ? &f->crp : &f->erp;
+    rp_stop(rp, RP_CLOSED);
+    rp->eof = true;
+    if (err != UV_EOF)
+        rp->error = err;
+    if (client) {
+        if (err == UV_EOF)
+            client_half_closed(f);
+        else
+            nectar__tcp_finish(f, err, "client-read-error");
+        return;
+    }
+    if (err == UV_EOF)
+        session_call(f, rama_transparent_proxy_tcp_session_on_egress_eof);
+    else
+        session_call(f, rama_transparent_proxy_tcp_session_on_egress_error);
+}
+
+void nectar__tcp_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tcp_flow *f = s->data;
+    bool client = s == (uv_stream_t *)&f->client;
+    struct wchunk *c = buf->base != NULL ? chunk_of(buf->base) : NULL;
+    if (nread == 0 || f->done) {
+        wchunk_free(c);
+        return;
+    }
+    if (nread < 0) {
+        wchunk_free(c);
+        if (f->mode == MODE_ENGINE)
+            engine_read_end(f, client, (int)nread);
+        else
+            nectar__fwd_read_end(f, client, (int)nread);
+        return;
+    }
+    c->len = (size_t)nread;
+    c = wchunk_fit(c);
+    f->last_activity = nectar__host_now_ms();
+    if (f->mode == MODE_ENGINE)
+        engine_read(f, client, c);
+    else
+        nectar__fwd_read(f, client, c);
+}
+
+/* Demand from the engine: replay the held chunk first, then read on. */
+static void rp_resume(struct tcp_flow *f, struct rpump *rp, bool client)
+{
+    if (f->mode != MODE_ENGINE || rp->phase != RP_PAUSED)
+        return;
+    struct wchunk *c = rp->replay;
+    rp->replay = NULL;
+    RamaTcpDeliverStatus st = deliver(f, client, c);
+    rp_settle(f, rp, client, c, st);
+}
+
+/* ---- write pump wiring -------------------------------------------------- */
+
+static void post_client_flush(void *owner)
+{
+    nectar__host_post(&((struct tcp_flow *)owner)->obj, EV_CLIENT_FLUSH);
+}
+
+static void post_egress_flush(void *owner)
+{
+    nectar__host_post(&((struct tcp_flow *)owner)->obj, EV_EGRESS_FLUSH);
+}
+
+static void client_drain_edge(struct wpump *p, bool engine, bool fwd)
+{
+    struct tcp_flow *f = p->owner;
+    /* Always signal the engine first: it may be parked on a PAUSED even
+     * after promote, while it pushes its tail. */
+    if (engine)
+        session_call(f, rama_transparent_proxy_tcp_session_signal_server_drain);
+    if (fwd)
+        nectar__fwd_resume(f, &f->s2c);
+}
+
+static void egress_drain_edge(struct wpump *p, bool engine, bool fwd)
+{
+    struct tcp_flow *f = p->owner;
+    if (engine)
+        session_call(f, rama_transparent_proxy_tcp_session_signal_egress_drain);
+    if (fwd)
+        nectar__fwd_resume(f, &f->c2s);
+}
+
+static void pump_written(struct wpump *p, size_t n)
+{
+    (void)n;
+    struct tcp_flow *f = p->owner;
+    f->last_activity = nectar__host_now_ms();
+}
+
+static void client_write_error(struct wpump *p, int err)
+{
+    nectar__tcp_finish(p->owner, err, "client-write-error");
+}
+
+static void egress_write_error(struct wpump *p, int err)
+{
+    nectar__tcp_finish(p->owner, err, "egress-write-error");
+}
+
+static const struct wpump_ops client_ops = {client_drain_edge, pump_written,
+                                            client_write_error};
+static const struct wpump_ops egress_ops = {egress_drain_edge, pump_written,
+                                            egress_write_error};
+
+/* ---- 4. connect and activation ------------------------------------------ */
+
+static void on_closed(uv_handle_t *h);
+
+static void activate(struct tcp_flow *f)
+{
+    RamaTransparentProxyTcpEgressCallbacks ecb = {
+        f, cb_write_egress, cb_close_egress, cb_egress_demand};
+    RamaTransparentProxyTcpPromoteCallbacks pcb = {f, cb_promote};
+    wpump_open(&f->ewp, (uv_stream_t *)&f->egress);
+    pthread_mutex_lock(&f->slock);
+    if (!f->cancelled && f->session != NULL) {
+        /* Before activate: the service may promote on its first poll. */
+        rama_transparent_proxy_tcp_session_register_promote_callbacks(
+            f->session, pcb);
+        rama_transparent_proxy_tcp_session_activate(f->session, ecb);
+    }
+    pthread_mutex_unlock(&f->slock);
+    f->activated = true;
+    /* "flow.open": from here the engine's queued writes flush and reads
+     * begin, egress first. */
+    wpump_open(&f->cwp, (uv_stream_t *)&f->client);
+    rp_start(f, &f->erp);
+    rp_start(f, &f->crp);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct tcp_flow *f = req->data;
+    if (f->done)
+        return;
+    if (status < 0) {
+        nectar__tcp_finish(f, status, "connect-failed");
+        return;
+    }
+    uv_timer_stop(&f->timer);
+    f->egress_ready = true;
+    f->last_activity = nectar__host_now_ms();
+    if (f->mode == MODE_DIRECT)
+        nectar__fwd_start_direct(f);
+    else
+        activate(f);
+}
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+    struct tcp_flow *f = t->data;
+    if (!f->egress_ready)
+        nectar__tcp_finish(f, NECTAR_ETIMEDOUT, "connect-timeout");
+}
+
+static int open_egress_socket(struct tcp_flow *f)
+{
+    const nectar_host_hooks_t *hk = &f->host->hooks;
+    const struct sockaddr *ra = (const struct sockaddr *)&f->remote;
+    if (hk->egress_socket != NULL)
+        return hk->egress_socket(hk->ctx, ra);
+    int fd = socket(ra->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    0);
+    return fd >= 0 ? fd : -errno;
+}
+
+static void init_handle(struct tcp_flow *f, uv_handle_t *h)
+{
+    h->data = f;
+    f->handles++;
+}
+
+static void start(struct tcp_flow *f)
+{
+    uv_loop_t *loop = &f->obj.loop->loop;
+    uv_timer_init(loop, &f->timer);
+    init_handle(f, (uv_handle_t *)&f->timer);
+    uv_tcp_init(loop, &f->client);
+    init_handle(f, (uv_handle_t *)&f->client);
+    int rc = uv_tcp_open(&f->client, f->client_fd);
+    if (rc != 0) {
+        nectar__tcp_finish(f, rc, "client-socket");
+        return;
+    }
+    f->client_fd = -1;
+
+    RamaTcpEgressConnectOptions o;
+    bool have = false;
+    memset(&o, 0, sizeof(o));
+    if (f->mode == MODE_ENGINE) {
+        pthread_mutex_lock(&f->slock);
+        if (!f->cancelled && f->session != NULL)
+            have = rama_transparent_proxy_tcp_session_get_egress_connect_options(
+                f->session, &o);
+        pthread_mutex_unlock(&f->slock);
+    }
+    const nectar_host_options_t *ho = &f->host->opts;
+    f->connect_timeout_ms = have && o.has_connect_timeout_ms &&
+                                    o.connect_timeout_ms > 0
+                                ? o.connect_timeout_ms
+                                : ho->connect_timeout_ms;
+    f->linger_ms = have && o.has_linger_close_ms && o.linger_close_ms > 0
+                       ? o.linger_close_ms
+                       : ho->linger_close_ms;
+
+    int efd = open_egress_socket(f);
+    if (efd < 0) {
+        nectar__tcp_finish(f, efd, "egress-socket");
+        return;
+    }
+    nectar__host_apply_egress_options(efd, have ? &o : NULL);
+    uv_tcp_init(loop, &f->egress);
+    init_handle(f, (uv_handle_t *)&f->egress);
+    rc = uv_tcp_open(&f->egress, efd);
+    if (rc != 0) {
+        close(efd);
+        nectar__tcp_finish(f, rc, "egress-socket");
+        return;
+    }
+    f->creq.data = f;
+    rc = uv_tcp_connect(&f->creq, &f->egress,
+                        (const struct sockaddr *)&f->remote, on_connect);
+    if (rc != 0) {
+        nectar__tcp_finish(f, rc, "connect-failed");
+        return;
+    }
+    uv_timer_start(&f->timer, on_connect_timeout, f->connect_timeout_ms, 0);
+}
+
+/* ---- 5. close callbacks, backstop, teardown ----------------------------- */
+
+void nectar__tcp_shutdown_write(uv_tcp_t *tcp)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)tcp, &fd) == 0)
+        shutdown(fd, SHUT_WR);
+}
+
+static void maybe_done(struct tcp_flow *f)
+{
+    if (f->s2c_done && f->c2s_done)
+        nectar__tcp_finish(f, 0, "closed");
+}
+
+static void client_drained(struct wpump *p)
+{
+    struct tcp_flow *f = p->owner;
+    if (f->done)
+        return;
+    /* The server side failed: the app sees a reset, not a clean EOF. */
+    if (f->erp.error != 0) {
+        nectar__tcp_finish(f, f->erp.error, "egress-read-error");
+        return;
+    }
+    nectar__tcp_shutdown_write(&f->client);
+    f->s2c_done = true;
+    maybe_done(f);
+}
+
+static void egress_drained(struct wpump *p)
+{
+    struct tcp_flow *f = p->owner;
+    if (f->done)
+        return;
+    nectar__tcp_shutdown_write(&f->egress); /* the FIN */
+    f->c2s_done = true;
+    maybe_done(f);
+}
+
+static bool drain_pending(const struct tcp_flow *f)
+{
+    if (f->mode != MODE_ENGINE)
+        return nectar__fwd_drain_pending(f);
+    return (f->server_closed && !f->s2c_done) ||
+           (f->close_egress && !f->c2s_done);
+}
+
+static void on_backstop(uv_timer_t *t)
+{
+    struct tcp_flow *f = t->data;
+    f->backstop_armed = false;
+    if (f->done || !drain_pending(f))
+        return;
+    uint64_t idle = nectar__host_now_ms() - f->last_activity;
+    if (idle < f->linger_ms) {
+        /* A live half-close (the other direction still moving bytes) is
+         * never truncated. */
+        uint64_t again = f->linger_ms - idle;
+        f->backstop_armed = true;
+        uv_timer_start(&f->timer, on_backstop, again < 50 ? 50 : again, 0);
+        return;
+    }
+    nectar__tcp_finish(f, NECTAR_ETIMEDOUT, "drain-backstop");
+}
+
+void nectar__tcp_arm_backstop(struct tcp_flow *f)
+{
+    if (f->done || f->backstop_armed)
+        return;
+    f->backstop_armed = true;
+    uv_timer_start(&f->timer, on_backstop, f->linger_ms, 0);
+}
+
+static void on_server_closed(struct tcp_flow *f)
+{
+    f->server_closed = true;
+    if (f->mode == MODE_PROMOTED) {
+        nectar__fwd_activate(f, &f->s2c);
+        return;
+    }
+    wpump_close_when_drained(&f->cwp, client_drained);
+    nectar__tcp_arm_backstop(f);
+}
+
+static void on_close_egress(struct tcp_flow *f)
+{
+    f->close_egress = true;
+    if (f->mode == MODE_PROMOTED) {
+        nectar__fwd_activate(f, &f->c2s);
+        return;
+    }
+    wpump_close_when_drained(&f->ewp, egress_drained);
+    nectar__tcp_arm_backstop(f);
+}
+
+static void close_handle(struct tcp_flow *f, uv_handle_t *h, bool rst)
+{
+    if (h->data != f || uv_is_closing(h))
+        return;
+    if (rst && h->type == UV_TCP) {
+        /* SO_LINGER {1, 0}: close sends RST, the way a rejected or failed
+         * flow is refused (ne-host §4.5 Linux mapping). */
+        uv_os_fd_t fd;
+        struct linger lg = {1, 0};
+        if (uv_fileno(h, &fd) == 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    uv_close(h, on_closed);
+}
+
+static void finalize(struct tcp_flow *f)
+{
+    pthread_mutex_lock(&f->slock);
+    RamaTransparentProxyTcpSession *s = f->session;
+    f->session = NULL;
+    f->cancelled = true;
+    pthread_mutex_unlock(&f->slock);
+    /* Free first, then release the callback contexts (our ref). */
+    if (s != NULL) {
+        rama_transparent_proxy_tcp_session_free(s);
+        nectar__host_unref(&f->obj);
+    }
+    nectar_host_flow_report_t r = {
+        .id = f->obj.id,
+        .protocol = IPPROTO_TCP,
+        .decision = f->decision,
+        .promoted = f->promoted,
+        .bytes_c2s = f->ewp.written,
+        .bytes_s2c = f->cwp.written,
+        .duration_ms = nectar__host_now_ms() - f->start_ms,
+        .error = f->end_error,
+        .reason = f->end_reason,
+        .remote = f->remote_text,
+    };
+    nectar__host_report(f->host, &r);
+    nectar__host_unregister(f->host, &f->obj);
+    nectar__host_unref(&f->obj);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct tcp_flow *f = h->data;
+    if (--f->handles == 0)
+        finalize(f);
+}
+
+void nectar__tcp_finish(struct tcp_flow *f, int err, const char *reason)
+{
+    if (f->done)
+        return;
+    f->done = true;
+    f->end_error = err;
+    f->end_reason = reason;
+    if (err != 0 && err != NECTAR_ECANCELED)
+        nectar_log(NECTAR_LOG_DEBUG, TAG, "tcp flow %llu to %s: %s (%s)",
+                   (unsigned long long)f->obj.id, f->remote_text, reason,
+                   uv_strerror(err));
+    /* Client write pump first, so queued writes short-circuit before the
+     * client socket goes away. */
+    wpump_cancel(&f->cwp);
+    wpump_cancel(&f->ewp);
+    pthread_mutex_lock(&f->slock);
+    if (!f->cancelled && f->session != NULL)
+        rama_transparent_proxy_tcp_session_cancel(f->session);
+    f->cancelled = true;
+    pthread_mutex_unlock(&f->slock);
+    wchunk_free(f->crp.replay);
+    wchunk_free(f->erp.replay);
+    f->crp.replay = f->erp.replay = NULL;
+    nectar__fwd_drop(f);
+    if (f->client_fd >= 0) {
+        close(f->client_fd);
+        f->client_fd = -1;
+    }
+    bool rst = err != 0;
+    close_handle(f, (uv_handle_t *)&f->client, rst);
+    close_handle(f, (uv_handle_t *)&f->egress, rst);
+    close_handle(f, (uv_handle_t *)&f->timer, false);
+    if (f->handles == 0)
+        finalize(f);
+}
+
+/* ---- 6. entry point and event dispatch ---------------------------------- */
+
+static void promote(struct tcp_flow *f)
+{
+    if (f->mode != MODE_ENGINE)
+        return; /* idempotent: no second forwarder, no second confirm */
+    if (!f->activated) {
+        confirm(f, RAMA_PROMOTE_CONFIRM_FAILED, "egress not ready");
+        return;
+    }
+    nectar__fwd_promote(f);
+    confirm(f, RAMA_PROMOTE_CONFIRM_OK, NULL);
+}
+
+static void dispatch(struct core_obj *o, unsigned ev)
+{
+    struct tcp_flow *f = (struct tcp_flow *)o;
+    if (ev & EV_TEARDOWN)
+        nectar__tcp_finish(f, NECTAR_ECANCELED, "stopped");
+    if ((ev & EV_START) && !f->done)
+        start(f);
+    if ((ev & EV_EGRESS_FLUSH) && !f->done)
+        wpump_flush(&f->ewp);
+    if ((ev & EV_CLIENT_FLUSH) && !f->done)
+        wpump_flush(&f->cwp);
+    if ((ev & EV_CLIENT_DEMAND) && !f->done)
+        rp_resume(f, &f->crp, true);
+    if ((ev & EV_EGRESS_DEMAND) && !f->done)
+        rp_resume(f, &f->erp, false);
+    if ((ev & EV_PROMOTE) && !f->done)
+        promote(f);
+    if ((ev & EV_CLOSE_EGRESS) && !f->done)
+        on_close_egress(f);
+    if ((ev & EV_SERVER_CLOSED) && !f->done)
+        on_server_closed(f);
+}
+
+static void destroy(struct core_obj *o)
+{
+    struct tcp_flow *f = (struct tcp_flow *)o;
+    wpump_destroy(&f->cwp);
+    wpump_destroy(&f->ewp);
+    wchunk_free(f->crp.replay);
+    wchunk_free(f->erp.replay);
+    nectar__fwd_drop(f);
+    if (f->client_fd >= 0)
+        close(f->client_fd);
+    pthread_mutex_destroy(&f->slock);
+    nectar_free(f);
+}
+
+static void reset_close(int fd)
+{
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+static struct tcp_flow *flow_new(nectar_host_t *h, int fd,
+                                 const nectar_host_flow_meta_t *meta)
+{
+    struct tcp_flow *f = nectar_calloc(1, sizeof(*f));
+    if (f == NULL)
+        return NULL;
+    f->obj.loop = nectar__host_pick_loop(h);
+    atomic_init(&f->obj.refs, 1); /* the registry's (owner) reference */
+    f->obj.dispatch = dispatch;
+    f->obj.destroy = destroy;
+    f->obj.id = nectar__host_next_id();
+    f->obj.protocol = IPPROTO_TCP;
+    f->host = h;
+    f->client_fd = fd;
+    f->start_ms = f->last_activity = nectar__host_now_ms();
+    f->linger_ms = h->opts.linger_close_ms;
+    size_t alen = meta->remote->sa_family == AF_INET
+                      ? sizeof(struct sockaddr_in)
+                      : sizeof(struct sockaddr_in6);
+    memcpy(&f->remote, meta->remote, alen);
+    pthread_mutex_init(&f->slock, NULL);
+    f->crp.tcp = &f->client;
+    f->erp.tcp = &f->egress;
+    /* Built before the engine is asked, like the Swift client write pump. */
+    wpump_init(&f->cwp, h->wp_cap, f, &client_ops, post_client_flush);
+    wpump_init(&f->ewp, h->wp_cap, f, &egress_ops, post_egress_flush);
+    return f;
+}
+
+static void report_refused(nectar_host_t *h, struct tcp_flow *f)
+{
+    nectar_host_flow_report_t r = {
+        .id = f->obj.id,
+        .protocol = IPPROTO_TCP,
+        .decision = NECTAR_HOST_BLOCKED,
+        .reason = "blocked",
+        .remote = f->remote_text,
+    };
+    nectar__host_report(h, &r);
+}
+
+/* Ask the engine; returns the host decision and sets f->session. */
+static nectar_host_decision_t decide(nectar_host_t *h, struct tcp_flow *f,
+                                     const nectar_host_flow_meta_t *meta)
+{
+    RamaTransparentProxyFlowMeta m;
+    struct meta_store st;
+    nectar__host_build_meta(meta, IPPROTO_TCP, &m, &st);
+    memcpy(f->remote_text, st.remote_text, sizeof(f->remote_text));
+    RamaTransparentProxyTcpSessionCallbacks cb = {
+        f, cb_server_bytes, cb_server_closed, cb_client_demand};
+    RamaTransparentProxyEngine *e = nectar__host_engine_enter(h);
+    if (e == NULL || atomic_load(&h->stopping)) {
+        nectar__host_engine_leave(h);
+        return NECTAR_HOST_BLOCKED;
+    }
+    RamaTransparentProxyTcpSessionResult res =
+        rama_transparent_proxy_engine_new_tcp_session(e, &m, cb);
+    nectar__host_engine_leave(h);
+    switch (res.action) {
+    case RAMA_FLOW_ACTION_INTERCEPT:
+        if (res.session != NULL) {
+            f->session = res.session;
+            return NECTAR_HOST_INTERCEPT;
+        }
+        break;
+    case RAMA_FLOW_ACTION_PASSTHROUGH:
+        return NECTAR_HOST_PASSTHROUGH;
+    case RAMA_FLOW_ACTION_BLOCKED:
+        return NECTAR_HOST_BLOCKED;
+    default:
+        if (res.session != NULL)
+            rama_transparent_proxy_tcp_session_free(res.session);
+        break;
+    }
+    nectar_log(NECTAR_LOG_INFO, TAG, "tcp flow to %s refused by the engine: %s",
+               f->remote_text, h->fail_open ? "passthrough" : "blocked");
+    return h->fail_open ? NECTAR_HOST_PASSTHROUGH : NECTAR_HOST_BLOCKED;
+}
+
+int nectar__tcp_flow_start(nectar_host_t *h, int client_fd,
+                           const nectar_host_flow_meta_t *meta,
+                           nectar_host_decision_t *decision)
+{
+    if (meta == NULL || meta->remote == NULL ||
+        (meta->remote->sa_family != AF_INET &&
+         meta->remote->sa_family != AF_INET6) ||
+        client_fd < 0) {
+        if (client_fd >= 0)
+            reset_close(client_fd);
+        return NECTAR_EINVAL;
+    }
+    struct tcp_flow *f = flow_new(h, client_fd, meta);
+    if (f == NULL) {
+        reset_close(client_fd);
+        return NECTAR_ENOMEM;
+    }
+    /* One reference for the session's callback contexts, dropped after
+     * tcp_session_free (callbacks may fire as soon as the session exists). */
+    nectar__host_ref(&f->obj);
+    nectar_host_decision_t d = decide(h, f, meta);
+    if (f->session == NULL)
+        nectar__host_unref(&f->obj);
+    f->decision = d;
+    f->mode = d == NECTAR_HOST_PASSTHROUGH ? MODE_DIRECT : MODE_ENGINE;
+    if (d != NECTAR_HOST_BLOCKED && !nectar__host_register(h, &f->obj)) {
+        d = NECTAR_HOST_BLOCKED; /* host stopping */
+        if (f->session != NULL) {
+            rama_transparent_proxy_tcp_session_free(f->session);
+            f->session = NULL;
+            nectar__host_unref(&f->obj);
+        }
+    }
+    if (decision != NULL)
+        *decision = d;
+    if (d == NECTAR_HOST_BLOCKED) {
+        reset_close(client_fd);
+        f->client_fd = -1;
+        report_refused(h, f);
+        nectar__host_unref(&f->obj);
+        return 0;
+    }
+    nectar__host_post(&f->obj, EV_START);
+    return 0;
+}

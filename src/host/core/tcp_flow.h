@@ -1,0 +1,96 @@
+/*
+ * tcp_flow.h - the per-flow TCP object shared by tcp_flow.c (state machine,
+ * engine pumps, teardown) and tcp_forward.c (direct forwarder used after a
+ * promote cutover and for passthrough flows).  Loop-thread only, except the
+ * fields marked "slock" and the write pumps' own locks.
+ */
+#ifndef NECTAR_HOST_CORE_TCP_FLOW_H
+#define NECTAR_HOST_CORE_TCP_FLOW_H
+
+#include <netinet/in.h>
+
+#include "host/core/core_int.h"
+#include "host/core/wpump.h"
+
+enum tcp_mode {
+    MODE_ENGINE,   /* bytes go through the engine session */
+    MODE_PROMOTED, /* the engine handed the flow back: direct forwarder */
+    MODE_DIRECT,   /* passthrough: never saw the engine */
+};
+
+/* Engine-bound read pump (ne-host §4.6 client/egress read pump). */
+enum rp_phase { RP_IDLE, RP_READING, RP_PAUSED, RP_CLOSED };
+
+struct rpump {
+    uv_tcp_t *tcp;
+    enum rp_phase phase;
+    struct wchunk *replay; /* PAUSED bytes, replayed first on demand */
+    bool eof;              /* the socket reported EOF or an error */
+    int error;             /* read error (not EOF), 0 if none */
+};
+
+/* One forwarder direction (ne-host §7.3). */
+enum fwd_phase { FD_IDLE, FD_BUFFERING, FD_ACTIVE, FD_FINISHING, FD_FINISHED };
+
+struct fwd_dir {
+    enum fwd_phase phase;
+    struct wchunk *head, *tail; /* carryover, flushed before direct bytes */
+    bool eof_buffered;
+    int error;                  /* S->C read error forwarded as a reset */
+    bool reading;
+};
+
+struct tcp_flow {
+    struct core_obj obj;
+    nectar_host_t *host;
+    nectar_host_decision_t decision;
+    enum tcp_mode mode;
+    int client_fd; /* until adopted by `client` on the loop */
+    struct sockaddr_storage remote;
+    char remote_text[80];
+
+    pthread_mutex_t slock;                     /* every session call */
+    RamaTransparentProxyTcpSession *session;   /* slock */
+    bool cancelled;                            /* slock */
+
+    uv_tcp_t client, egress;
+    uv_timer_t timer; /* connect timeout, then the drain backstop */
+    uv_connect_t creq;
+    int handles;      /* initialised uv handles not yet closed */
+
+    struct wpump cwp; /* engine/forwarder -> client socket */
+    struct wpump ewp; /* engine/forwarder -> egress socket */
+    struct rpump crp; /* client socket -> engine */
+    struct rpump erp; /* egress socket -> engine */
+    struct fwd_dir c2s, s2c;
+
+    bool egress_ready, activated, done;
+    bool server_closed, close_egress; /* engine close callbacks seen */
+    bool s2c_done, c2s_done;          /* engine mode: halves shut */
+    bool backstop_armed;
+    bool promoted;
+    uint32_t connect_timeout_ms, linger_ms;
+    uint64_t start_ms, last_activity;
+    int end_error;
+    const char *end_reason;
+};
+
+/* tcp_flow.c */
+void nectar__tcp_finish(struct tcp_flow *f, int err, const char *reason);
+void nectar__tcp_arm_backstop(struct tcp_flow *f);
+void nectar__tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+void nectar__tcp_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+void nectar__tcp_shutdown_write(uv_tcp_t *tcp);
+
+/* tcp_forward.c */
+void nectar__fwd_promote(struct tcp_flow *f);
+void nectar__fwd_start_direct(struct tcp_flow *f);
+/* The engine finished its side of a direction (promoted mode). */
+void nectar__fwd_activate(struct tcp_flow *f, struct fwd_dir *d);
+void nectar__fwd_read(struct tcp_flow *f, bool from_client, struct wchunk *c);
+void nectar__fwd_read_end(struct tcp_flow *f, bool from_client, int err);
+void nectar__fwd_resume(struct tcp_flow *f, struct fwd_dir *d);
+bool nectar__fwd_drain_pending(const struct tcp_flow *f);
+void nectar__fwd_drop(struct tcp_flow *f);
+
+#endif

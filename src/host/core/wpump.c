@@ -1,0 +1,272 @@
+/*
+ * wpump.c - the TCP write pump: a byte budget in front of one socket's
+ * writes, with the engine's all-or-nothing ACCEPTED/PAUSED/CLOSED contract
+ * (ne-host §4.6).  One writev in flight at a time.
+ */
+#include "host/core/wpump.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+struct wchunk *wchunk_new(size_t cap)
+{
+    struct wchunk *c = nectar_malloc(sizeof(*c) + cap);
+    if (c != NULL) {
+        c->next = NULL;
+        c->len = 0;
+    }
+    return c;
+}
+
+struct wchunk *wchunk_fit(struct wchunk *c)
+{
+    /* Only worth it for small reads; realloc shrinks in place on glibc. */
+    if (c->len >= 4096)
+        return c;
+    struct wchunk *s = nectar_realloc(c, sizeof(*c) + c->len);
+    return s != NULL ? s : c;
+}
+
+void wchunk_free(struct wchunk *c)
+{
+    nectar_free(c);
+}
+
+void wchunk_release(void *owner)
+{
+    nectar_free(owner);
+}
+
+static void free_list(struct wchunk *c)
+{
+    while (c != NULL) {
+        struct wchunk *n = c->next;
+        wchunk_free(c);
+        c = n;
+    }
+}
+
+void wpump_init(struct wpump *p, size_t cap, void *owner,
+                const struct wpump_ops *ops, void (*post_flush)(void *))
+{
+    memset(p, 0, sizeof(*p));
+    pthread_mutex_init(&p->lock, NULL);
+    p->cap = cap > 0 ? cap : 1;
+    p->owner = owner;
+    p->ops = ops;
+    p->post_flush = post_flush;
+    p->lifecycle = WP_PENDING;
+}
+
+void wpump_destroy(struct wpump *p)
+{
+    free_list(p->head);
+    free_list(p->inflight);
+    p->head = p->tail = p->inflight = NULL;
+    pthread_mutex_destroy(&p->lock);
+}
+
+/* Caller holds the lock. */
+static void append(struct wpump *p, struct wchunk *c)
+{
+    c->next = NULL;
+    if (p->tail != NULL)
+        p->tail->next = c;
+    else
+        p->head = c;
+    p->tail = c;
+    p->pending += c->len;
+}
+
+RamaTcpDeliverStatus wpump_enqueue(struct wpump *p, const uint8_t *buf,
+                                   size_t len)
+{
+    if (len == 0)
+        return RAMA_TCP_DELIVER_ACCEPTED;
+    pthread_mutex_lock(&p->lock);
+    if (p->closed) {
+        pthread_mutex_unlock(&p->lock);
+        return RAMA_TCP_DELIVER_CLOSED;
+    }
+    /* The first chunk is always taken, however large: refusing it could
+     * never succeed later and would deadlock the flow. */
+    if (p->pending > 0 && p->pending + len > p->cap) {
+        p->paused_signaled = true;
+        pthread_mutex_unlock(&p->lock);
+        return RAMA_TCP_DELIVER_PAUSED;
+    }
+    struct wchunk *c = wchunk_new(len);
+    if (c == NULL) {
+        /* Out of memory: report PAUSED so the engine retries after the
+         * next drain edge instead of losing bytes. */
+        p->paused_signaled = true;
+        bool idle = p->pending == 0;
+        pthread_mutex_unlock(&p->lock);
+        if (idle)
+            p->post_flush(p->owner);
+        return RAMA_TCP_DELIVER_PAUSED;
+    }
+    memcpy(c->data, buf, len);
+    c->len = len;
+    append(p, c);
+    pthread_mutex_unlock(&p->lock);
+    p->post_flush(p->owner);
+    return RAMA_TCP_DELIVER_ACCEPTED;
+}
+
+bool wpump_push(struct wpump *p, struct wchunk *c)
+{
+    pthread_mutex_lock(&p->lock);
+    if (p->closed) {
+        pthread_mutex_unlock(&p->lock);
+        wchunk_free(c);
+        return false;
+    }
+    append(p, c);
+    bool over = p->pending >= p->cap;
+    if (over)
+        p->fwd_waiting = true;
+    pthread_mutex_unlock(&p->lock);
+    wpump_flush(p);
+    return over;
+}
+
+void wpump_open(struct wpump *p, uv_stream_t *stream)
+{
+    p->stream = stream;
+    if (p->lifecycle == WP_PENDING)
+        p->lifecycle = WP_OPEN;
+    wpump_flush(p);
+}
+
+bool wpump_is_closed(struct wpump *p)
+{
+    pthread_mutex_lock(&p->lock);
+    bool c = p->closed;
+    pthread_mutex_unlock(&p->lock);
+    return c;
+}
+
+static void fire_drained(struct wpump *p)
+{
+    wpump_drained_cb cb = p->drained;
+    p->drained = NULL;
+    if (cb != NULL)
+        cb(p);
+}
+
+static void on_write(uv_write_t *req, int status);
+
+void wpump_flush(struct wpump *p)
+{
+    if (p->writing)
+        return;
+    pthread_mutex_lock(&p->lock);
+    if (p->closed) {
+        assert(p->head == NULL && p->pending == 0);
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
+    /* A draining pump writes even if it was never opened, as long as it
+     * has a socket. */
+    bool can_write = p->stream != NULL && p->lifecycle != WP_PENDING;
+    if (p->head == NULL || !can_write) {
+        /* pending == 0 guards the gap between an ACCEPTED enqueue and its
+         * flush event; here the enqueue appends under the lock, so an
+         * empty queue already means nothing is in transit. */
+        bool fin = p->lifecycle == WP_DRAINING && p->head == NULL &&
+                   p->pending == 0;
+        if (fin)
+            p->closed = true;
+        pthread_mutex_unlock(&p->lock);
+        if (fin)
+            fire_drained(p);
+        return;
+    }
+    unsigned n = 0;
+    size_t total = 0;
+    struct wchunk *batch = p->head, *last = NULL;
+    for (struct wchunk *c = p->head; c != NULL && n < WPUMP_MAX_IOV;
+         c = c->next) {
+        p->bufs[n] = uv_buf_init((char *)c->data, (unsigned)c->len);
+        total += c->len;
+        last = c;
+        n++;
+    }
+    p->head = last->next;
+    if (p->head == NULL)
+        p->tail = NULL;
+    last->next = NULL;
+    p->pending -= total;
+    bool edge_engine = false, edge_fwd = false;
+    if (p->pending < p->cap) {
+        edge_engine = p->paused_signaled;
+        edge_fwd = p->fwd_waiting;
+        p->paused_signaled = false;
+        p->fwd_waiting = false;
+    }
+    pthread_mutex_unlock(&p->lock);
+
+    p->inflight = batch;
+    p->writing = true;
+    p->req.data = p;
+    int rc = uv_write(&p->req, p->stream, p->bufs, n, on_write);
+    /* Signal the drain before the write completes so the engine can
+     * produce in parallel (edge-triggered, ne-host §4.6). */
+    if (edge_engine || edge_fwd)
+        p->ops->drain_edge(p, edge_engine, edge_fwd);
+    if (rc != 0) {
+        p->writing = false;
+        free_list(p->inflight);
+        p->inflight = NULL;
+        wpump_cancel(p);
+        p->ops->error(p, rc);
+    }
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct wpump *p = req->data;
+    size_t n = 0;
+    for (struct wchunk *c = p->inflight; c != NULL; c = c->next)
+        n += c->len;
+    free_list(p->inflight);
+    p->inflight = NULL;
+    p->writing = false;
+    if (wpump_is_closed(p))
+        return; /* cancelled meanwhile: do not resurrect anything */
+    if (status < 0) {
+        wpump_cancel(p);
+        p->ops->error(p, status);
+        return;
+    }
+    p->written += n;
+    p->ops->written(p, n);
+    wpump_flush(p);
+}
+
+void wpump_close_when_drained(struct wpump *p, wpump_drained_cb cb)
+{
+    if (wpump_is_closed(p)) {
+        cb(p);
+        return;
+    }
+    p->drained = cb;
+    p->lifecycle = WP_DRAINING;
+    wpump_flush(p);
+}
+
+void wpump_cancel(struct wpump *p)
+{
+    pthread_mutex_lock(&p->lock);
+    struct wchunk *q = p->head;
+    p->head = p->tail = NULL;
+    p->pending = 0;
+    p->closed = true;
+    pthread_mutex_unlock(&p->lock);
+    free_list(q);
+    fire_drained(p);
+}
