@@ -1,0 +1,391 @@
+/*
+ * mitm.c - per-flow TLS interception (see mitm.h).
+ *
+ * Per flow:  UPSTREAM handshake --ok--> CLIENT handshake --ok--> done(0)
+ *                              \--fail--> CLIENT handshake refused with an
+ *                                         alert --> done(EAUTH/ECRYPTO)
+ *            CLIENT handshake --fail--> done(EPEER or ECRYPTO)
+ */
+#include "services/tls/mitm.h"
+
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "nectar/log.h"
+#include "services/tls/lru.h"
+#include "services/tls/tls.h"
+
+#define TAG "tls-mitm"
+
+struct tls_mitm {
+    atomic_int refs;
+    tls_ca_t *ca;
+    SSL_CTX *sctx;       /* towards the app */
+    SSL_CTX *cctx;       /* towards the server */
+    tls_lru_t *rejected; /* hosts whose app rejected our certificate */
+};
+
+struct tls_mitm_flow {
+    tls_mitm_t *m;
+    svc_stream_t *client_raw; /* until wrapped by client_tls */
+    svc_stream_t *client_tls;
+    svc_stream_t *server_tls;
+    char host[256];
+    bool refuse;        /* answer the app with an alert */
+    int refuse_status;  /* what done reports then */
+    char alpn[64];      /* protocol the server chose, "" none */
+    uint64_t flow_id;
+    tls_mitm_done_cb cb;
+    void *data;
+};
+
+void tls_mitm_opts_defaults(tls_mitm_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->trust_cache_size = 4096;
+    o->trust_cache_ttl_ms = 300000;
+}
+
+/* ---- shared contexts ---------------------------------------------------- */
+
+static int on_client_hello(SSL *ssl, int *al, void *arg)
+{
+    (void)arg;
+    struct tls_mitm_flow *f = SSL_get_app_data(ssl);
+    if (f != NULL && f->refuse) {
+        *al = SSL_AD_HANDSHAKE_FAILURE;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* Mirrors the server's ALPN choice to the app. */
+static int on_alpn_select(SSL *ssl, const unsigned char **out,
+                          unsigned char *outlen, const unsigned char *in,
+                          unsigned int inlen, void *arg)
+{
+    (void)arg;
+    struct tls_mitm_flow *f = SSL_get_app_data(ssl);
+    if (f == NULL || f->alpn[0] == '\0')
+        return SSL_TLSEXT_ERR_NOACK;
+    size_t want = strlen(f->alpn);
+    unsigned int i = 0;
+    while (i < inlen) {
+        unsigned int n = in[i];
+        if (i + 1 + n > inlen)
+            break;
+        if (n == want && memcmp(in + i + 1, f->alpn, n) == 0) {
+            *out = in + i + 1;
+            *outlen = (unsigned char)n;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + n;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int make_server_ctx(tls_mitm_t *m, tls_keylog_t *keylog,
+                           nectar_error_t *err)
+{
+    m->sctx = SSL_CTX_new(TLS_server_method());
+    if (m->sctx == NULL)
+        return nectar_error_set(err, NECTAR_ECRYPTO, "SSL_CTX_new failed");
+    SSL_CTX_set_min_proto_version(m->sctx, TLS1_2_VERSION);
+    /* Idle flows keep no 34 KiB read/write buffers around. */
+    SSL_CTX_set_mode(m->sctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_client_hello_cb(m->sctx, on_client_hello, NULL);
+    SSL_CTX_set_alpn_select_cb(m->sctx, on_alpn_select, NULL);
+    if (keylog != NULL)
+        tls_keylog_attach(keylog, m->sctx);
+    return 0;
+}
+
+static int make_client_ctx(tls_mitm_t *m, tls_keylog_t *keylog,
+                           const tls_mitm_opts_t *o, nectar_error_t *err)
+{
+    m->cctx = SSL_CTX_new(TLS_client_method());
+    if (m->cctx == NULL)
+        return nectar_error_set(err, NECTAR_ECRYPTO, "SSL_CTX_new failed");
+    SSL_CTX_set_min_proto_version(m->cctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(m->cctx, SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_set_default_verify_paths(m->cctx) != 1)
+        ERR_clear_error(); /* no system store: only upstream_ca_file */
+    if (o->upstream_ca_file != NULL && o->upstream_ca_file[0] != '\0' &&
+        SSL_CTX_load_verify_locations(m->cctx, o->upstream_ca_file, NULL) !=
+            1) {
+        ERR_clear_error();
+        return nectar_error_set(err, NECTAR_ECONFIG,
+                                "upstream_ca_file %s: cannot load PEM",
+                                o->upstream_ca_file);
+    }
+    SSL_CTX_set_verify(m->cctx,
+                       o->upstream_insecure ? SSL_VERIFY_NONE
+                                            : SSL_VERIFY_PEER,
+                       NULL);
+    if (keylog != NULL)
+        tls_keylog_attach(keylog, m->cctx);
+    return 0;
+}
+
+static void mitm_free(tls_mitm_t *m)
+{
+    SSL_CTX_free(m->sctx);
+    SSL_CTX_free(m->cctx);
+    tls_lru_free(m->rejected);
+    tls_ca_unref(m->ca);
+    nectar_free(m);
+}
+
+int tls_mitm_new(tls_ca_t *ca, tls_keylog_t *keylog, const tls_mitm_opts_t *o,
+                 tls_mitm_t **out, nectar_error_t *err)
+{
+    tls_mitm_opts_t defaults;
+    if (o == NULL) {
+        tls_mitm_opts_defaults(&defaults);
+        o = &defaults;
+    }
+    if (ca == NULL || out == NULL)
+        return nectar_error_set(err, NECTAR_EINVAL, "no CA");
+    tls_mitm_t *m = nectar_calloc(1, sizeof(*m));
+    if (m == NULL)
+        return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
+    atomic_init(&m->refs, 1);
+    m->ca = tls_ca_ref(ca);
+    int rc = make_server_ctx(m, keylog, err);
+    if (rc == 0)
+        rc = make_client_ctx(m, keylog, o, err);
+    if (rc == 0) {
+        m->rejected = tls_lru_new(o->trust_cache_size ? o->trust_cache_size
+                                                      : 4096,
+                                  o->trust_cache_ttl_ms, NULL, NULL);
+        if (m->rejected == NULL)
+            rc = nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
+    }
+    if (rc != 0) {
+        mitm_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+tls_mitm_t *tls_mitm_ref(tls_mitm_t *m)
+{
+    atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+void tls_mitm_unref(tls_mitm_t *m)
+{
+    if (m != NULL && atomic_fetch_sub(&m->refs, 1) == 1)
+        mitm_free(m);
+}
+
+tls_ca_t *tls_mitm_ca(tls_mitm_t *m)
+{
+    return m->ca;
+}
+
+bool tls_mitm_bypassed(tls_mitm_t *m, const char *host)
+{
+    return host != NULL && host[0] != '\0' &&
+           tls_lru_get(m->rejected, host) != NULL;
+}
+
+void tls_mitm_mark_rejected(tls_mitm_t *m, const char *host)
+{
+    if (host != NULL && host[0] != '\0')
+        tls_lru_put(m->rejected, host, (void *)1);
+}
+
+void tls_mitm_forget(tls_mitm_t *m, const char *host)
+{
+    tls_lru_remove(m->rejected, host);
+}
+
+/* ---- one flow ----------------------------------------------------------- */
+
+static bool is_ip(const char *h)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
+}
+
+static void flow_free(struct tls_mitm_flow *f)
+{
+    if (f->client_raw != NULL)
+        svc_close(f->client_raw);
+    if (f->client_tls != NULL)
+        svc_close(f->client_tls);
+    if (f->server_tls != NULL)
+        svc_close(f->server_tls);
+    tls_mitm_unref(f->m);
+    nectar_free(f);
+}
+
+static void flow_fail(struct tls_mitm_flow *f, int status)
+{
+    tls_mitm_done_cb cb = f->cb;
+    void *data = f->data;
+    flow_free(f);
+    cb(status, NULL, NULL, NULL, data);
+}
+
+static void on_client_handshake(svc_stream_t *tls, int status, void *data)
+{
+    struct tls_mitm_flow *f = data;
+    if (status == 0 && !f->refuse) {
+        svc_stream_t *c = f->client_tls, *s = f->server_tls;
+        char alpn[sizeof(f->alpn)];
+        memcpy(alpn, f->alpn, sizeof(alpn));
+        tls_mitm_done_cb cb = f->cb;
+        void *cb_data = f->data;
+        f->client_tls = f->server_tls = NULL;
+        flow_free(f);
+        cb(0, c, s, alpn, cb_data);
+        return;
+    }
+    if (f->refuse) {
+        flow_fail(f, f->refuse_status);
+        return;
+    }
+    svc_tls_fail_t why = svc_tls_failure(tls);
+    if (why == SVC_TLS_PEER_REJECTED_CERT || why == SVC_TLS_EOF_AFTER_FLIGHT) {
+        tls_mitm_mark_rejected(f->m, f->host);
+        nectar_log(NECTAR_LOG_INFO, TAG,
+                   "flow=%llu app rejected the minted certificate for %s "
+                   "(%s); later flows to it are not intercepted",
+                   (unsigned long long)f->flow_id, f->host,
+                   svc_tls_failure_text(tls));
+        flow_fail(f, NECTAR_EPEER);
+        return;
+    }
+    nectar_log(NECTAR_LOG_DEBUG, TAG, "flow=%llu app handshake for %s: %s",
+               (unsigned long long)f->flow_id, f->host,
+               svc_tls_failure_text(tls));
+    flow_fail(f, NECTAR_ECRYPTO);
+}
+
+static int start_client_side(struct tls_mitm_flow *f)
+{
+    SSL *ssl = SSL_new(f->m->sctx);
+    if (ssl == NULL)
+        return NECTAR_ENOMEM;
+    if (!f->refuse) {
+        X509 *leaf = tls_ca_leaf(f->m->ca, f->host);
+        int ok = leaf != NULL && SSL_use_certificate(ssl, leaf) == 1 &&
+                 SSL_use_PrivateKey(ssl, tls_ca_leaf_key(f->m->ca)) == 1;
+        X509_free(leaf);
+        if (!ok) {
+            ERR_clear_error();
+            SSL_free(ssl);
+            return NECTAR_ECRYPTO;
+        }
+    }
+    SSL_set_app_data(ssl, f);
+    SSL_set_accept_state(ssl);
+    f->client_tls = svc_tls_new(f->client_raw, ssl);
+    f->client_raw = NULL;
+    if (f->client_tls == NULL)
+        return NECTAR_ENOMEM;
+    return svc_tls_handshake(f->client_tls, on_client_handshake, f);
+}
+
+static void on_upstream_handshake(svc_stream_t *tls, int status, void *data)
+{
+    struct tls_mitm_flow *f = data;
+    if (status == 0) {
+        const unsigned char *p;
+        unsigned int n;
+        SSL_get0_alpn_selected(svc_tls_ssl(tls), &p, &n);
+        if (n < sizeof(f->alpn)) {
+            memcpy(f->alpn, p, n);
+            f->alpn[n] = '\0';
+        }
+    } else {
+        svc_tls_fail_t why = svc_tls_failure(tls);
+        if (why == SVC_TLS_VERIFY_FAILED) {
+            nectar_log(NECTAR_LOG_WARN, TAG,
+                       "flow=%llu server %s failed verification (%s); "
+                       "refusing the app's handshake",
+                       (unsigned long long)f->flow_id, f->host,
+                       svc_tls_failure_text(tls));
+            f->refuse_status = NECTAR_EAUTH;
+        } else {
+            nectar_log(NECTAR_LOG_INFO, TAG,
+                       "flow=%llu TLS to server %s failed (%s); refusing "
+                       "the app's handshake",
+                       (unsigned long long)f->flow_id, f->host,
+                       svc_tls_failure_text(tls));
+            f->refuse_status = NECTAR_ECRYPTO;
+        }
+        f->refuse = true;
+        svc_close(f->server_tls);
+        f->server_tls = NULL;
+    }
+    int rc = start_client_side(f);
+    if (rc != 0)
+        flow_fail(f, rc);
+}
+
+static int start_upstream(struct tls_mitm_flow *f, svc_stream_t *server,
+                          const peek_tls_hello_t *hello)
+{
+    SSL *ssl = SSL_new(f->m->cctx);
+    if (ssl == NULL) {
+        svc_close(server);
+        return NECTAR_ENOMEM;
+    }
+    bool ip = is_ip(f->host);
+    if (!ip && hello->has_sni)
+        SSL_set_tlsext_host_name(ssl, f->host);
+    if (ip)
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), f->host);
+    else
+        SSL_set1_host(ssl, f->host);
+    if (hello->alpn_len > 0)
+        SSL_set_alpn_protos(ssl, hello->alpn, (unsigned)hello->alpn_len);
+    SSL_set_connect_state(ssl);
+    f->server_tls = svc_tls_new(server, ssl);
+    if (f->server_tls == NULL)
+        return NECTAR_ENOMEM;
+    return svc_tls_handshake(f->server_tls, on_upstream_handshake, f);
+}
+
+tls_mitm_flow_t *tls_mitm_flow_start(tls_mitm_t *m, svc_stream_t *client,
+                                     svc_stream_t *server,
+                                     const peek_tls_hello_t *hello,
+                                     const char *fallback_host,
+                                     uint64_t flow_id, tls_mitm_done_cb cb,
+                                     void *data)
+{
+    struct tls_mitm_flow *f = nectar_calloc(1, sizeof(*f));
+    if (f == NULL) {
+        svc_close(client);
+        svc_close(server);
+        return NULL;
+    }
+    f->m = tls_mitm_ref(m);
+    f->client_raw = client;
+    f->flow_id = flow_id;
+    f->cb = cb;
+    f->data = data;
+    const char *host = hello->has_sni ? hello->sni : fallback_host;
+    snprintf(f->host, sizeof(f->host), "%s", host ? host : "");
+    if (start_upstream(f, server, hello) != 0) {
+        flow_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void tls_mitm_flow_cancel(tls_mitm_flow_t *f)
+{
+    if (f != NULL)
+        flow_free(f);
+}
