@@ -20,6 +20,7 @@
 #ifndef NECTAR_SERVICES_STREAM_H
 #define NECTAR_SERVICES_STREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -80,6 +81,11 @@ static inline void svc_close(svc_stream_t *s)
 /* Wrap a flow stream.  Returns NULL on allocation failure.  Closing the
  * wrapper does not finish the flow. */
 svc_stream_t *svc_stream_wrap(nectar_stream_t *s);
+
+/* True when s copies the bytes inside svc_write, so `buf` need only stay
+ * valid for the call (the wrap and prefix-over-wrap streams do).  Lets a
+ * relay forward a borrowed read buffer without copying it first. */
+bool svc_stream_copies_writes(const svc_stream_t *s);
 
 /* A stream that first delivers a copy of `bytes` (already read from
  * `inner`, e.g. by a protocol peek), then inner's own reads.  Writes,

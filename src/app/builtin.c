@@ -1,0 +1,164 @@
+/*
+ * builtin.c - the built-in handler: nectar_builtin_handler(), configured by
+ * the engine-config JSON (docs/config.md).  Decides each flow from the
+ * `actions` list, serves intercepted flows with the plain TCP and UDP
+ * relays, answers ping/stats app messages and returns the configured
+ * proxy rules and tuning.
+ *
+ * The handler state is immutable after create except the atomic stats, so
+ * every slot may run concurrently on any engine thread.
+ */
+#include <string.h>
+
+#include "app/config.h"
+#include "app/message.h"
+#include "app/stats.h"
+#include "common/alloc.h"
+#include "nectar/handler.h"
+#include "nectar/log.h"
+#include "services/relay.h"
+#include "services/udp_relay.h"
+
+#define LOG_TAG "builtin"
+
+struct builtin {
+    struct app_config cfg;
+    struct app_stats stats;
+};
+
+static int builtin_create(nectar_engine_ctx_t *ctx, void **state,
+                          nectar_error_t *err)
+{
+    nectar_error_t local = {0};
+    size_t len = 0;
+    const uint8_t *json = nectar_engine_ctx_config(ctx, &len);
+    struct builtin *b = nectar_calloc(1, sizeof(*b));
+    int rc;
+
+    if (b == NULL)
+        return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
+    rc = nectar__app_config_parse(json, len, &b->cfg, &local);
+    if (rc != 0) {
+        nectar_log(NECTAR_LOG_ERROR, LOG_TAG, "engine config rejected: %s",
+                   local.message);
+        nectar_error_set(err, rc, "engine config: %s", local.message);
+        nectar_free(b);
+        return rc;
+    }
+    nectar_log(NECTAR_LOG_DEBUG, LOG_TAG,
+               "config: default %s, %zu actions, %zu rules",
+               nectar__app_action_name(b->cfg.default_action),
+               b->cfg.actions_len, b->cfg.rules_len);
+    *state = b;
+    return 0;
+}
+
+static void builtin_destroy(void *state)
+{
+    struct builtin *b = state;
+
+    nectar__app_config_free(&b->cfg);
+    nectar_free(b);
+}
+
+static void builtin_proxy_config(void *state, nectar_proxy_config_t *cfg)
+{
+    nectar__app_config_apply_proxy(&((struct builtin *)state)->cfg, cfg);
+}
+
+static bool builtin_egress_options(void *state, const nectar_flow_meta_t *meta,
+                                   RamaTcpEgressConnectOptions *out)
+{
+    const struct builtin *b = state;
+
+    (void)meta;
+    if (!b->cfg.has_egress)
+        return false;
+    *out = b->cfg.egress;
+    return true;
+}
+
+/* Settle d with `action`; an intercept whose service cannot be allocated
+ * blocks, the engine's own fail-safe outcome. */
+static void builtin_decide(struct builtin *b, const nectar_flow_meta_t *meta,
+                           nectar_decision_t *d)
+{
+    nectar_action_t action = nectar__app_config_decide(&b->cfg, meta);
+    void *svc = NULL;
+
+    if (action == NECTAR_ACTION_INTERCEPT) {
+        svc = meta->protocol == NECTAR_PROTO_UDP
+                  ? svc_udp_relay_new(&b->stats.udp)
+                  : svc_tcp_relay_new(&b->stats.tcp);
+        if (svc == NULL) {
+            nectar_log(NECTAR_LOG_WARN, LOG_TAG,
+                       "flow %llu: no memory for a relay; blocking",
+                       (unsigned long long)meta->flow_id);
+            action = NECTAR_ACTION_BLOCK;
+        }
+    }
+    nectar__app_stats_decision(&b->stats, action);
+    nectar_log(NECTAR_LOG_DEBUG, LOG_TAG, "flow %llu %s %s:%u: %s",
+               (unsigned long long)meta->flow_id,
+               meta->protocol == NECTAR_PROTO_UDP ? "udp" : "tcp",
+               meta->remote.host != NULL ? meta->remote.host : "?",
+               meta->remote.port, nectar__app_action_name(action));
+    switch (action) {
+    case NECTAR_ACTION_INTERCEPT:
+        if (meta->protocol == NECTAR_PROTO_UDP)
+            nectar_decision_intercept_udp(d, &svc_udp_relay_service, svc);
+        else
+            nectar_decision_intercept_tcp(d, &svc_tcp_relay_service, svc);
+        break;
+    case NECTAR_ACTION_PASSTHROUGH:
+        nectar_decision_passthrough(d);
+        break;
+    case NECTAR_ACTION_BLOCK:
+        nectar_decision_block(d);
+        break;
+    }
+}
+
+static void builtin_decide_tcp(void *state, const nectar_flow_meta_t *meta,
+                               nectar_decision_t *d)
+{
+    builtin_decide(state, meta, d);
+}
+
+static void builtin_decide_udp(void *state, const nectar_flow_meta_t *meta,
+                               nectar_decision_t *d)
+{
+    builtin_decide(state, meta, d);
+}
+
+static void builtin_app_message(void *state, const uint8_t *msg, size_t len,
+                                nectar_reply_t *r)
+{
+    const struct builtin *b = state;
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+
+    if (nectar__app_message_reply(msg, len, &b->stats, &out, &out_len) != 0)
+        nectar_log(NECTAR_LOG_WARN, LOG_TAG, "app message: out of memory");
+    nectar_reply_send(r, out, out_len);
+    nectar_free(out);
+}
+
+static const nectar_handler_vtable_t builtin_vtable = {
+    .version = NECTAR_HANDLER_VERSION,
+    .name = "builtin",
+    .create = builtin_create,
+    .destroy = builtin_destroy,
+    .proxy_config = builtin_proxy_config,
+    .egress_options = builtin_egress_options,
+    .decide_tcp = builtin_decide_tcp,
+    .decide_udp = builtin_decide_udp,
+    .app_message = builtin_app_message,
+    .system_sleep = NULL,
+    .system_wake = NULL,
+};
+
+const nectar_handler_vtable_t *nectar_builtin_handler(void)
+{
+    return &builtin_vtable;
+}
