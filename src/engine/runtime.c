@@ -1,0 +1,434 @@
+/*
+ * runtime.c - the engine threads: a small pool of libuv loops, each on its
+ * own thread, and the way work reaches them.
+ *
+ * Host calls run on any thread.  They change session state under the
+ * session lock and then call nectar__obj_schedule(), which links the
+ * session into its loop's ready list (once: scheduling coalesces) and wakes
+ * the loop with uv_async_send.  The loop's async callback runs
+ * ops->process for every ready object; process does bounded work and
+ * reschedules itself when more is left (Redis's "bounded work per turn").
+ *
+ * Object lifetime: refs = host handle + loop side + one per queued
+ * schedule.  The loop side drops its reference in nectar__obj_finalize,
+ * after the session's timers are closed, which also unlinks it from the
+ * loop's live list.
+ *
+ * Stop (spec §7.4): (1) each loop runs ops->shutdown on every live object;
+ * (2) the stopping thread waits for the live count to reach zero, bounded by
+ * drain_ms; (3) loop 0 runs `last` (the handler's destroy), then every loop
+ * stops accepting work and closes its remaining handles; (4) threads are
+ * joined, bounded by drain_ms + 2 s; a wedged thread is detached and its
+ * runtime leaked rather than freed under it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "common/alloc.h"
+#include "engine/internal.h"
+#include "nectar/log.h"
+
+struct ne_job {
+    struct nectar_list node;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
+/* ---- objects ------------------------------------------------------------- */
+
+void nectar__obj_ref(struct ne_obj *o)
+{
+    atomic_fetch_add(&o->refs, 1);
+}
+
+void nectar__obj_unref(struct ne_obj *o)
+{
+    if (atomic_fetch_sub(&o->refs, 1) == 1)
+        o->ops->destroy(o);
+}
+
+void nectar__obj_attach(struct ne_obj *o, const struct ne_obj_ops *ops,
+                        struct ne_loop *loop)
+{
+    struct ne_runtime *rt = loop->rt;
+
+    o->ops = ops;
+    o->loop = loop;
+    atomic_init(&o->refs, 2);
+    o->queued = false;
+    nectar_list_init(&o->ready_node);
+    nectar_list_init(&o->live_node);
+    pthread_mutex_lock(&rt->mu);
+    rt->live_objs++;
+    pthread_mutex_unlock(&rt->mu);
+    pthread_mutex_lock(&loop->mu);
+    o->live = true;
+    nectar_list_push_back(&loop->live, &o->live_node);
+    pthread_mutex_unlock(&loop->mu);
+    nectar__obj_schedule(o);
+}
+
+void nectar__obj_schedule(struct ne_obj *o)
+{
+    struct ne_loop *loop = o->loop;
+
+    pthread_mutex_lock(&loop->mu);
+    if (loop->accepting && !o->queued) {
+        o->queued = true;
+        nectar__obj_ref(o);
+        nectar_list_push_back(&loop->ready, &o->ready_node);
+        /* Under mu: the async handle is closed only after accepting is
+         * cleared under the same lock. */
+        uv_async_send(&loop->async);
+    }
+    pthread_mutex_unlock(&loop->mu);
+}
+
+void nectar__obj_finalize(struct ne_obj *o)
+{
+    struct ne_loop *loop = o->loop;
+    struct ne_runtime *rt = loop->rt;
+    bool was_live;
+
+    pthread_mutex_lock(&loop->mu);
+    was_live = o->live;
+    o->live = false;
+    nectar_list_remove(&o->live_node);
+    pthread_mutex_unlock(&loop->mu);
+    if (!was_live)
+        return;
+    pthread_mutex_lock(&rt->mu);
+    rt->live_objs--;
+    pthread_cond_broadcast(&rt->cv);
+    pthread_mutex_unlock(&rt->mu);
+    nectar__obj_unref(o);
+}
+
+bool nectar__loop_post(struct ne_loop *loop, void (*fn)(void *), void *arg)
+{
+    struct ne_job *job = nectar_malloc(sizeof(*job));
+    bool ok;
+
+    if (job == NULL)
+        return false;
+    job->fn = fn;
+    job->arg = arg;
+    pthread_mutex_lock(&loop->mu);
+    ok = loop->accepting;
+    if (ok) {
+        nectar_list_push_back(&loop->jobs, &job->node);
+        uv_async_send(&loop->async);
+    }
+    pthread_mutex_unlock(&loop->mu);
+    if (!ok)
+        nectar_free(job);
+    return ok;
+}
+
+/* ---- the loop thread ------------------------------------------------------ */
+
+static void on_async(uv_async_t *h)
+{
+    struct ne_loop *loop = h->data;
+    struct nectar_list jobs, ready, *n;
+
+    nectar_list_init(&jobs);
+    nectar_list_init(&ready);
+    pthread_mutex_lock(&loop->mu);
+    nectar_list_splice(&jobs, &loop->jobs);
+    nectar_list_splice(&ready, &loop->ready);
+    /* Clear `queued` now so process() may reschedule its own object. */
+    for (n = ready.next; n != &ready; n = n->next)
+        nectar_list_entry(n, struct ne_obj, ready_node)->queued = false;
+    pthread_mutex_unlock(&loop->mu);
+
+    while ((n = nectar_list_first(&jobs)) != NULL) {
+        struct ne_job *job = nectar_list_entry(n, struct ne_job, node);
+        nectar_list_remove(n);
+        job->fn(job->arg);
+        nectar_free(job);
+    }
+    while ((n = nectar_list_first(&ready)) != NULL) {
+        struct ne_obj *o = nectar_list_entry(n, struct ne_obj, ready_node);
+        nectar_list_remove(n);
+        o->ops->process(o);
+        nectar__obj_unref(o);
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    struct ne_loop *loop = arg;
+    struct ne_runtime *rt = loop->rt;
+
+    uv_run(&loop->uv, UV_RUN_DEFAULT);
+    pthread_mutex_lock(&rt->mu);
+    loop->exited = true;
+    pthread_cond_broadcast(&rt->cv);
+    pthread_mutex_unlock(&rt->mu);
+    return NULL;
+}
+
+/* ---- creation and teardown ------------------------------------------------ */
+
+static void rt_free(struct ne_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->n; i++) {
+        struct ne_loop *loop = &rt->loops[i];
+        struct nectar_list *n;
+
+        while ((n = nectar_list_first(&loop->jobs)) != NULL) {
+            nectar_list_remove(n);
+            nectar_free(nectar_list_entry(n, struct ne_job, node));
+        }
+        if (loop->uv_inited && uv_loop_close(&loop->uv) != 0)
+            nectar_log(NECTAR_LOG_WARN, NE_TAG, "loop %u still busy", i);
+        pthread_mutex_destroy(&loop->mu);
+    }
+    pthread_mutex_destroy(&rt->mu);
+    pthread_cond_destroy(&rt->cv);
+    nectar_free(rt->loops);
+    nectar_free(rt);
+}
+
+void nectar__rt_ref(struct ne_runtime *rt)
+{
+    atomic_fetch_add(&rt->refs, 1);
+}
+
+void nectar__rt_unref(struct ne_runtime *rt)
+{
+    if (atomic_fetch_sub(&rt->refs, 1) == 1 && !rt->leaked)
+        rt_free(rt);
+}
+
+static int loop_init(struct ne_runtime *rt, struct ne_loop *loop)
+{
+    int rc;
+
+    loop->rt = rt;
+    nectar_list_init(&loop->ready);
+    nectar_list_init(&loop->live);
+    nectar_list_init(&loop->jobs);
+    pthread_mutex_init(&loop->mu, NULL);
+    rc = uv_loop_init(&loop->uv);
+    if (rc != 0)
+        return rc;
+    rc = uv_async_init(&loop->uv, &loop->async, on_async);
+    if (rc != 0) {
+        uv_loop_close(&loop->uv);
+        return rc;
+    }
+    loop->uv_inited = true;
+    loop->async.data = loop;
+    loop->accepting = true;
+    rc = pthread_create(&loop->thread, NULL, loop_main, loop);
+    if (rc != 0) {
+        loop->accepting = false;
+        uv_close((uv_handle_t *)&loop->async, NULL);
+        uv_run(&loop->uv, UV_RUN_NOWAIT);
+        return -rc;
+    }
+    loop->thread_started = true;
+    return 0;
+}
+
+int nectar__rt_new(unsigned threads, struct ne_runtime **out)
+{
+    struct ne_runtime *rt = nectar_calloc(1, sizeof(*rt));
+    int rc = 0;
+
+    *out = NULL;
+    if (rt == NULL)
+        return NECTAR_ENOMEM;
+    rt->loops = nectar_calloc(threads, sizeof(struct ne_loop));
+    if (rt->loops == NULL) {
+        nectar_free(rt);
+        return NECTAR_ENOMEM;
+    }
+    atomic_init(&rt->refs, 1);
+    atomic_init(&rt->next, 0);
+    pthread_mutex_init(&rt->mu, NULL);
+    pthread_cond_init(&rt->cv, NULL);
+    for (unsigned i = 0; i < threads; i++) {
+        rc = loop_init(rt, &rt->loops[i]);
+        if (rc != 0)
+            break;
+        rt->n = i + 1;
+    }
+    if (rc != 0) {
+        nectar__rt_stop(rt, 0, NULL, NULL);
+        nectar__rt_unref(rt);
+        return rc;
+    }
+    *out = rt;
+    return 0;
+}
+
+struct ne_loop *nectar__rt_pick(struct ne_runtime *rt)
+{
+    return &rt->loops[atomic_fetch_add(&rt->next, 1) % rt->n];
+}
+
+/* ---- stop ----------------------------------------------------------------- */
+
+static void job_shutdown_all(void *arg)
+{
+    struct ne_loop *loop = arg;
+    struct nectar_list *n;
+    size_t count = 0, cap = 0;
+    struct ne_obj **objs = NULL;
+
+    /* Snapshot with references first: shutdown may finalise (unlink) the
+     * object it is given. */
+    pthread_mutex_lock(&loop->mu);
+    for (n = loop->live.next; n != &loop->live; n = n->next)
+        cap++;
+    if (cap > 0)
+        objs = nectar_malloc(cap * sizeof(*objs));
+    for (n = loop->live.next; objs != NULL && n != &loop->live; n = n->next) {
+        objs[count] = nectar_list_entry(n, struct ne_obj, live_node);
+        nectar__obj_ref(objs[count]);
+        count++;
+    }
+    pthread_mutex_unlock(&loop->mu);
+    if (cap > 0 && objs == NULL)
+        nectar_log(NECTAR_LOG_ERROR, NE_TAG, "stop: out of memory");
+    for (size_t i = 0; i < count; i++)
+        objs[i]->ops->shutdown(objs[i]);
+    for (size_t i = 0; i < count; i++)
+        nectar__obj_unref(objs[i]);
+    nectar_free(objs);
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+struct last_job {
+    struct ne_loop *loop;
+    void (*last)(void *);
+    void *arg;
+};
+
+static void job_close_loop(void *arg)
+{
+    struct last_job *lj = arg;
+    struct ne_loop *loop = lj->loop;
+
+    if (lj->last != NULL)
+        lj->last(lj->arg);
+    pthread_mutex_lock(&loop->mu);
+    loop->accepting = false;
+    pthread_mutex_unlock(&loop->mu);
+    uv_walk(&loop->uv, close_walk_cb, NULL);
+    nectar_free(lj);
+}
+
+static void deadline_after(struct timespec *ts, uint32_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Waits on rt->cv (a CLOCK_MONOTONIC condvar is not portable; use the
+ * realtime clock with a monotonic deadline check). */
+static int timed_wait(struct ne_runtime *rt, const struct timespec *mono_dl)
+{
+    struct timespec now, rt_dl;
+    long long left_ns;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    left_ns = (long long)(mono_dl->tv_sec - now.tv_sec) * 1000000000LL +
+              (mono_dl->tv_nsec - now.tv_nsec);
+    if (left_ns <= 0)
+        return ETIMEDOUT;
+    if (left_ns > 50000000LL)
+        left_ns = 50000000LL; /* re-check every 50 ms */
+    clock_gettime(CLOCK_REALTIME, &rt_dl);
+    rt_dl.tv_nsec += left_ns;
+    while (rt_dl.tv_nsec >= 1000000000L) {
+        rt_dl.tv_sec++;
+        rt_dl.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&rt->cv, &rt->mu, &rt_dl);
+    return 0;
+}
+
+bool nectar__rt_stop(struct ne_runtime *rt, uint32_t drain_ms,
+                     void (*last)(void *arg), void *arg)
+{
+    struct timespec dl;
+    bool all_exited = true;
+
+    for (unsigned i = 0; i < rt->n; i++)
+        nectar__loop_post(&rt->loops[i], job_shutdown_all, &rt->loops[i]);
+
+    deadline_after(&dl, drain_ms);
+    pthread_mutex_lock(&rt->mu);
+    while (rt->live_objs > 0 && timed_wait(rt, &dl) == 0)
+        ;
+    if (rt->live_objs > 0)
+        nectar_log(NECTAR_LOG_WARN, NE_TAG,
+                   "stop: %u flows still draining after %u ms; proceeding",
+                   rt->live_objs, drain_ms);
+    pthread_mutex_unlock(&rt->mu);
+
+    for (unsigned i = 0; i < rt->n; i++) {
+        struct last_job *lj = nectar_calloc(1, sizeof(*lj));
+        bool posted = false;
+        if (lj != NULL) {
+            lj->loop = &rt->loops[i];
+            if (i == 0) {
+                lj->last = last;
+                lj->arg = arg;
+            }
+            posted = nectar__loop_post(&rt->loops[i], job_close_loop, lj);
+        }
+        if (!posted) {
+            nectar_free(lj);
+            if (i == 0 && last != NULL)
+                last(arg);
+        }
+    }
+
+    deadline_after(&dl, 2000);
+    pthread_mutex_lock(&rt->mu);
+    for (;;) {
+        bool done = true;
+        for (unsigned i = 0; i < rt->n; i++)
+            if (rt->loops[i].thread_started && !rt->loops[i].exited)
+                done = false;
+        if (done || timed_wait(rt, &dl) != 0)
+            break;
+    }
+    for (unsigned i = 0; i < rt->n; i++) {
+        struct ne_loop *loop = &rt->loops[i];
+        if (!loop->thread_started)
+            continue;
+        if (loop->exited) {
+            pthread_mutex_unlock(&rt->mu);
+            pthread_join(loop->thread, NULL);
+            pthread_mutex_lock(&rt->mu);
+        } else {
+            pthread_detach(loop->thread);
+            all_exited = false;
+        }
+    }
+    if (!all_exited) {
+        rt->leaked = true;
+        nectar_log(NECTAR_LOG_ERROR, NE_TAG,
+                   "stop hit its hard cap; abandoning wedged engine threads");
+    }
+    pthread_mutex_unlock(&rt->mu);
+    return all_exited;
+}
