@@ -1,0 +1,310 @@
+/*
+ * badge.c - the streaming HTML badge rewriter: finds the opening <body ...>
+ * tag in a response body (case-insensitive, attributes and quoted values
+ * allowed, the tag may be split across reads, comments skipped) and
+ * inserts the badge element right after it, once.
+ *
+ * gzip and deflate bodies are inflated, rewritten and deflated again in
+ * the same encoding (zlib or raw deflate as received), flushing at every
+ * input piece so the client sees bytes as they arrive: nothing is
+ * buffered beyond zlib's own window.  A decode error ends the decoded
+ * stream there; the re-encoded output is still well-formed, only shorter.
+ * Without a <body> tag the decoded bytes pass unchanged.
+ */
+#include <string.h>
+#include <zlib.h>
+
+#include "common/alloc.h"
+#include "nectar/error.h"
+#include "services/http/http_int.h"
+
+enum scan_state {
+    SC_TEXT,    /* outside markup */
+    SC_LT,      /* after '<' */
+    SC_NAME,    /* matching "body" */
+    SC_AFTER,   /* "<body" seen; next byte decides */
+    SC_TAG,     /* inside the body tag's attributes */
+    SC_QUOTE,   /* inside a quoted attribute value */
+    SC_BANG,    /* after "<!" */
+    SC_BANG2,   /* after "<!-" */
+    SC_COMMENT, /* inside <!-- --> */
+    SC_DONE,    /* badge inserted */
+};
+
+struct badge {
+    int enc;
+    enum scan_state st;
+    unsigned idx;   /* SC_NAME: bytes of "body" matched */
+    char quote;     /* SC_QUOTE: the closing quote */
+    unsigned dashes; /* SC_COMMENT: consecutive '-' */
+    hbuf_t element;
+    /* zlib state (gzip/deflate only) */
+    bool coding;     /* dec/cmp initialised */
+    bool dec_ended;  /* stream end or decode error: ignore the rest */
+    bool raw;        /* deflate without the zlib wrapper */
+    uint8_t pre[2];  /* deflate: first bytes, to tell zlib from raw */
+    unsigned npre;
+    z_stream dec;
+    z_stream cmp;
+};
+
+int badge_element(const char *label, hbuf_t *out)
+{
+    static const char open[] =
+        "<div id=\"nectar-proxy-badge\" style=\"position:fixed;top:16px;"
+        "right:16px;z-index:2147483647;padding:10px 14px;"
+        "background:rgba(17,17,17,0.92);color:#fff;"
+        "font:700 12px monospace;border-radius:999px;"
+        "box-shadow:0 4px 14px rgba(0,0,0,0.35);pointer-events:none\">";
+    int rc = hbuf_adds(out, open);
+    for (const char *p = label; rc == 0 && *p != '\0'; p++) {
+        switch (*p) {
+        case '<': rc = hbuf_adds(out, "&lt;"); break;
+        case '>': rc = hbuf_adds(out, "&gt;"); break;
+        case '&': rc = hbuf_adds(out, "&amp;"); break;
+        case '"': rc = hbuf_adds(out, "&quot;"); break;
+        default: rc = hbuf_add(out, p, 1); break;
+        }
+    }
+    if (rc == 0)
+        rc = hbuf_adds(out, "</div>");
+    return rc;
+}
+
+badge_t *badge_new(int enc, const char *label)
+{
+    badge_t *bd = nectar_calloc(1, sizeof(*bd));
+    if (bd == NULL)
+        return NULL;
+    bd->enc = enc;
+    if (badge_element(label ? label : "", &bd->element) != 0) {
+        badge_free(bd);
+        return NULL;
+    }
+    return bd;
+}
+
+void badge_free(badge_t *bd)
+{
+    if (bd == NULL)
+        return;
+    if (bd->coding) {
+        inflateEnd(&bd->dec);
+        deflateEnd(&bd->cmp);
+    }
+    hbuf_free(&bd->element);
+    nectar_free(bd);
+}
+
+bool badge_inserted(const badge_t *bd)
+{
+    return bd->st == SC_DONE;
+}
+
+static bool is_space(uint8_t c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
+/* Advance the scanner by one byte; true when the byte closes <body ...>. */
+static bool scan_byte(badge_t *bd, uint8_t c)
+{
+    static const char name[] = "body";
+    uint8_t lc = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
+    switch (bd->st) {
+    case SC_TEXT:
+        if (c == '<')
+            bd->st = SC_LT;
+        return false;
+    case SC_LT:
+        if (lc == 'b') {
+            bd->st = SC_NAME;
+            bd->idx = 1;
+        } else if (c == '!') {
+            bd->st = SC_BANG;
+        } else if (c != '<') {
+            bd->st = SC_TEXT;
+        }
+        return false;
+    case SC_NAME:
+        if (lc == (uint8_t)name[bd->idx]) {
+            if (++bd->idx == 4)
+                bd->st = SC_AFTER;
+        } else {
+            bd->st = (c == '<') ? SC_LT : SC_TEXT;
+        }
+        return false;
+    case SC_AFTER:
+        if (c == '>')
+            return true;
+        if (is_space(c) || c == '/')
+            bd->st = SC_TAG;
+        else
+            bd->st = (c == '<') ? SC_LT : SC_TEXT;
+        return false;
+    case SC_TAG:
+        if (c == '>')
+            return true;
+        if (c == '"' || c == '\'') {
+            bd->quote = (char)c;
+            bd->st = SC_QUOTE;
+        }
+        return false;
+    case SC_QUOTE:
+        if (c == (uint8_t)bd->quote)
+            bd->st = SC_TAG;
+        return false;
+    case SC_BANG:
+        bd->st = (c == '-') ? SC_BANG2 : SC_TEXT;
+        return false;
+    case SC_BANG2:
+        bd->st = (c == '-') ? SC_COMMENT : SC_TEXT;
+        bd->dashes = 0;
+        return false;
+    case SC_COMMENT:
+        if (c == '>' && bd->dashes >= 2)
+            bd->st = SC_TEXT;
+        bd->dashes = (c == '-') ? bd->dashes + 1 : 0;
+        return false;
+    case SC_DONE:
+        return false;
+    }
+    return false;
+}
+
+/* Rewrite decoded bytes into out (plain HTML). */
+static int rewrite(badge_t *bd, const uint8_t *in, size_t len, hbuf_t *out)
+{
+    size_t i = 0;
+    while (bd->st != SC_DONE && i < len) {
+        if (scan_byte(bd, in[i++])) {
+            bd->st = SC_DONE;
+            int rc = hbuf_add(out, in, i);
+            if (rc == 0)
+                rc = hbuf_add(out, bd->element.data, bd->element.len);
+            if (rc != 0)
+                return rc;
+            in += i;
+            len -= i;
+            i = 0;
+        }
+    }
+    return hbuf_add(out, in, len);
+}
+
+/* Compress plain bytes into out with the given flush mode. */
+static int encode(badge_t *bd, const uint8_t *in, size_t len, int flush,
+                  hbuf_t *out)
+{
+    uint8_t tmp[16384];
+    bd->cmp.next_in = (Bytef *)in;
+    bd->cmp.avail_in = (uInt)len;
+    for (;;) {
+        bd->cmp.next_out = tmp;
+        bd->cmp.avail_out = sizeof(tmp);
+        int zr = deflate(&bd->cmp, flush);
+        if (zr == Z_STREAM_ERROR)
+            return NECTAR_EIO;
+        size_t n = sizeof(tmp) - bd->cmp.avail_out;
+        if (hbuf_add(out, tmp, n) != 0)
+            return NECTAR_ENOMEM;
+        if (zr == Z_STREAM_END)
+            return 0;
+        if (bd->cmp.avail_in == 0 && bd->cmp.avail_out != 0)
+            return 0;
+    }
+}
+
+static int start_coding(badge_t *bd)
+{
+    int wbits = 15;
+    if (bd->enc == BADGE_ENC_GZIP)
+        wbits = 15 + 16;
+    else if (bd->raw)
+        wbits = -15;
+    if (inflateInit2(&bd->dec, bd->enc == BADGE_ENC_GZIP ? 15 + 32 : wbits) !=
+        Z_OK)
+        return NECTAR_ENOMEM;
+    if (deflateInit2(&bd->cmp, Z_DEFAULT_COMPRESSION, Z_DEFLATED, wbits, 8,
+                     Z_DEFAULT_STRATEGY) != Z_OK) {
+        inflateEnd(&bd->dec);
+        return NECTAR_ENOMEM;
+    }
+    bd->coding = true;
+    return 0;
+}
+
+/* Inflate, rewrite and re-deflate one piece of encoded input. */
+static int decode(badge_t *bd, const uint8_t *in, size_t len, hbuf_t *out)
+{
+    uint8_t tmp[16384];
+    hbuf_t plain = {0};
+    int rc = 0;
+    bd->dec.next_in = (Bytef *)in;
+    bd->dec.avail_in = (uInt)len;
+    while (!bd->dec_ended) {
+        bd->dec.next_out = tmp;
+        bd->dec.avail_out = sizeof(tmp);
+        int zr = inflate(&bd->dec, Z_NO_FLUSH);
+        size_t n = sizeof(tmp) - bd->dec.avail_out;
+        plain.len = 0;
+        rc = rewrite(bd, tmp, n, &plain);
+        if (rc == 0)
+            rc = encode(bd, plain.data, plain.len, Z_NO_FLUSH, out);
+        if (rc != 0)
+            break;
+        if (zr == Z_STREAM_END || (zr != Z_OK && zr != Z_BUF_ERROR)) {
+            bd->dec_ended = true; /* trailing bytes or corrupt: drop */
+            break;
+        }
+        /* Stop when input is used up and inflate had room to spare. */
+        if (zr == Z_BUF_ERROR ||
+            (bd->dec.avail_in == 0 && bd->dec.avail_out != 0))
+            break;
+    }
+    hbuf_free(&plain);
+    if (rc == 0)
+        rc = encode(bd, NULL, 0, Z_SYNC_FLUSH, out);
+    return rc;
+}
+
+int badge_feed(badge_t *bd, const uint8_t *in, size_t len, hbuf_t *out)
+{
+    if (bd->enc == BADGE_ENC_IDENTITY)
+        return rewrite(bd, in, len, out);
+    if (!bd->coding && bd->enc == BADGE_ENC_DEFLATE) {
+        /* RFC 9110 deflate is zlib-wrapped, yet raw deflate is common:
+         * the first two bytes tell (a zlib header is a multiple of 31). */
+        while (bd->npre < 2 && len > 0) {
+            bd->pre[bd->npre++] = *in++;
+            len--;
+        }
+        if (bd->npre < 2)
+            return 0;
+        unsigned hdr = (unsigned)bd->pre[0] << 8 | bd->pre[1];
+        bd->raw = (bd->pre[0] & 0x0f) != 8 || hdr % 31 != 0;
+        int rc = start_coding(bd);
+        if (rc == 0)
+            rc = decode(bd, bd->pre, 2, out);
+        if (rc != 0)
+            return rc;
+    } else if (!bd->coding) {
+        int rc = start_coding(bd);
+        if (rc != 0)
+            return rc;
+    }
+    if (len == 0)
+        return 0;
+    return decode(bd, in, len, out);
+}
+
+int badge_finish(badge_t *bd, hbuf_t *out)
+{
+    if (bd->enc == BADGE_ENC_IDENTITY)
+        return 0;
+    if (!bd->coding) {
+        /* Fewer than two bytes of deflate (or nothing): pass them on. */
+        return hbuf_add(out, bd->pre, bd->npre);
+    }
+    return encode(bd, NULL, 0, Z_FINISH, out);
+}
