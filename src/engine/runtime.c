@@ -138,9 +138,6 @@ static void on_async(uv_async_t *h)
     pthread_mutex_lock(&loop->mu);
     nectar_list_splice(&jobs, &loop->jobs);
     nectar_list_splice(&ready, &loop->ready);
-    /* Clear `queued` now so process() may reschedule its own object. */
-    for (n = ready.next; n != &ready; n = n->next)
-        nectar_list_entry(n, struct ne_obj, ready_node)->queued = false;
     pthread_mutex_unlock(&loop->mu);
 
     while ((n = nectar_list_first(&jobs)) != NULL) {
@@ -149,9 +146,21 @@ static void on_async(uv_async_t *h)
         job->fn(job->arg);
         nectar_free(job);
     }
-    while ((n = nectar_list_first(&ready)) != NULL) {
-        struct ne_obj *o = nectar_list_entry(n, struct ne_obj, ready_node);
-        nectar_list_remove(n);
+    for (;;) {
+        struct ne_obj *o;
+
+        /* Unlink and clear `queued` together, under mu: a concurrent
+         * schedule must never relink a node still on this local list. */
+        pthread_mutex_lock(&loop->mu);
+        n = nectar_list_first(&ready);
+        if (n != NULL) {
+            nectar_list_remove(n);
+            nectar_list_entry(n, struct ne_obj, ready_node)->queued = false;
+        }
+        pthread_mutex_unlock(&loop->mu);
+        if (n == NULL)
+            break;
+        o = nectar_list_entry(n, struct ne_obj, ready_node);
         o->ops->process(o);
         nectar__obj_unref(o);
     }

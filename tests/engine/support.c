@@ -237,7 +237,12 @@ static const nectar_udp_service_t echo_vt = {
 static int th_create(nectar_engine_ctx_t *ctx, void **state,
                      nectar_error_t *err)
 {
+    size_t len = 0;
+
     (void)err;
+    nectar_engine_ctx_config(ctx, &len);
+    atomic_store(&th_stats.config_len, len);
+    CHECK(nectar_engine_ctx_loop(ctx) != NULL);
     *state = ctx;
     return 0;
 }
@@ -251,7 +256,8 @@ static void th_destroy(void *state)
 static void th_proxy_config(void *state, nectar_proxy_config_t *cfg)
 {
     (void)state;
-    (void)cfg;
+    if (th_cfg.proxy_config != NULL)
+        th_cfg.proxy_config(cfg);
 }
 
 static bool th_egress_options(void *state, const nectar_flow_meta_t *meta,
@@ -303,6 +309,7 @@ static void *late_main(void *arg)
 
 static void decide(const nectar_flow_meta_t *meta, nectar_decision_t *d)
 {
+    atomic_fetch_add(&th_stats.decisions, 1);
     if (th_cfg.never_decide)
         return;
     if (th_cfg.decide_delay_ms > 0) {

@@ -23,6 +23,8 @@ struct th_config {
      * (0 = never). */
     uint64_t promote_after;
     bool relay_no_read;           /* start, but never read (backpressure) */
+    /* Edits the proxy config (NULL: keep the defaults). */
+    void (*proxy_config)(nectar_proxy_config_t *cfg);
 };
 
 struct th_stats {
@@ -38,6 +40,8 @@ struct th_stats {
     atomic_int udp_received;
     atomic_int udp_zero_len;
     atomic_int late_destroyed;
+    atomic_size_t config_len;     /* engine-config bytes seen at create */
+    atomic_int decisions;
 };
 
 extern struct th_config th_cfg;
