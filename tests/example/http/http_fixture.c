@@ -139,6 +139,7 @@ typedef struct pstate {
     int n;
     bool head_first;
     bool in_value;
+    bool partial; /* out[n] holds a message begun, not complete */
 } pstate_t;
 
 static resp_t *cur(http_parser *p)
@@ -162,6 +163,7 @@ static int p_begin(http_parser *p)
         return -1;
     memset(cur(p), 0, sizeof(resp_t));
     s->in_value = false;
+    s->partial = true;
     return 0;
 }
 
@@ -210,6 +212,7 @@ static int p_complete(http_parser *p)
 {
     pstate_t *s = p->data;
     s->n++;
+    s->partial = false;
     return 0;
 }
 
@@ -224,11 +227,13 @@ int parse_responses(const void *data, size_t len, resp_t *out, int max,
         .on_body = p_body,
         .on_message_complete = p_complete,
     };
-    pstate_t s = {out, max, 0, head_first, false};
+    pstate_t s = {out, max, 0, head_first, false, false};
     http_parser p;
     http_parser_init(&p, HTTP_RESPONSE);
     p.data = &s;
     http_parser_execute(&p, &st, data, len);
+    if (s.partial)
+        resp_free(&out[s.n], 1);
     return s.n;
 }
 

@@ -41,6 +41,16 @@ typedef struct mend {
     uv_idle_t idle;
 } mend_t;
 
+static void sent(svc_stream_t *s, int status, void *data);
+
+/* A dropped write: mem_send's copies are freed, others are the caller's. */
+static void drop(chunk_t *c)
+{
+    if (c->cb == sent)
+        free(c->data);
+    free(c);
+}
+
 static void kick(mend_t *e)
 {
     if (e != NULL && !e->closed)
@@ -107,7 +117,7 @@ static void on_idle(uv_idle_t *h)
                 push(&w->done_head, &w->done_tail, c);
                 kick(w);
             } else {
-                free(c);
+                drop(c);
             }
         }
     }
@@ -206,7 +216,7 @@ static void m_close(svc_stream_t *s)
             chunk_t *c = *pp;
             if (c->writer == e) {
                 *pp = c->next;
-                free(c);
+                drop(c);
             } else {
                 p->in_tail = c;
                 pp = &c->next;
@@ -224,12 +234,12 @@ static void m_close(svc_stream_t *s)
     while (e->in_head != NULL) {
         chunk_t *c = e->in_head;
         e->in_head = c->next;
-        free(c);
+        drop(c);
     }
     while (e->done_head != NULL) {
         chunk_t *c = e->done_head;
         e->done_head = c->next;
-        free(c);
+        drop(c);
     }
     e->peer = NULL;
     uv_close((uv_handle_t *)&e->idle, on_closed);
@@ -324,7 +334,8 @@ static void sent(svc_stream_t *s, int status, void *data)
 int mem_send(svc_stream_t *s, const void *p, size_t n)
 {
     void *copy = malloc(n ? n : 1);
-    memcpy(copy, p, n);
+    if (n > 0)
+        memcpy(copy, p, n);
     int rc = svc_write(s, copy, n, sent, copy);
     if (rc != 0)
         free(copy);
