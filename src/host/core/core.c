@@ -81,16 +81,20 @@ static void on_wake(uv_async_t *a)
     pthread_mutex_lock(&l->lock);
     struct core_obj *list = l->inbox_head;
     l->inbox_head = l->inbox_tail = NULL;
-    for (struct core_obj *o = list; o != NULL; o = o->next)
-        o->queued = false;
     bool stopping = l->stopping;
     pthread_mutex_unlock(&l->lock);
 
     /* Bounded work per turn: each object handles what was pending when it
-     * was taken; later posts queue it again for the next turn. */
+     * was taken; later posts queue it again for the next turn.  `queued`
+     * is cleared one object at a time, under the lock, right before its
+     * events are taken: while it is still set no poster touches o->next,
+     * so walking the detached list is safe. */
     while (list != NULL) {
         struct core_obj *o = list;
+        pthread_mutex_lock(&l->lock);
         list = o->next;
+        o->queued = false;
+        pthread_mutex_unlock(&l->lock);
         unsigned ev = atomic_exchange(&o->events, 0);
         if (ev != 0)
             o->dispatch(o, ev);
@@ -183,6 +187,8 @@ void nectar__host_stats(nectar_host_t *h, nectar_host_stats_t *out)
     pthread_mutex_lock(&h->lock);
     *out = h->stats;
     pthread_mutex_unlock(&h->lock);
+    out->pump_paused = atomic_load(&h->pump_paused);
+    out->engine_paused = atomic_load(&h->engine_paused);
 }
 
 size_t nectar__host_write_pump_cap(const nectar_host_t *h)

@@ -74,6 +74,7 @@ struct nectar_host {
     pthread_cond_t empty;          /* signalled when the registry empties */
     struct core_obj *reg_head;
     nectar_host_stats_t stats;
+    atomic_uint_fast64_t pump_paused, engine_paused; /* lock-free counters */
 };
 
 /* Events (bits of core_obj.events). */

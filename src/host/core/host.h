@@ -152,6 +152,8 @@ typedef struct nectar_host_stats {
     uint64_t intercepted, passthrough, blocked;
     uint64_t promoted;
     uint64_t bytes_c2s, bytes_s2c; /* of closed flows */
+    uint64_t pump_paused;   /* PAUSED returned to the engine by a write pump */
+    uint64_t engine_paused; /* PAUSED returned by the engine to a read pump */
 } nectar_host_stats_t;
 
 /* ---- the host object ---------------------------------------------------- */

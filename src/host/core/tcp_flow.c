@@ -177,6 +177,7 @@ static void rp_settle(struct tcp_flow *f, struct rpump *rp, bool client,
         return;
     }
     if (st == RAMA_TCP_DELIVER_PAUSED) {
+        atomic_fetch_add(&f->host->engine_paused, 1);
         /* Keep the exact bytes; no further read until demand. */
         rp_stop(rp, RP_PAUSED);
         rp->replay = c;
@@ -698,6 +699,8 @@ static struct tcp_flow *flow_new(nectar_host_t *h, int fd,
     /* Built before the engine is asked, like the Swift client write pump. */
     wpump_init(&f->cwp, h->wp_cap, f, &client_ops, post_client_flush);
     wpump_init(&f->ewp, h->wp_cap, f, &egress_ops, post_egress_flush);
+    f->cwp.paused_count = &h->pump_paused;
+    f->ewp.paused_count = &h->pump_paused;
     return f;
 }
 

@@ -96,6 +96,8 @@ RamaTcpDeliverStatus wpump_enqueue(struct wpump *p, const uint8_t *buf,
     if (p->pending > 0 && p->pending + len > p->cap) {
         p->paused_signaled = true;
         pthread_mutex_unlock(&p->lock);
+        if (p->paused_count != NULL)
+            atomic_fetch_add(p->paused_count, 1);
         return RAMA_TCP_DELIVER_PAUSED;
     }
     struct wchunk *c = wchunk_new(len);

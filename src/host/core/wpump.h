@@ -20,6 +20,7 @@
 #define NECTAR_HOST_CORE_WPUMP_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -79,6 +80,7 @@ struct wpump {
     void *owner;
     const struct wpump_ops *ops;
     void (*post_flush)(void *owner); /* ask the loop to run wpump_flush */
+    atomic_uint_fast64_t *paused_count; /* optional: PAUSED returns */
     /* loop thread only */
     enum wpump_lifecycle lifecycle;
     bool writing;

@@ -421,6 +421,11 @@ uint16_t nectar_sim_port(const nectar_sim_t *s)
     return ntohs(((const struct sockaddr_in6 *)&s->listen)->sin6_port);
 }
 
+nectar_host_t *nectar_sim_host(nectar_sim_t *s)
+{
+    return s->host;
+}
+
 void nectar_sim_stats(nectar_sim_t *s, nectar_host_stats_t *out)
 {
     nectar__host_stats(s->host, out);

@@ -54,6 +54,9 @@ int nectar_sim_start(const nectar_sim_options_t *opts, nectar_sim_t **out,
 void nectar_sim_listen_addr(const nectar_sim_t *s, struct sockaddr_storage *out);
 uint16_t nectar_sim_port(const nectar_sim_t *s);
 
+/* The host core behind the sim (valid until nectar_sim_stop). */
+nectar_host_t *nectar_sim_host(nectar_sim_t *s);
+
 /* Counters of the host core. */
 void nectar_sim_stats(nectar_sim_t *s, nectar_host_stats_t *out);
 

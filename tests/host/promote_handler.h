@@ -1,0 +1,18 @@
+/* promote_handler.h - a relay test handler that promotes after N client
+ * bytes (see promote_handler.c). */
+#ifndef NECTAR_TESTS_HOST_PROMOTE_HANDLER_H
+#define NECTAR_TESTS_HOST_PROMOTE_HANDLER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "nectar/handler.h"
+
+/* Cutover outcomes seen by the relay (status 0 / other). */
+extern atomic_int promote_ok, promote_failed;
+
+/* A new engine whose TCP flows relay and request promotion after
+ * `threshold` client->server bytes.  NULL on failure. */
+RamaTransparentProxyEngine *promote_engine_new(uint64_t threshold);
+
+#endif

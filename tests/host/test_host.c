@@ -1,0 +1,544 @@
+/*
+ * test_host.c - the sim host and host core through the real engine, over
+ * loopback: downloads/uploads byte-exact (also with curl), IPv6, many
+ * concurrent flows, half-close both ways, PAUSED/drain with a 1-byte write
+ * pump cap, promote cutover under load, passthrough and block decisions,
+ * UDP round trips with many clients on IPv4 and IPv6, and no fd left
+ * behind after stop.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness/test.h"
+#include "helpers.h"
+#include "http_peer.h"
+#include "promote_handler.h"
+
+/* ---- fixture: a sim in front of one target ------------------------------ */
+
+#define MAX_REPORTS 512
+
+struct fixture {
+    nectar_sim_t *sim;
+    uint16_t port;
+    pthread_mutex_t lock;
+    int nreports;
+    nectar_host_flow_report_t reports[MAX_REPORTS];
+};
+
+static struct fixture fx = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void on_report(void *ctx, const nectar_host_flow_report_t *r)
+{
+    struct fixture *f = ctx;
+    pthread_mutex_lock(&f->lock);
+    if (f->nreports < MAX_REPORTS) {
+        f->reports[f->nreports] = *r;
+        f->reports[f->nreports].remote = NULL; /* borrowed text */
+        f->nreports++;
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+static int nreports(void)
+{
+    pthread_mutex_lock(&fx.lock);
+    int n = fx.nreports;
+    pthread_mutex_unlock(&fx.lock);
+    return n;
+}
+
+/* Start a sim on loopback (family) in front of target_port.  engine may be
+ * NULL (then cfg is the engine-config JSON). */
+static void sim_up(int family, uint16_t target_port, const char *cfg,
+                   bool udp, RamaTransparentProxyEngine *engine)
+{
+    char listen[64], target[64];
+    loop_addr(family, 0, listen, sizeof(listen));
+    loop_addr(family, target_port, target, sizeof(target));
+    nectar_sim_options_t o = {
+        .listen = listen,
+        .target = target,
+        .tcp = true,
+        .udp = udp,
+        .engine = engine,
+        .config = (const uint8_t *)cfg,
+        .config_len = cfg != NULL ? strlen(cfg) : 0,
+        .on_flow_closed = on_report,
+        .ctx = &fx,
+    };
+    nectar_error_t err = {0};
+    fx.nreports = 0;
+    int rc = nectar_sim_start(&o, &fx.sim, &err);
+    if (rc != 0)
+        NECTAR_FAIL_AT("nectar_sim_start: %s", err.message);
+    fx.port = nectar_sim_port(fx.sim);
+}
+
+static void sim_down(void)
+{
+    nectar_sim_stop(fx.sim);
+    fx.sim = NULL;
+}
+
+static int reports_at_least(void *arg)
+{
+    return nreports() >= *(int *)arg;
+}
+
+static void wait_reports(int n)
+{
+    CHECK(nectar_test_poll(reports_at_least, &n, 10000));
+}
+
+/* ---- TCP byte-exact ----------------------------------------------------- */
+
+#define MB (1024u * 1024u)
+
+static void test_download(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    struct client_result r;
+    CHECK_EQ(client_run(AF_INET, fx.port, M_DOWNLOAD, 11, 4 * MB, 0, false,
+                        &r), 0);
+    CHECK_EQ(r.down, 4 * MB);
+    CHECK(r.down_ok);
+    wait_reports(1);
+    CHECK_EQ(fx.reports[0].decision, NECTAR_HOST_INTERCEPT);
+    CHECK_EQ(fx.reports[0].bytes_s2c, 4 * MB);
+    CHECK_EQ(fx.reports[0].bytes_c2s, 16);
+    CHECK_EQ(fx.reports[0].error, 0);
+    sim_down();
+    server_stop(srv);
+}
+
+static void test_upload(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    struct client_result r;
+    CHECK_EQ(client_run(AF_INET, fx.port, M_UPLOAD, 12, 0, 4 * MB, false, &r),
+             0);
+    CHECK_EQ(r.down, 9);
+    uint64_t got;
+    memcpy(&got, r.reply, 8);
+    CHECK_EQ(got, 4 * MB);
+    CHECK_EQ(r.reply[8], 1);
+    wait_reports(1);
+    CHECK_EQ(fx.reports[0].bytes_c2s, 4 * MB + 16);
+    sim_down();
+    server_stop(srv);
+}
+
+static void test_ipv6(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET6, &tport);
+    sim_up(AF_INET6, tport, "{}", false, NULL);
+    struct client_result r;
+    CHECK_EQ(client_run(AF_INET6, fx.port, M_ECHO, 13, 0, 2 * MB, false, &r),
+             0);
+    CHECK_EQ(r.down, 2 * MB);
+    CHECK(r.down_ok);
+    sim_down();
+    server_stop(srv);
+}
+
+/* ---- concurrency -------------------------------------------------------- */
+
+struct job {
+    uint16_t port;
+    int mode;
+    uint32_t seed;
+    uint64_t n, up;
+    struct client_result r;
+    int rc;
+};
+
+static void *job_main(void *arg)
+{
+    struct job *j = arg;
+    j->rc = client_run(AF_INET, j->port, j->mode, j->seed, j->n, j->up, false,
+                       &j->r);
+    return NULL;
+}
+
+/* Run n echo clients of `bytes` each in parallel; all must be exact. */
+static void run_parallel_echo(int n, uint64_t bytes)
+{
+    struct job *jobs = calloc((size_t)n, sizeof(*jobs));
+    pthread_t *t = calloc((size_t)n, sizeof(*t));
+    for (int i = 0; i < n; i++) {
+        jobs[i].port = fx.port;
+        jobs[i].mode = M_ECHO;
+        jobs[i].seed = 100u + (uint32_t)i;
+        jobs[i].up = bytes;
+        pthread_create(&t[i], NULL, job_main, &jobs[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        pthread_join(t[i], NULL);
+        CHECK_EQ(jobs[i].rc, 0);
+        CHECK_EQ(jobs[i].r.down, bytes);
+        CHECK(jobs[i].r.down_ok);
+    }
+    free(jobs);
+    free(t);
+}
+
+static void test_concurrent(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    run_parallel_echo(48, 256 * 1024);
+    wait_reports(48);
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.tcp_live, 0);
+    CHECK_EQ(st.tcp_total, 48);
+    CHECK_EQ(st.intercepted, 48);
+    sim_down();
+    server_stop(srv);
+}
+
+/* ---- half-close --------------------------------------------------------- */
+
+static void test_half_close_client(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    struct client_result r;
+    /* Client uploads 1 MB and shuts its write half; only then does the
+     * server send 2 MB back through the still-open direction. */
+    CHECK_EQ(client_run(AF_INET, fx.port, M_HALF, 21, 2 * MB, 1 * MB, false,
+                        &r), 0);
+    CHECK_EQ(r.down, 2 * MB);
+    CHECK(r.down_ok);
+    CHECK(!r.reset);
+    wait_reports(1);
+    CHECK_EQ(fx.reports[0].error, 0);
+    sim_down();
+    server_stop(srv);
+}
+
+static void test_half_close_server(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    struct client_result r;
+    /* Server sends 1 MB and shuts its write half; the client then uploads
+     * 1 MB which must still reach the server. */
+    CHECK_EQ(client_run(AF_INET, fx.port, M_SERVER_FIRST, 22, 1 * MB, 1 * MB,
+                        true, &r), 0);
+    CHECK_EQ(r.down, 1 * MB);
+    CHECK(r.down_ok);
+    bool ok;
+    CHECK_EQ(server_first_result(srv, 22, &ok), 1 * MB);
+    CHECK(ok);
+    sim_down();
+    server_stop(srv);
+}
+
+/* ---- PAUSED and drain with a 1-byte write pump cap ---------------------- */
+
+static void test_paused_drain(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport,
+           "{\"proxy\":{\"tcp_write_pump_max_pending_bytes\":1}}", false,
+           NULL);
+    CHECK_EQ(nectar__host_write_pump_cap(nectar_sim_host(fx.sim)), 1);
+    struct client_result r;
+    CHECK_EQ(client_run(AF_INET, fx.port, M_DOWNLOAD, 31, 3 * MB, 0, false,
+                        &r), 0);
+    CHECK_EQ(r.down, 3 * MB);
+    CHECK(r.down_ok);
+    CHECK_EQ(client_run(AF_INET, fx.port, M_ECHO, 32, 0, 3 * MB, false, &r),
+             0);
+    CHECK_EQ(r.down, 3 * MB);
+    CHECK(r.down_ok);
+    run_parallel_echo(8, 512 * 1024);
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    /* With a 1-byte budget every second chunk in flight is refused. */
+    CHECK_GT(st.pump_paused, 0);
+    printf("pump_paused=%llu engine_paused=%llu\n",
+           (unsigned long long)st.pump_paused,
+           (unsigned long long)st.engine_paused);
+    sim_down();
+    server_stop(srv);
+}
+
+/* ---- promote cutover ---------------------------------------------------- */
+
+static void test_promote(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    RamaTransparentProxyEngine *e = promote_engine_new(64 * 1024);
+    CHECK(e != NULL);
+    sim_up(AF_INET, tport, NULL, false, e);
+    atomic_store(&promote_ok, 0);
+    /* Under load: 8 flows echo 2 MB each, each cut over after 64 KiB. */
+    run_parallel_echo(8, 2 * MB);
+    wait_reports(8);
+    CHECK_EQ(atomic_load(&promote_ok), 8);
+    int promoted = 0;
+    for (int i = 0; i < 8; i++) {
+        promoted += fx.reports[i].promoted;
+        CHECK_EQ(fx.reports[i].bytes_c2s, 2 * MB + 16);
+        CHECK_EQ(fx.reports[i].bytes_s2c, 2 * MB);
+    }
+    CHECK_EQ(promoted, 8);
+    sim_down();
+    server_stop(srv);
+}
+
+static void test_promote_download(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    /* Promote at the 16-byte header: the rest of a 4 MB download (which
+     * may be queued in the engine, PAUSED in a pump, or still unread) must
+     * arrive exactly once, in order. */
+    RamaTransparentProxyEngine *e = promote_engine_new(16);
+    CHECK(e != NULL);
+    sim_up(AF_INET, tport, NULL, false, e);
+    struct client_result r;
+    CHECK_EQ(client_run(AF_INET, fx.port, M_DOWNLOAD, 41, 4 * MB, 0, false,
+                        &r), 0);
+    CHECK_EQ(r.down, 4 * MB);
+    CHECK(r.down_ok);
+    wait_reports(1);
+    CHECK(fx.reports[0].promoted);
+    sim_down();
+    server_stop(srv);
+}
+
+/* ---- decisions ---------------------------------------------------------- */
+
+static void test_passthrough(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport, "{\"default_action\":\"passthrough\"}", false,
+           NULL);
+    struct client_result r;
+    CHECK_EQ(client_run(AF_INET, fx.port, M_ECHO, 51, 0, 1 * MB, false, &r),
+             0);
+    CHECK_EQ(r.down, 1 * MB);
+    CHECK(r.down_ok);
+    wait_reports(1);
+    CHECK_EQ(fx.reports[0].decision, NECTAR_HOST_PASSTHROUGH);
+    sim_down();
+    server_stop(srv);
+}
+
+static void test_blocked(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport, "{\"default_action\":\"block\"}", false, NULL);
+    struct client_result r;
+    client_run(AF_INET, fx.port, M_DOWNLOAD, 52, 1 * MB, 0, false, &r);
+    CHECK_EQ(r.down, 0);
+    wait_reports(1);
+    CHECK_EQ(fx.reports[0].decision, NECTAR_HOST_BLOCKED);
+    sim_down();
+    server_stop(srv);
+}
+
+/* ---- UDP ---------------------------------------------------------------- */
+
+/* n clients, each sends `per` datagrams (sizes vary, one empty) and waits
+ * for each echo. */
+static void udp_round_trips(int family, int n, int per)
+{
+    uint16_t eport;
+    struct udp_echo *echo = udp_echo_start(family, &eport);
+    sim_up(family, eport, "{}", true, NULL);
+    struct sockaddr_storage sa;
+    nectar_sim_listen_addr(fx.sim, &sa);
+    socklen_t sl = family == AF_INET ? sizeof(struct sockaddr_in)
+                                     : sizeof(struct sockaddr_in6);
+    int *fds = calloc((size_t)n, sizeof(int));
+    for (int c = 0; c < n; c++) {
+        fds[c] = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        CHECK_EQ(connect(fds[c], (struct sockaddr *)&sa, sl), 0);
+    }
+    uint8_t out[2000], in[2000];
+    int lost = 0;
+    for (int i = 0; i < per; i++) {
+        for (int c = 0; c < n; c++) {
+            size_t len = (size_t)((i * 97 + c * 13) % 1400);
+            uint32_t seed = (uint32_t)(c * 1000 + i);
+            pat_fill(seed, 0, out, len);
+            bool got = false;
+            for (int attempt = 0; attempt < 3 && !got; attempt++) {
+                CHECK_EQ(send(fds[c], out, len, 0), (ssize_t)len);
+                struct pollfd p = {fds[c], POLLIN, 0};
+                if (poll(&p, 1, 2000) != 1) {
+                    lost++;
+                    continue;
+                }
+                ssize_t r = recv(fds[c], in, sizeof(in), 0);
+                CHECK_EQ(r, (ssize_t)len);
+                CHECK_MEM_EQ(in, out, len);
+                got = true;
+            }
+            CHECK(got);
+        }
+    }
+    printf("udp family=%d clients=%d datagrams=%d retried=%d\n", family, n,
+           n * per, lost);
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.udp_total, (uint64_t)n);
+    for (int c = 0; c < n; c++)
+        close(fds[c]);
+    free(fds);
+    sim_down();
+    udp_echo_stop(echo);
+}
+
+static void test_udp_ipv4(void)
+{
+    udp_round_trips(AF_INET, 24, 12);
+}
+
+static void test_udp_ipv6(void)
+{
+    udp_round_trips(AF_INET6, 24, 12);
+}
+
+/* ---- curl through the sim ----------------------------------------------- */
+
+static void test_curl(void)
+{
+    NECTAR_REQUIRE_TOOL("curl");
+    uint16_t hport;
+    const uint64_t size = 5 * MB;
+    struct http_peer *hp = http_peer_start(size, &hport);
+    sim_up(AF_INET, hport, "{}", false, NULL);
+    char dir[] = "/tmp/nectar-host-curlXXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char cmd[1024], path[256], up[256], resp[256];
+    snprintf(path, sizeof(path), "%s/down.bin", dir);
+    snprintf(up, sizeof(up), "%s/up.bin", dir);
+    snprintf(resp, sizeof(resp), "%s/resp.txt", dir);
+    snprintf(cmd, sizeof(cmd), "curl -sS -o %s http://127.0.0.1:%u/blob",
+             path, fx.port);
+    CHECK_EQ(system(cmd), 0);
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    uint8_t buf[65536];
+    uint64_t off = 0;
+    size_t n;
+    bool exact = true;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        for (size_t k = 0; k < n; k++)
+            exact = exact && buf[k] == pat_byte(HTTP_GET_SEED, off + k);
+        off += n;
+    }
+    fclose(f);
+    CHECK_EQ(off, size);
+    CHECK(exact);
+    /* Upload: the origin checks every byte and reports the count. */
+    f = fopen(up, "wb");
+    for (off = 0; off < size; off += sizeof(buf)) {
+        pat_fill(HTTP_PUT_SEED, off, buf, sizeof(buf));
+        fwrite(buf, 1, sizeof(buf), f);
+    }
+    fclose(f);
+    snprintf(cmd, sizeof(cmd),
+             "curl -sS -H 'Expect:' -T %s -o %s http://127.0.0.1:%u/up", up,
+             resp, fx.port);
+    CHECK_EQ(system(cmd), 0);
+    char text[64] = {0};
+    f = fopen(resp, "rb");
+    CHECK(f != NULL);
+    CHECK(fread(text, 1, sizeof(text) - 1, f) > 0);
+    fclose(f);
+    char want[64];
+    snprintf(want, sizeof(want), "ok %llu", (unsigned long long)size);
+    CHECK_STR_EQ(text, want);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK_EQ(system(cmd), 0);
+    sim_down();
+    http_peer_stop(hp);
+}
+
+/* ---- teardown leaves nothing open --------------------------------------- */
+
+static void test_no_fd_leak(void)
+{
+    uint16_t tport, eport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    struct udp_echo *echo = udp_echo_start(AF_INET, &eport);
+    /* The first loop in a process makes libuv's process-wide signal pipe
+     * (two fds that live until exit); warm up outside the window. */
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    sim_down();
+    int before = count_fds();
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    run_parallel_echo(16, 64 * 1024);
+    /* Leave flows open at stop too: connect and never finish. */
+    int idle[4];
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(fx.port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0; i < 4; i++) {
+        idle[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        CHECK_EQ(connect(idle[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+        uint32_t hdr[4] = {M_ECHO, 60u + (uint32_t)i, 0, 0};
+        CHECK_EQ(send(idle[i], hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    }
+    sim_down();
+    for (int i = 0; i < 4; i++)
+        close(idle[i]);
+    int after = count_fds();
+    if (after != before)
+        dump_fds();
+    CHECK_EQ(after, before);
+    udp_echo_stop(echo);
+    server_stop(srv);
+}
+
+static const nectar_test_t tests[] = {
+    {"download", test_download},
+    {"upload", test_upload},
+    {"ipv6", test_ipv6},
+    {"concurrent", test_concurrent},
+    {"half_close_client", test_half_close_client},
+    {"half_close_server", test_half_close_server},
+    {"paused_drain", test_paused_drain},
+    {"promote", test_promote},
+    {"promote_download", test_promote_download},
+    {"passthrough", test_passthrough},
+    {"blocked", test_blocked},
+    {"udp_ipv4", test_udp_ipv4},
+    {"udp_ipv6", test_udp_ipv6},
+    {"curl", test_curl},
+    {"no_fd_leak", test_no_fd_leak},
+    {NULL, NULL},
+};
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    return nectar_test_main(argc, argv, tests);
+}
