@@ -206,7 +206,9 @@ NECTAR_API nectar_tcp_flow_t *nectar_stream_flow(nectar_stream_t *s);
 
 /* The service is done: both write halves are shut down if not yet,
  * queued reads are dropped, and destroy runs (on this loop, after the
- * current callback returns).  No flow call is allowed afterwards. */
+ * current callback returns).  Writes still queued complete with
+ * NECTAR_ECANCELED before destroy, so finish after the last write's
+ * callback to keep its bytes.  No flow call is allowed afterwards. */
 NECTAR_API void nectar_tcp_flow_finish(nectar_tcp_flow_t *flow);
 
 /*
@@ -238,7 +240,9 @@ typedef struct nectar_udp_service {
 
 /* nread >= 0: one datagram (zero-length datagrams are real);
  * peer = the destination the app addressed, NULL when unattributed.
- * nread == NECTAR_EOF: the app side closed; no more datagrams. */
+ * nread == NECTAR_EOF: reserved; today the app side closing (host
+ * on_client_close/free) cancels the service instead (cancel runs with
+ * NECTAR_ECANCELED), as in the reference engine. */
 typedef void (*nectar_udp_recv_cb)(nectar_udp_flow_t *flow, ssize_t nread,
                                    const uint8_t *buf,
                                    const struct sockaddr *peer, void *data);
@@ -295,8 +299,17 @@ NECTAR_API const uint8_t *nectar_engine_ctx_config(const nectar_engine_ctx_t *c,
 /* storage dir from rama_transparent_proxy_initialize, or NULL. */
 NECTAR_API const char *nectar_engine_ctx_storage_dir(const nectar_engine_ctx_t *c);
 /* A loop owned by the engine for handler-wide work (timers, IPC); runs on
- * an engine thread until engine stop. */
+ * an engine thread until engine stop.  Touch it only from that thread:
+ * get there with nectar_engine_ctx_post.  The handler's destroy runs on
+ * it too, so handles created there can be closed there. */
 NECTAR_API uv_loop_t *nectar_engine_ctx_loop(nectar_engine_ctx_t *c);
+
+/* Any thread (also inside create): run fn(arg) soon on the context loop's
+ * thread.  Returns 0, NECTAR_ENOMEM, or NECTAR_ECLOSED once the engine is
+ * stopping (fn is then not called).  Posts run in FIFO order and all run
+ * before destroy. */
+NECTAR_API int nectar_engine_ctx_post(nectar_engine_ctx_t *c,
+                                      void (*fn)(void *arg), void *arg);
 
 #define NECTAR_HANDLER_VERSION 1
 
@@ -304,7 +317,8 @@ NECTAR_API uv_loop_t *nectar_engine_ctx_loop(nectar_engine_ctx_t *c);
  * Every slot but create and proxy_config may be NULL (the default noted).
  *  create:        on the engine-creating thread, may block.  Returns 0 and
  *                 sets *state, or an error (engine_new* then returns NULL).
- *  destroy:       after engine stop, once.
+ *  destroy:       after engine stop, once, on the context loop's thread
+ *                 (every flow is gone by then).
  *  proxy_config:  cfg arrives filled with defaults; edit it.  Any thread.
  *  egress_options: TCP only, before decide_tcp; return true to supply
  *                 options (default: none).

@@ -201,6 +201,19 @@ NECTAR_API uv_loop_t *nectar_engine_ctx_loop(nectar_engine_ctx_t *c)
     return &c->engine->rt->loops[0].uv;
 }
 
+NECTAR_API int nectar_engine_ctx_post(nectar_engine_ctx_t *c,
+                                      void (*fn)(void *arg), void *arg)
+{
+    if (c == NULL || fn == NULL)
+        return NECTAR_EINVAL;
+    if (atomic_load(&c->engine->stopping))
+        return NECTAR_ECLOSED;
+    /* A closed loop (only during stop) refuses the job. */
+    return nectar__loop_post(&c->engine->rt->loops[0], fn, arg)
+               ? 0
+               : NECTAR_ECLOSED;
+}
+
 /* ---- creation ------------------------------------------------------------- */
 
 static void engine_free_mem(RamaTransparentProxyEngine *e)

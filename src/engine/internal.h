@@ -305,6 +305,9 @@ struct nectar_tcp_flow *nectar__tcp_new(struct RamaTransparentProxyEngine *e,
                                         const RamaTcpEgressConnectOptions *opts);
 extern const struct ne_obj_ops nectar__tcp_ops;
 
+/* "peer_eof_left", "idle_timeout", "shutdown", ... for a teardown reason. */
+const char *nectar__close_reason(int reason);
+
 /* tcp_stream.c (loop thread) */
 void nectar__stream_init(struct nectar_stream *st, struct nectar_tcp_flow *f,
                          int dir);

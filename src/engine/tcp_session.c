@@ -47,6 +47,21 @@ static uint64_t total_bytes(const struct nectar_tcp_flow *f)
 
 static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel);
 
+/* The reference engine's close-reason names (spec §3.11). */
+const char *nectar__close_reason(int reason)
+{
+    switch (reason) {
+    case 0:
+        return "peer_eof_left";
+    case NECTAR_ETIMEDOUT:
+        return "idle_timeout";
+    case NECTAR_ECANCELED:
+        return "shutdown";
+    default:
+        return nectar_err_name(reason);
+    }
+}
+
 static void on_idle_tick(uv_timer_t *t)
 {
     struct nectar_tcp_flow *f = t->data;
@@ -157,7 +172,7 @@ static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel)
     nectar_log(NECTAR_LOG_INFO, NE_TAG,
                "flow %llu: tcp flow closed (%s) in=%llu/%llu eg=%llu/%llu",
                (unsigned long long)f->meta->m.flow_id,
-               f->started ? nectar_err_name(reason) : "before activate",
+               f->started ? nectar__close_reason(reason) : "before activate",
                (unsigned long long)f->st[NE_IN].bytes_read,
                (unsigned long long)f->st[NE_IN].bytes_written,
                (unsigned long long)f->st[NE_EG].bytes_read,

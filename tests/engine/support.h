@@ -42,6 +42,7 @@ struct th_stats {
     atomic_int late_destroyed;
     atomic_size_t config_len;     /* engine-config bytes seen at create */
     atomic_int decisions;
+    atomic_int ctx_posts;         /* jobs run through nectar_engine_ctx_post */
 };
 
 extern struct th_config th_cfg;
@@ -49,6 +50,9 @@ extern struct th_stats th_stats;
 extern const nectar_handler_vtable_t th_vtable;
 
 void th_reset(void);
+
+/* Completes (block) every decision held back by never_decide. */
+void th_release_parked(void);
 
 /* Options with short timeouts suitable for tests. */
 void th_options(nectar_engine_options_t *o);

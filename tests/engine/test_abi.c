@@ -199,6 +199,8 @@ static void test_null_cases(void)
     CHECK_EQ(nectar_tcp_flow_promote(NULL, NULL, NULL), NECTAR_EINVAL);
     CHECK_EQ(nectar_udp_flow_send(NULL, NULL, 0, NULL), NECTAR_EINVAL);
     CHECK(nectar_engine_ctx_config(NULL, NULL) == NULL);
+    CHECK(nectar_engine_ctx_loop(NULL) == NULL);
+    CHECK_EQ(nectar_engine_ctx_post(NULL, NULL, NULL), NECTAR_EINVAL);
     nectar_proxy_config_defaults(NULL);
     nectar_egress_options_defaults(NULL);
     nectar_engine_options_defaults(NULL);
@@ -440,6 +442,7 @@ static void test_decisions(void)
     CHECK_GE(nectar_test_now_ms() - t0, 140);
     CHECK_LT(nectar_test_now_ms() - t0, 1000);
     th_cfg.never_decide = false;
+    th_release_parked(); /* a very late completion: discarded */
 
     /* A late intercept is discarded: its service is destroyed, unstarted. */
     atomic_store(&th_stats.svc_destroyed, 0);
@@ -469,6 +472,7 @@ static void test_decisions(void)
     CHECK_EQ(tcp_decision(e, RAMA_FLOW_PROTOCOL_TCP, &has),
              RAMA_FLOW_ACTION_PASSTHROUGH);
     rama_transparent_proxy_engine_stop(e, 0);
+    th_release_parked();
 }
 
 /* ---- app messages ----------------------------------------------------------------------- */
@@ -581,6 +585,7 @@ static void test_options_and_registration(void)
     CHECK_EQ(atomic_load(&th_stats.sleeps), 1);
     CHECK_EQ(atomic_load(&th_stats.wakes), 1);
     CHECK_EQ(atomic_load(&th_stats.handler_destroyed), 1);
+    CHECK_EQ(atomic_load(&th_stats.ctx_posts), 1); /* ran before destroy */
     e = rama_transparent_proxy_engine_new();
     CHECK(e != NULL);
     CHECK_EQ(atomic_load(&th_stats.config_len), 0);
