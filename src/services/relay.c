@@ -11,8 +11,10 @@
  * half-closed TCP connection stays half-closed through the relay.
  *
  * Direction state:  READING <-> STOPPED (backlog) -> EOF -> ENDED (backlog
- * drained).  The relay is done when both directions ended (status 0) or
- * at the first read/write error (that status).
+ * drained).  The relay is done when both directions ended (status 0), at
+ * the first write error, or when a source failed and the bytes read from
+ * it before the failure were written out (the read error's status): a
+ * reset connection still gets the data that preceded the reset.
  */
 #include "services/relay.h"
 
@@ -34,6 +36,7 @@ struct relay_dir {
     size_t pending;  /* written, not yet completed */
     bool reading;
     bool eof;
+    int error; /* the source failed: finish once the backlog is out */
     atomic_uint_least64_t *counter;
 };
 
@@ -67,6 +70,12 @@ static bool dir_ended(const struct relay_dir *d)
 
 static void relay_check_done(svc_relay_t *r)
 {
+    for (int i = 0; i < 2; i++) {
+        if (r->dir[i].error != 0 && dir_ended(&r->dir[i])) {
+            relay_finish(r, r->dir[i].error);
+            return;
+        }
+    }
     if (dir_ended(&r->dir[0]) && dir_ended(&r->dir[1]))
         relay_finish(r, 0);
 }
@@ -167,13 +176,14 @@ static void relay_on_read(svc_stream_t *s, ssize_t nread,
     if (nread == 0)
         return;
     d->reading = false;
+    d->eof = true;
     if (nread != NECTAR_EOF) {
-        relay_finish(r, (int)nread);
+        d->error = (int)nread;
+        relay_check_done(r);
         return;
     }
     /* Half-close: the source finished, so finish the target's write half
      * once what we queued has gone out. */
-    d->eof = true;
     rc = svc_shutdown(d->to);
     if (rc != 0 && rc != NECTAR_ECLOSED) {
         relay_finish(r, rc);
