@@ -8,12 +8,14 @@
  * The handler state is immutable after create except the atomic stats, so
  * every slot may run concurrently on any engine thread.
  */
+#include <jansson.h>
 #include <string.h>
 
 #include "app/config.h"
 #include "app/message.h"
 #include "app/stats.h"
 #include "common/alloc.h"
+#include "nectar/example.h"
 #include "nectar/handler.h"
 #include "nectar/log.h"
 #include "services/relay.h"
@@ -24,7 +26,43 @@
 struct builtin {
     struct app_config cfg;
     struct app_stats stats;
+    /* `"app": "example"` in the config: every slot forwards to that
+     * application's handler (include/nectar/example.h). */
+    const nectar_handler_vtable_t *app;
+    void *app_state;
 };
+
+/* The application named by the config's top-level "app" key: NULL for
+ * none (the built-in handler itself), else its vtable; an unknown name
+ * fails with NECTAR_ECONFIG. */
+static int builtin_select_app(const uint8_t *json, size_t len,
+                              const nectar_handler_vtable_t **app,
+                              nectar_error_t *err)
+{
+    *app = NULL;
+    if (json == NULL || len == 0)
+        return 0;
+    json_t *root = json_loadb((const char *)json, len, 0, NULL);
+    json_t *v = json_is_object(root) ? json_object_get(root, "app") : NULL;
+    int rc = 0;
+    if (v != NULL && json_is_string(v) &&
+        strcmp(json_string_value(v), "example") == 0)
+        *app = nectar_example_handler();
+    else if (v != NULL)
+        rc = nectar_error_set(err, NECTAR_ECONFIG,
+                              "app: expected \"example\"");
+    json_decref(root);
+    return rc;
+}
+
+static int builtin_create_app(nectar_engine_ctx_t *ctx, struct builtin *b,
+                              nectar_error_t *err)
+{
+    int rc = b->app->create(ctx, &b->app_state, err);
+    if (rc != 0)
+        b->app = NULL;
+    return rc;
+}
 
 static int builtin_create(nectar_engine_ctx_t *ctx, void **state,
                           nectar_error_t *err)
@@ -37,7 +75,17 @@ static int builtin_create(nectar_engine_ctx_t *ctx, void **state,
 
     if (b == NULL)
         return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
-    rc = nectar__app_config_parse(json, len, &b->cfg, &local);
+    rc = builtin_select_app(json, len, &b->app, &local);
+    if (rc == 0 && b->app != NULL) {
+        rc = builtin_create_app(ctx, b, err);
+        if (rc != 0)
+            nectar_free(b);
+        else
+            *state = b;
+        return rc;
+    }
+    if (rc == 0)
+        rc = nectar__app_config_parse(json, len, &b->cfg, &local);
     if (rc != 0) {
         nectar_log(NECTAR_LOG_ERROR, LOG_TAG, "engine config rejected: %s",
                    local.message);
@@ -57,12 +105,20 @@ static void builtin_destroy(void *state)
 {
     struct builtin *b = state;
 
+    if (b->app != NULL && b->app->destroy != NULL)
+        b->app->destroy(b->app_state);
     nectar__app_config_free(&b->cfg);
     nectar_free(b);
 }
 
 static void builtin_proxy_config(void *state, nectar_proxy_config_t *cfg)
 {
+    const struct builtin *b = state;
+
+    if (b->app != NULL) {
+        b->app->proxy_config(b->app_state, cfg);
+        return;
+    }
     nectar__app_config_apply_proxy(&((struct builtin *)state)->cfg, cfg);
 }
 
@@ -71,7 +127,9 @@ static bool builtin_egress_options(void *state, const nectar_flow_meta_t *meta,
 {
     const struct builtin *b = state;
 
-    (void)meta;
+    if (b->app != NULL)
+        return b->app->egress_options != NULL &&
+               b->app->egress_options(b->app_state, meta, out);
     if (!b->cfg.has_egress)
         return false;
     *out = b->cfg.egress;
@@ -122,13 +180,27 @@ static void builtin_decide(struct builtin *b, const nectar_flow_meta_t *meta,
 static void builtin_decide_tcp(void *state, const nectar_flow_meta_t *meta,
                                nectar_decision_t *d)
 {
-    builtin_decide(state, meta, d);
+    const struct builtin *b = state;
+
+    if (b->app != NULL && b->app->decide_tcp != NULL)
+        b->app->decide_tcp(b->app_state, meta, d);
+    else if (b->app != NULL)
+        nectar_decision_passthrough(d);
+    else
+        builtin_decide(state, meta, d);
 }
 
 static void builtin_decide_udp(void *state, const nectar_flow_meta_t *meta,
                                nectar_decision_t *d)
 {
-    builtin_decide(state, meta, d);
+    const struct builtin *b = state;
+
+    if (b->app != NULL && b->app->decide_udp != NULL)
+        b->app->decide_udp(b->app_state, meta, d);
+    else if (b->app != NULL)
+        nectar_decision_passthrough(d);
+    else
+        builtin_decide(state, meta, d);
 }
 
 static void builtin_app_message(void *state, const uint8_t *msg, size_t len,
@@ -138,10 +210,33 @@ static void builtin_app_message(void *state, const uint8_t *msg, size_t len,
     uint8_t *out = NULL;
     size_t out_len = 0;
 
+    if (b->app != NULL) {
+        if (b->app->app_message != NULL)
+            b->app->app_message(b->app_state, msg, len, r);
+        else
+            nectar_reply_send(r, NULL, 0);
+        return;
+    }
     if (nectar__app_message_reply(msg, len, &b->stats, &out, &out_len) != 0)
         nectar_log(NECTAR_LOG_WARN, LOG_TAG, "app message: out of memory");
     nectar_reply_send(r, out, out_len);
     nectar_free(out);
+}
+
+static void builtin_sleep(void *state)
+{
+    const struct builtin *b = state;
+
+    if (b->app != NULL && b->app->system_sleep != NULL)
+        b->app->system_sleep(b->app_state);
+}
+
+static void builtin_wake(void *state)
+{
+    const struct builtin *b = state;
+
+    if (b->app != NULL && b->app->system_wake != NULL)
+        b->app->system_wake(b->app_state);
 }
 
 static const nectar_handler_vtable_t builtin_vtable = {
@@ -154,8 +249,8 @@ static const nectar_handler_vtable_t builtin_vtable = {
     .decide_tcp = builtin_decide_tcp,
     .decide_udp = builtin_decide_udp,
     .app_message = builtin_app_message,
-    .system_sleep = NULL,
-    .system_wake = NULL,
+    .system_sleep = builtin_sleep,
+    .system_wake = builtin_wake,
 };
 
 const nectar_handler_vtable_t *nectar_builtin_handler(void)

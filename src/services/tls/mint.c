@@ -41,17 +41,23 @@ static void leaf_free(void *v)
     X509_free(v);
 }
 
+static char *bio_take(BIO *b)
+{
+    char *p;
+    long n = BIO_get_mem_data(b, &p);
+    char *out = n > 0 ? nectar_strndup(p, (size_t)n) : NULL;
+    BIO_free(b);
+    return out;
+}
+
 static char *pem_of(X509 *cert)
 {
     BIO *b = BIO_new(BIO_s_mem());
-    char *out = NULL;
-    if (b != NULL && PEM_write_bio_X509(b, cert) == 1) {
-        char *p;
-        long n = BIO_get_mem_data(b, &p);
-        out = nectar_strndup(p, (size_t)n);
+    if (b == NULL || PEM_write_bio_X509(b, cert) != 1) {
+        BIO_free(b);
+        return NULL;
     }
-    BIO_free(b);
-    return out;
+    return bio_take(b);
 }
 
 static void ca_free(tls_ca_t *ca)
@@ -257,4 +263,69 @@ X509 *tls_ca_leaf(tls_ca_t *ca, const char *host)
     X509_up_ref(leaf);
     tls_lru_put(ca->cache, host, leaf);
     return leaf;
+}
+
+/* ---- CA generation ------------------------------------------------------ */
+
+static bool ca_extensions(X509 *x)
+{
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+    return add_ext(x, &ctx, NID_basic_constraints, "critical,CA:TRUE") &&
+           add_ext(x, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign") &&
+           add_ext(x, &ctx, NID_subject_key_identifier, "hash");
+}
+
+static bool ca_fill(X509 *x, EVP_PKEY *key, const char *org, const char *cn)
+{
+    unsigned char raw[20];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return false;
+    raw[0] &= 0x7f; /* 159 random bits, positive */
+    BIGNUM *bn = BN_bin2bn(raw, sizeof(raw), NULL);
+    bool ok = bn != NULL &&
+              BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
+    BN_free(bn);
+    X509_NAME *n = X509_get_subject_name(x);
+    return ok && X509_set_version(x, 2) == 1 &&
+           X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8,
+                                      (const unsigned char *)org, -1, -1,
+                                      0) == 1 &&
+           X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                                      (const unsigned char *)cn, -1, -1,
+                                      0) == 1 &&
+           X509_set_issuer_name(x, n) == 1 &&
+           X509_gmtime_adj(X509_getm_notBefore(x), -60) != NULL &&
+           X509_time_adj_ex(X509_getm_notAfter(x), 20 * 365, -60, NULL) !=
+               NULL &&
+           X509_set_pubkey(x, key) == 1 && ca_extensions(x) &&
+           X509_sign(x, key, EVP_sha256()) > 0;
+}
+
+int tls_ca_generate(const char *org, const char *cn, char **cert_pem,
+                    char **key_pem, nectar_error_t *err)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    BIO *cb = BIO_new(BIO_s_mem()), *kb = BIO_new(BIO_s_mem());
+    bool ok = key != NULL && x != NULL && cb != NULL && kb != NULL &&
+              ca_fill(x, key, org, cn) && PEM_write_bio_X509(cb, x) == 1 &&
+              PEM_write_bio_PKCS8PrivateKey(kb, key, NULL, NULL, 0, NULL,
+                                            NULL) == 1;
+    X509_free(x);
+    EVP_PKEY_free(key);
+    ERR_clear_error();
+    if (!ok) {
+        BIO_free(cb);
+        BIO_free(kb);
+        return nectar_error_set(err, NECTAR_ECRYPTO, "CA generation failed");
+    }
+    *cert_pem = bio_take(cb);
+    *key_pem = bio_take(kb);
+    if (*cert_pem == NULL || *key_pem == NULL) {
+        nectar_free(*cert_pem);
+        nectar_free(*key_pem);
+        return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
+    }
+    return 0;
 }
