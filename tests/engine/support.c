@@ -67,6 +67,10 @@ static void relay_maybe_finish(struct relay *r)
     for (int i = 0; i < 2; i++)
         if (!r->d[i].eof || r->d[i].writing)
             return;
+    /* The stream counters agree with what the relay saw and wrote. */
+    CHECK_EQ(nectar_stream_bytes_read(r->d[0].from), r->relayed_in);
+    CHECK_EQ(nectar_stream_bytes_written(r->d[0].to), r->relayed_in);
+    CHECK_EQ(nectar_stream_write_queue_size(r->d[0].to), 0);
     r->finished = true;
     nectar_tcp_flow_finish(r->flow);
 }
@@ -128,6 +132,7 @@ static void relay_read(nectar_stream_t *s, ssize_t nread, const uint8_t *buf,
         d->writing = false;
         return;
     }
+    CHECK_GE(nectar_stream_write_queue_size(d->to), (size_t)nread);
     if (d == &r->d[0]) {
         r->relayed_in += (uint64_t)nread;
         if (th_cfg.promote_after > 0 && !r->promoted_asked &&
