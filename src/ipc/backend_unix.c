@@ -1,0 +1,1913 @@
+/*
+ * backend_unix.c - the Linux IPC backend: SOCK_SEQPACKET Unix sockets, a
+ * libuv event thread per listener and per client connection, peers
+ * identified by SO_PEERCRED plus a pidfd, fds as SCM_RIGHTS.  The wire
+ * format (packet header, fragments, verdict handshake) is specified in
+ * docs/ipc-protocol.md.
+ *
+ * Map of this file
+ *   1. packet framing and socket I/O helpers
+ *   2. peer credentials
+ *   3. the event loop (thread, command queue, request timer)
+ *   4. connections: state, pending requests, receive path, detach
+ *   5. client connect (lazy) and the verdict handshake
+ *   6. listener: bind, socket activation, accept
+ *   7. public slots and the backend table
+ *
+ * Connection states (conn->state, guarded by conn->lock):
+ *
+ *     IDLE --first send--> CONNECTING --verdict ok--> OPEN
+ *       ^                      | refused                | peer EOF (client)
+ *       |                      v                        v
+ *       +------------------ PEER_FAILED (final)      IDLE (INTERRUPTED)
+ *     any --cancel / protocol error / peer EOF (server side)--> INVALID
+ *
+ * Lock order: conn->send_lock, then conn->lock, then loop->lock.  The
+ * loop thread owns the uv handles, the receive assembly buffer and the
+ * loop's conn list; other threads reach them only through commands.
+ */
+#if !defined(__APPLE__)
+
+#include "ipc/ipc_int.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "common/alloc.h"
+#include "nectar/log.h"
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+#define TAG "ipc"
+
+/* ---- 1. packet framing ----------------------------------------------- */
+
+#define PKT_MAGIC    0x4E
+#define PKT_VERSION  1
+#define PKT_HEADER   16
+#define PKT_MAX      65536 /* whole packet, header included */
+#define PKT_PAYLOAD  (PKT_MAX - PKT_HEADER)
+#define PKT_MORE     0x01
+
+enum pkt_type {
+    PKT_VERDICT = 1,
+    PKT_MESSAGE = 2,
+    PKT_REQUEST = 3,
+    PKT_REPLY = 4,
+};
+
+#define SEND_TIMEOUT_MS      5000 /* a peer that never reads is dropped */
+#define READS_PER_TURN       32   /* packets read per wake-up, per conn */
+#define ACCEPTS_PER_TURN     64
+#define DEFAULT_CONNECT_MS   5000
+
+struct pkt_header {
+    uint8_t type;
+    uint8_t flags;
+    uint32_t total;
+    uint64_t id;
+};
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static uint64_t get_be(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void header_write(uint8_t *p, const struct pkt_header *h)
+{
+    p[0] = PKT_MAGIC;
+    p[1] = PKT_VERSION;
+    p[2] = h->type;
+    p[3] = h->flags;
+    put_be32(p + 4, h->total);
+    put_be64(p + 8, h->id);
+}
+
+static bool header_read(const uint8_t *p, size_t n, struct pkt_header *h)
+{
+    if (n < PKT_HEADER || p[0] != PKT_MAGIC || p[1] != PKT_VERSION)
+        return false;
+    h->type = p[2];
+    h->flags = p[3];
+    h->total = (uint32_t)get_be(p + 4, 4);
+    h->id = get_be(p + 8, 8);
+    return (h->flags & ~PKT_MORE) == 0 && h->type >= PKT_VERDICT &&
+           h->type <= PKT_REPLY;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Waits for fd to become ready for `events` until deadline (ms, monotonic).
+ * Returns 0 when ready, NECTAR_ETIMEDOUT, or -errno. */
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            return NECTAR_ETIMEDOUT;
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int n = poll(&pfd, 1, (int)(deadline - now));
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+/* Sends one packet (header + chunk, fds on it if any), waiting while the
+ * peer's buffer is full.  Returns 0 or a negative code. */
+static int send_packet(int fd, const uint8_t *hdr, const uint8_t *chunk,
+                       size_t len, const int *fds, size_t nfds,
+                       uint64_t deadline)
+{
+    struct iovec iov[2] = {{(void *)hdr, PKT_HEADER}, {(void *)chunk, len}};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * NECTAR_IPC_MAX_FDS)];
+    } ctl;
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+    if (nfds != 0) {
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+    }
+    for (;;) {
+        ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        int rc = wait_fd(fd, POLLOUT, deadline);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+/* Writes a whole message as one or more packets.  The caller holds the
+ * connection's send lock, so fragments of two messages never interleave. */
+static int write_message(int fd, uint8_t type, uint64_t id,
+                         const uint8_t *payload, size_t len, const int *fds,
+                         size_t nfds)
+{
+    uint64_t deadline = now_ms() + SEND_TIMEOUT_MS;
+    size_t off = 0;
+    do {
+        size_t chunk = len - off > PKT_PAYLOAD ? PKT_PAYLOAD : len - off;
+        uint8_t hdr[PKT_HEADER];
+        struct pkt_header h = {
+            .type = type,
+            .flags = off + chunk < len ? PKT_MORE : 0,
+            .total = (uint32_t)len,
+            .id = id,
+        };
+        header_write(hdr, &h);
+        int rc = send_packet(fd, hdr, payload + off, chunk,
+                             off == 0 ? fds : NULL, off == 0 ? nfds : 0,
+                             deadline);
+        if (rc != 0)
+            return rc;
+        off += chunk;
+    } while (off < len);
+    return 0;
+}
+
+/* ---- 2. peer credentials --------------------------------------------- */
+
+struct ux_cred {
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    int pidfd;
+    char *exe;
+    gid_t *groups;
+    size_t ngroups;
+};
+
+static void cred_clear(struct ux_cred *c)
+{
+    if (c->pidfd >= 0)
+        close(c->pidfd);
+    nectar_free(c->exe);
+    nectar_free(c->groups);
+    memset(c, 0, sizeof(*c));
+    c->pidfd = -1;
+    c->pid = -1;
+}
+
+/* The pid a pidfd refers to, from /proc/self/fdinfo; -1 when the process
+ * is gone.  Reading it back from the pidfd is what makes the pid safe to
+ * use: SO_PEERCRED's pid could have been recycled by now. */
+static pid_t pidfd_pid(int pidfd)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    pid_t pid = -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "Pid:", 4) == 0) {
+            pid = (pid_t)strtol(line + 4, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return pid > 0 ? pid : -1;
+}
+
+static int open_pidfd(int sock, pid_t cred_pid)
+{
+    int pidfd = -1;
+    socklen_t len = sizeof(pidfd);
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0 &&
+        pidfd >= 0)
+        return pidfd;
+    /* Older kernels: open by pid; the fdinfo read-back below still ties
+     * the answer to one live process. */
+    pidfd = (int)syscall(SYS_pidfd_open, cred_pid, 0);
+    return pidfd;
+}
+
+static char *read_exe(pid_t pid, int pidfd)
+{
+    char path[64], target[PATH_MAX];
+    snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+    ssize_t n = readlink(path, target, sizeof(target) - 1);
+    if (n <= 0)
+        return NULL;
+    target[n] = '\0';
+    /* Still the same process?  If it died, the pid may name another. */
+    if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0)
+        return NULL;
+    return nectar_strdup(target);
+}
+
+static void read_groups(int sock, struct ux_cred *c)
+{
+    gid_t tmp[256];
+    socklen_t len = sizeof(tmp);
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, tmp, &len) != 0)
+        return;
+    size_t n = len / sizeof(gid_t);
+    if (n == 0)
+        return;
+    c->groups = nectar_memdup(tmp, n * sizeof(gid_t));
+    if (c->groups != NULL)
+        c->ngroups = n;
+}
+
+static int cred_read(int sock, struct ux_cred *c)
+{
+    struct ucred uc;
+    socklen_t len = sizeof(uc);
+    memset(c, 0, sizeof(*c));
+    c->pidfd = -1;
+    c->pid = -1;
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0)
+        return -errno;
+    c->uid = uc.uid;
+    c->gid = uc.gid;
+    read_groups(sock, c);
+    c->pidfd = open_pidfd(sock, uc.pid);
+    if (c->pidfd >= 0) {
+        c->pid = pidfd_pid(c->pidfd);
+        if (c->pid > 0)
+            c->exe = read_exe(c->pid, c->pidfd);
+    }
+    return 0;
+}
+
+static void cred_to_peer(const struct ux_cred *c, nectar_ipc_peer_t *p)
+{
+    p->uid = c->uid;
+    p->gid = c->gid;
+    p->pid = c->pid;
+    p->pidfd = c->pidfd;
+    p->exe = c->exe;
+    p->groups = c->groups;
+    p->ngroups = c->ngroups;
+}
+
+/* A requirement with its strings owned (config copies). */
+struct ux_req {
+    nectar_ipc_requirement_t r;
+    bool set;
+};
+
+static int req_copy(struct ux_req *dst, const nectar_ipc_requirement_t *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    if (src == NULL)
+        return 0;
+    dst->r = *src;
+    dst->set = true;
+    dst->r.exe_path = NULL;
+    if (src->exe_path != NULL) {
+        dst->r.exe_path = nectar_strdup(src->exe_path);
+        if (dst->r.exe_path == NULL)
+            return NECTAR_ENOMEM;
+    }
+    return 0;
+}
+
+static void req_free(struct ux_req *r)
+{
+    nectar_free((char *)r->r.exe_path);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- 3. the event loop ----------------------------------------------- */
+
+enum cmd_kind { CMD_ATTACH, CMD_CANCEL, CMD_PEERFAIL, CMD_REARM, CMD_STOP };
+
+struct ux_cmd {
+    struct ux_cmd *next;
+    enum cmd_kind kind;
+    struct nectar_ipc_conn *conn; /* holds a reference */
+    int fd;
+    uint64_t gen;
+};
+
+struct ux_loop {
+    atomic_uint refs;
+    uv_loop_t uv;
+    uv_async_t wake;
+    uv_timer_t timer;
+    pthread_t thread;
+    atomic_bool running;       /* the thread is inside uv_run */
+    pthread_mutex_t lock;      /* guards cmds and closed */
+    struct ux_cmd *cmd_head, *cmd_tail;
+    bool closed;               /* no more commands accepted */
+    struct nectar_ipc_conn *conns; /* loop thread only */
+    struct nectar_ipc_listener *listener; /* set for a listener's loop */
+};
+
+struct ux_pending;
+
+struct nectar_ipc_conn {
+    atomic_uint refs;    /* memory */
+    atomic_uint user_refs; /* handed to users (creator + retains) */
+    bool is_client;
+    struct ux_loop *loop; /* client: created on first connect */
+
+    pthread_mutex_t send_lock;
+    pthread_mutex_t lock; /* everything below up to "loop thread only" */
+    pthread_cond_t cv;    /* state changes, sync replies */
+    enum {
+        ST_IDLE,
+        ST_CONNECTING,
+        ST_OPEN,
+        ST_PEER_FAILED,
+        ST_INVALID,
+    } state;
+    int fd;
+    uint64_t gen;
+    char *fail_reason; /* for ST_PEER_FAILED */
+    struct ux_pending *pending;
+    uint64_t next_id;
+    struct ux_cred cred;
+    bool has_cred;
+    bool final_done; /* the final event (if any) has run */
+    void *user_ctx;
+
+    /* Fixed after creation. */
+    char *service_name;
+    struct ux_req req;
+    nectar_ipc_message_cb on_message;
+    nectar_ipc_event_cb on_event;
+    void *ctx;
+    uint32_t call_timeout_ms;
+    uint32_t connect_timeout_ms;
+
+    /* Loop thread only. */
+    struct nectar_ipc_conn *loop_next, *loop_prev;
+    bool in_loop;
+    struct ux_io *io;
+    struct ipc_buf rx;
+    int rx_fds[NECTAR_IPC_MAX_FDS];
+    size_t rx_nfds;
+    bool rx_busy;
+    struct pkt_header rx_hdr;
+};
+
+struct ux_io {
+    uv_poll_t poll;
+    struct nectar_ipc_conn *conn; /* reference */
+    int fd;
+};
+
+struct ux_pending {
+    struct ux_pending *next, *prev;
+    uint64_t id;
+    uint64_t gen;
+    uint64_t deadline; /* 0 = none */
+    nectar_ipc_reply_cb cb;
+    void *cb_ctx;
+    /* sync waiters */
+    bool sync;
+    bool done;
+    int status;
+    nectar_ipc_obj_t *reply;
+    nectar_error_t err;
+};
+
+static void conn_unref(struct nectar_ipc_conn *c);
+static void loop_unref(struct ux_loop *l);
+
+/* The loop whose thread this is (NULL on other threads). */
+static _Thread_local struct ux_loop *current_loop;
+
+static bool on_loop_thread(const struct ux_loop *l)
+{
+    return l != NULL && current_loop == l;
+}
+
+/* Queues a command for the loop thread; consumes the conn reference in
+ * cmd on failure.  Returns false when the loop no longer takes commands. */
+static bool loop_post(struct ux_loop *l, enum cmd_kind kind,
+                      struct nectar_ipc_conn *c, int fd, uint64_t gen)
+{
+    struct ux_cmd *cmd = nectar_calloc(1, sizeof(*cmd));
+    if (cmd == NULL)
+        return false;
+    cmd->kind = kind;
+    cmd->conn = c;
+    cmd->fd = fd;
+    cmd->gen = gen;
+    if (c != NULL)
+        atomic_fetch_add(&c->refs, 1);
+    pthread_mutex_lock(&l->lock);
+    bool ok = !l->closed;
+    if (ok) {
+        if (l->cmd_tail != NULL)
+            l->cmd_tail->next = cmd;
+        else
+            l->cmd_head = cmd;
+        l->cmd_tail = cmd;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (!ok) {
+        if (c != NULL)
+            conn_unref(c);
+        nectar_free(cmd);
+        return false;
+    }
+    uv_async_send(&l->wake);
+    return true;
+}
+
+static void conn_detach(struct nectar_ipc_conn *c, nectar_ipc_event_t ev,
+                        const char *reason, bool final);
+static void fire_event(struct nectar_ipc_conn *c, nectar_ipc_event_t ev,
+                       const char *reason);
+static void conn_attach(struct nectar_ipc_conn *c, int fd, uint64_t gen);
+static void loop_cancel_conn(struct nectar_ipc_conn *c);
+static void timer_rearm(struct ux_loop *l);
+static void loop_stop_all(struct ux_loop *l);
+
+/* CMD_PEERFAIL: the refused client's one final event. */
+static void conn_peer_failed(struct nectar_ipc_conn *c)
+{
+    fire_event(c, NECTAR_IPC_EVENT_PEER_REQUIREMENT_FAILED, c->fail_reason);
+    pthread_mutex_lock(&c->lock);
+    c->final_done = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void run_cmd(struct ux_loop *l, struct ux_cmd *cmd)
+{
+    switch (cmd->kind) {
+    case CMD_ATTACH:
+        conn_attach(cmd->conn, cmd->fd, cmd->gen);
+        break;
+    case CMD_CANCEL:
+        loop_cancel_conn(cmd->conn);
+        break;
+    case CMD_PEERFAIL:
+        conn_peer_failed(cmd->conn);
+        break;
+    case CMD_REARM:
+        timer_rearm(l);
+        break;
+    case CMD_STOP:
+        loop_stop_all(l);
+        break;
+    }
+    if (cmd->conn != NULL)
+        conn_unref(cmd->conn);
+    nectar_free(cmd);
+}
+
+static void on_wake(uv_async_t *h)
+{
+    struct ux_loop *l = h->data;
+    pthread_mutex_lock(&l->lock);
+    struct ux_cmd *cmd = l->cmd_head;
+    l->cmd_head = l->cmd_tail = NULL;
+    pthread_mutex_unlock(&l->lock);
+    while (cmd != NULL) {
+        struct ux_cmd *next = cmd->next;
+        run_cmd(l, cmd);
+        cmd = next;
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    struct ux_loop *l = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    current_loop = l;
+    uv_run(&l->uv, UV_RUN_DEFAULT);
+    current_loop = NULL;
+    loop_unref(l); /* the thread's own reference */
+    return NULL;
+}
+
+static void on_timer(uv_timer_t *t);
+
+static struct ux_loop *loop_new(nectar_error_t *err)
+{
+    struct ux_loop *l = nectar_calloc(1, sizeof(*l));
+    if (l == NULL) {
+        nectar_error_set(err, NECTAR_ENOMEM, "ipc: out of memory");
+        return NULL;
+    }
+    atomic_init(&l->refs, 1);
+    pthread_mutex_init(&l->lock, NULL);
+    int rc = uv_loop_init(&l->uv);
+    if (rc == 0)
+        rc = uv_async_init(&l->uv, &l->wake, on_wake);
+    if (rc != 0) {
+        nectar_error_set(err, NECTAR_EIO, "ipc: libuv init: %s",
+                         uv_strerror(rc));
+        pthread_mutex_destroy(&l->lock);
+        nectar_free(l);
+        return NULL;
+    }
+    l->wake.data = l;
+    uv_timer_init(&l->uv, &l->timer);
+    l->timer.data = l;
+    return l;
+}
+
+static int loop_start(struct ux_loop *l, nectar_error_t *err)
+{
+    atomic_store(&l->running, true);
+    atomic_fetch_add(&l->refs, 1);
+    int rc = pthread_create(&l->thread, NULL, loop_main, l);
+    if (rc != 0) {
+        atomic_fetch_sub(&l->refs, 1);
+        atomic_store(&l->running, false);
+        return nectar_error_set(err, -rc, "ipc: cannot start event thread");
+    }
+    return 0;
+}
+
+static void loop_unref(struct ux_loop *l)
+{
+    if (l == NULL || atomic_fetch_sub(&l->refs, 1) != 1)
+        return;
+    uv_loop_close(&l->uv);
+    pthread_mutex_destroy(&l->lock);
+    nectar_free(l);
+}
+
+/* Stops the loop thread and waits for it.  From a thread other than the
+ * loop's own. */
+static void loop_shutdown(struct ux_loop *l)
+{
+    if (!atomic_load(&l->running))
+        return;
+    if (loop_post(l, CMD_STOP, NULL, -1, 0))
+        pthread_join(l->thread, NULL);
+    atomic_store(&l->running, false);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void listener_stop_io(struct nectar_ipc_listener *ls);
+
+/* CMD_STOP: invalidate every connection, close our handles, refuse
+ * further commands; uv_run then returns. */
+static void loop_stop_all(struct ux_loop *l)
+{
+    pthread_mutex_lock(&l->lock);
+    l->closed = true;
+    struct ux_cmd *cmd = l->cmd_head;
+    l->cmd_head = l->cmd_tail = NULL;
+    pthread_mutex_unlock(&l->lock);
+    /* Commands queued behind STOP still run, so none leaks. */
+    while (cmd != NULL) {
+        struct ux_cmd *next = cmd->next;
+        if (cmd->kind == CMD_STOP)
+            nectar_free(cmd);
+        else
+            run_cmd(l, cmd);
+        cmd = next;
+    }
+    while (l->conns != NULL)
+        loop_cancel_conn(l->conns);
+    if (l->listener != NULL)
+        listener_stop_io(l->listener);
+    uv_close((uv_handle_t *)&l->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&l->wake, on_handle_closed);
+}
+
+/* ---- 4. connections -------------------------------------------------- */
+
+static struct nectar_ipc_conn *conn_new(void)
+{
+    struct nectar_ipc_conn *c = nectar_calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->user_refs, 0);
+    pthread_mutex_init(&c->send_lock, NULL);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->fd = -1;
+    c->next_id = 1;
+    c->cred.pidfd = -1;
+    c->cred.pid = -1;
+    return c;
+}
+
+static void conn_unref(struct nectar_ipc_conn *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    cred_clear(&c->cred);
+    nectar_free(c->fail_reason);
+    nectar_free(c->service_name);
+    req_free(&c->req);
+    nectar__ipc_buf_free(&c->rx);
+    for (size_t i = 0; i < c->rx_nfds; i++)
+        close(c->rx_fds[i]);
+    pthread_mutex_destroy(&c->send_lock);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->cv);
+    loop_unref(c->loop);
+    nectar_free(c);
+}
+
+/* Pending list helpers; conn->lock held. */
+static void pending_add(struct nectar_ipc_conn *c, struct ux_pending *p)
+{
+    p->prev = NULL;
+    p->next = c->pending;
+    if (c->pending != NULL)
+        c->pending->prev = p;
+    c->pending = p;
+}
+
+static void pending_unlink(struct nectar_ipc_conn *c, struct ux_pending *p)
+{
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        c->pending = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+}
+
+static struct ux_pending *pending_find(struct nectar_ipc_conn *c,
+                                       uint64_t id)
+{
+    for (struct ux_pending *p = c->pending; p != NULL; p = p->next) {
+        if (p->id == id)
+            return p;
+    }
+    return NULL;
+}
+
+/* Completes a pending request.  conn->lock held on entry and exit.  A
+ * sync waiter is woken; an async callback runs with the lock dropped and
+ * the entry freed.  reply is borrowed. */
+static void pending_complete(struct nectar_ipc_conn *c, struct ux_pending *p,
+                             int status, nectar_ipc_obj_t *reply,
+                             const char *why)
+{
+    if (p->sync) {
+        p->done = true;
+        p->status = status;
+        p->reply = nectar_ipc_retain(reply);
+        if (status != 0)
+            nectar_error_set(&p->err, status, "ipc: %s", why);
+        pthread_cond_broadcast(&c->cv);
+        return;
+    }
+    nectar_error_t err = {0};
+    if (status != 0)
+        nectar_error_set(&err, status, "ipc: %s", why);
+    pthread_mutex_unlock(&c->lock);
+    p->cb(status, reply, status != 0 ? &err : NULL, p->cb_ctx);
+    nectar_free(p);
+    pthread_mutex_lock(&c->lock);
+}
+
+/* Fails every pending request.  conn->lock held.  Sync waiters are
+ * completed at once (under the lock, so a waiter never returns while its
+ * entry is still in use); async ones are returned as a list for
+ * pending_run_failed, to be called once every lock is dropped. */
+static struct ux_pending *pending_fail_all(struct nectar_ipc_conn *c,
+                                           int status, const char *why)
+{
+    struct ux_pending *async = NULL;
+    while (c->pending != NULL) {
+        struct ux_pending *p = c->pending;
+        pending_unlink(c, p);
+        if (p->sync) {
+            pending_complete(c, p, status, NULL, why);
+            continue;
+        }
+        p->next = async;
+        async = p;
+    }
+    return async;
+}
+
+static void pending_run_failed(struct ux_pending *list, int status,
+                               const char *why)
+{
+    nectar_error_t err = {0};
+    nectar_error_set(&err, status, "ipc: %s", why);
+    while (list != NULL) {
+        struct ux_pending *next = list->next;
+        list->cb(status, NULL, &err, list->cb_ctx);
+        nectar_free(list);
+        list = next;
+    }
+}
+
+static void fire_event(struct nectar_ipc_conn *c, nectar_ipc_event_t ev,
+                       const char *reason)
+{
+    if (c->on_event != NULL)
+        c->on_event(c, ev, reason, c->ctx);
+}
+
+static void loop_list_add(struct ux_loop *l, struct nectar_ipc_conn *c)
+{
+    if (c->in_loop)
+        return;
+    atomic_fetch_add(&c->refs, 1);
+    c->in_loop = true;
+    c->loop_prev = NULL;
+    c->loop_next = l->conns;
+    if (l->conns != NULL)
+        l->conns->loop_prev = c;
+    l->conns = c;
+}
+
+static void loop_list_remove(struct ux_loop *l, struct nectar_ipc_conn *c)
+{
+    if (!c->in_loop)
+        return;
+    if (c->loop_prev != NULL)
+        c->loop_prev->loop_next = c->loop_next;
+    else
+        l->conns = c->loop_next;
+    if (c->loop_next != NULL)
+        c->loop_next->loop_prev = c->loop_prev;
+    c->in_loop = false;
+    conn_unref(c);
+}
+
+static void on_io_closed(uv_handle_t *h)
+{
+    struct ux_io *io = h->data;
+    close(io->fd);
+    conn_unref(io->conn);
+    nectar_free(io);
+}
+
+static void rx_reset(struct nectar_ipc_conn *c)
+{
+    c->rx.len = 0;
+    c->rx_busy = false;
+    for (size_t i = 0; i < c->rx_nfds; i++)
+        close(c->rx_fds[i]);
+    c->rx_nfds = 0;
+}
+
+/* Ends the current socket of c (loop thread).  final: the connection is
+ * invalid for good; otherwise (a client whose server left) it returns to
+ * IDLE and reconnects on the next send.  Pending requests fail, then the
+ * event fires; both outside the lock. */
+static void conn_detach(struct nectar_ipc_conn *c, nectar_ipc_event_t ev,
+                        const char *reason, bool final)
+{
+    struct ux_loop *l = c->loop;
+    pthread_mutex_lock(&c->send_lock);
+    pthread_mutex_lock(&c->lock);
+    c->fd = -1; /* the io handle closes the descriptor */
+    c->state = final ? ST_INVALID : ST_IDLE;
+    if (ev == NECTAR_IPC_EVENT_PEER_REQUIREMENT_FAILED)
+        c->state = ST_PEER_FAILED;
+    int status = final ? NECTAR_ECLOSED : NECTAR_ECONNRESET;
+    const char *why = final ? "connection invalidated"
+                            : "connection interrupted";
+    struct ux_pending *failed = pending_fail_all(c, status, why);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->send_lock);
+    pending_run_failed(failed, status, why);
+    if (c->io != NULL) {
+        uv_poll_stop(&c->io->poll);
+        uv_close((uv_handle_t *)&c->io->poll, on_io_closed);
+        c->io = NULL;
+    }
+    rx_reset(c);
+    atomic_fetch_add(&c->refs, 1);
+    fire_event(c, ev, reason);
+    if (final) {
+        pthread_mutex_lock(&c->lock);
+        c->final_done = true;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->lock);
+        loop_list_remove(l, c);
+    }
+    conn_unref(c);
+}
+
+/* CMD_CANCEL, listener shutdown, or a cancel from a callback. */
+static void loop_cancel_conn(struct nectar_ipc_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    bool done = c->state == ST_INVALID || c->state == ST_PEER_FAILED;
+    pthread_mutex_unlock(&c->lock);
+    if (done) {
+        loop_list_remove(c->loop, c);
+        return;
+    }
+    conn_detach(c, NECTAR_IPC_EVENT_INVALIDATED, "connection cancelled",
+                true);
+}
+
+static void protocol_error(struct nectar_ipc_conn *c, const char *what)
+{
+    nectar_log(NECTAR_LOG_WARN, TAG, "closing peer (uid %u): %s",
+               (unsigned)c->cred.uid, what);
+    conn_detach(c, NECTAR_IPC_EVENT_INVALIDATED, what, true);
+}
+
+/* A received message waiting for its handler's reply or release. */
+struct nectar_ipc_message {
+    struct nectar_ipc_conn *conn; /* reference */
+    nectar_ipc_obj_t *body;
+    uint64_t id;
+    uint64_t gen;
+    bool expects_reply;
+};
+
+static void deliver_message(struct nectar_ipc_conn *c, nectar_ipc_obj_t *body,
+                            uint8_t type, uint64_t id, uint64_t gen)
+{
+    struct nectar_ipc_message *m = nectar_calloc(1, sizeof(*m));
+    if (m == NULL || c->on_message == NULL) {
+        nectar_free(m);
+        nectar_ipc_release(body);
+        return;
+    }
+    atomic_fetch_add(&c->refs, 1);
+    m->conn = c;
+    m->body = body;
+    m->id = id;
+    m->gen = gen;
+    m->expects_reply = type == PKT_REQUEST;
+    c->on_message(c, m, c->ctx);
+}
+
+static void deliver_reply(struct nectar_ipc_conn *c, nectar_ipc_obj_t *body,
+                          uint64_t id)
+{
+    pthread_mutex_lock(&c->lock);
+    struct ux_pending *p = pending_find(c, id);
+    if (p != NULL) {
+        pending_unlink(c, p);
+        pending_complete(c, p, 0, body, "");
+    }
+    pthread_mutex_unlock(&c->lock);
+    /* An unknown id is a request that was cancelled or timed out. */
+    nectar_ipc_release(body);
+}
+
+/* A whole message is assembled in c->rx: decode and dispatch it. */
+static void rx_dispatch(struct nectar_ipc_conn *c, uint64_t gen)
+{
+    nectar_error_t err = {0};
+    nectar_ipc_obj_t *body = NULL;
+    int rc = nectar__ipc_decode(c->rx.p, c->rx.len, c->rx_fds, c->rx_nfds,
+                                &body, &err);
+    struct pkt_header h = c->rx_hdr;
+    rx_reset(c);
+    if (rc == 0 && nectar_ipc_type(body) != NECTAR_IPC_DICT) {
+        nectar_ipc_release(body);
+        rc = nectar_error_set(&err, NECTAR_ETYPE,
+                              "top-level message is not a dictionary");
+    }
+    if (rc != 0) {
+        protocol_error(c, err.message);
+        return;
+    }
+    nectar__ipc_freeze(body);
+    if (h.type == PKT_REPLY)
+        deliver_reply(c, body, h.id);
+    else
+        deliver_message(c, body, h.type, h.id, gen);
+}
+
+static void close_fds(const int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* Collects SCM_RIGHTS descriptors of one packet into c->rx_fds.  Returns
+ * false (descriptors closed) on anything unexpected. */
+static bool rx_take_fds(struct nectar_ipc_conn *c, struct msghdr *mh)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm != NULL;
+         cm = CMSG_NXTHDR(mh, cm)) {
+        bool rights = cm->cmsg_level == SOL_SOCKET &&
+                      cm->cmsg_type == SCM_RIGHTS;
+        size_t n = rights ? (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
+        int fds[NECTAR_IPC_MAX_FDS + 8];
+        if (n > sizeof(fds) / sizeof(fds[0]))
+            n = sizeof(fds) / sizeof(fds[0]);
+        memcpy(fds, CMSG_DATA(cm), n * sizeof(int));
+        if (!rights || c->rx_nfds + n > NECTAR_IPC_MAX_FDS) {
+            close_fds(fds, n);
+            return false;
+        }
+        memcpy(c->rx_fds + c->rx_nfds, fds, n * sizeof(int));
+        c->rx_nfds += n;
+    }
+    return true;
+}
+
+/* Validates one packet against the message being assembled and appends
+ * its payload.  Returns an error text, or NULL. */
+static const char *rx_packet(struct nectar_ipc_conn *c,
+                             const struct pkt_header *h, const uint8_t *p,
+                             size_t n)
+{
+    if (h->type == PKT_VERDICT)
+        return "unexpected verdict packet";
+    if (h->total > NECTAR_IPC_MAX_MESSAGE)
+        return "message over the size limit";
+    if (!c->rx_busy) {
+        c->rx_hdr = *h;
+        c->rx_busy = true;
+    } else if (h->type != c->rx_hdr.type || h->id != c->rx_hdr.id ||
+               h->total != c->rx_hdr.total) {
+        return "fragment does not continue the current message";
+    }
+    if (c->rx.len + n > h->total)
+        return "fragments longer than the declared length";
+    nectar__ipc_buf_put(&c->rx, p, n);
+    if (c->rx.oom)
+        return "out of memory";
+    if (!(h->flags & PKT_MORE) && c->rx.len != h->total)
+        return "message shorter than the declared length";
+    return NULL;
+}
+
+/* Reads up to READS_PER_TURN packets.  Returns false once c was detached. */
+static bool conn_read(struct nectar_ipc_conn *c, uint64_t gen)
+{
+    static _Thread_local uint8_t buf[PKT_MAX];
+    for (int i = 0; i < READS_PER_TURN; i++) {
+        union {
+            struct cmsghdr align;
+            char b[CMSG_SPACE(sizeof(int) * (NECTAR_IPC_MAX_FDS + 8))];
+        } ctl;
+        struct iovec iov = {buf, sizeof(buf)};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
+                            .msg_control = ctl.b,
+                            .msg_controllen = sizeof(ctl.b)};
+        ssize_t n = recvmsg(c->io->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return true;
+        if (n <= 0) {
+            bool client = c->is_client;
+            conn_detach(c,
+                        client ? NECTAR_IPC_EVENT_INTERRUPTED
+                               : NECTAR_IPC_EVENT_INVALIDATED,
+                        client ? "server closed the connection"
+                               : "peer closed the connection",
+                        !client);
+            return false;
+        }
+        bool fds_ok = rx_take_fds(c, &mh);
+        struct pkt_header h;
+        const char *bad = NULL;
+        if (!fds_ok || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+            bad = "truncated packet, control data or too many fds";
+        else if (!header_read(buf, (size_t)n, &h))
+            bad = "bad packet header";
+        else
+            bad = rx_packet(c, &h, buf + PKT_HEADER, (size_t)n - PKT_HEADER);
+        if (bad != NULL) {
+            protocol_error(c, bad);
+            return false;
+        }
+        if (!(h.flags & PKT_MORE)) {
+            rx_dispatch(c, gen);
+            if (c->io == NULL)
+                return false;
+        }
+    }
+    return true;
+}
+
+static void on_io(uv_poll_t *h, int status, int events)
+{
+    struct ux_io *io = h->data;
+    struct nectar_ipc_conn *c = io->conn;
+    (void)events;
+    if (c->io != io)
+        return;
+    if (status < 0) {
+        protocol_error(c, uv_strerror(status));
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    uint64_t gen = c->gen;
+    pthread_mutex_unlock(&c->lock);
+    conn_read(c, gen);
+}
+
+/* Starts watching fd for c (loop thread).  A stale attach (cancelled or
+ * reconnected in between) just closes the descriptor. */
+static void conn_attach(struct nectar_ipc_conn *c, int fd, uint64_t gen)
+{
+    pthread_mutex_lock(&c->lock);
+    bool current = c->state == ST_OPEN && c->gen == gen && c->fd == fd;
+    pthread_mutex_unlock(&c->lock);
+    struct ux_io *io = current ? nectar_calloc(1, sizeof(*io)) : NULL;
+    if (io == NULL) {
+        if (current)
+            conn_detach(c, NECTAR_IPC_EVENT_INVALIDATED, "out of memory",
+                        true);
+        else
+            close(fd);
+        return;
+    }
+    io->fd = fd;
+    io->conn = c;
+    atomic_fetch_add(&c->refs, 1);
+    uv_poll_init(&c->loop->uv, &io->poll, fd);
+    io->poll.data = io;
+    c->io = io;
+    loop_list_add(c->loop, c);
+    uv_poll_start(&io->poll, UV_READABLE | UV_DISCONNECT, on_io);
+}
+
+/* ---- request timeouts (loop thread) ---------------------------------- */
+
+static uint64_t earliest_deadline(struct ux_loop *l)
+{
+    uint64_t best = 0;
+    for (struct nectar_ipc_conn *c = l->conns; c != NULL; c = c->loop_next) {
+        pthread_mutex_lock(&c->lock);
+        for (struct ux_pending *p = c->pending; p != NULL; p = p->next) {
+            if (p->deadline != 0 && !p->sync &&
+                (best == 0 || p->deadline < best))
+                best = p->deadline;
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+    return best;
+}
+
+static void timer_rearm(struct ux_loop *l)
+{
+    uint64_t d = earliest_deadline(l);
+    if (d == 0) {
+        uv_timer_stop(&l->timer);
+        return;
+    }
+    uint64_t now = now_ms();
+    uv_timer_start(&l->timer, on_timer, d > now ? d - now : 0, 0);
+}
+
+static void expire_conn(struct nectar_ipc_conn *c, uint64_t now)
+{
+    pthread_mutex_lock(&c->lock);
+    struct ux_pending *p = c->pending;
+    while (p != NULL) {
+        struct ux_pending *next = p->next;
+        if (!p->sync && p->deadline != 0 && p->deadline <= now) {
+            pending_unlink(c, p);
+            pending_complete(c, p, NECTAR_ETIMEDOUT, NULL,
+                             "call timed out");
+            next = c->pending; /* the list may have changed unlocked */
+        }
+        p = next;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct ux_loop *l = t->data;
+    uint64_t now = now_ms();
+    for (struct nectar_ipc_conn *c = l->conns; c != NULL; c = c->loop_next)
+        expire_conn(c, now);
+    timer_rearm(l);
+}
+
+/* ---- 5. client connect and the verdict handshake ---------------------- */
+
+static int make_addr(const char *name, struct sockaddr_un *sa,
+                     socklen_t *len)
+{
+    size_t n = strlen(name);
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    if (n + 1 > sizeof(sa->sun_path))
+        return NECTAR_EINVAL;
+    if (name[0] == '/') {
+        memcpy(sa->sun_path, name, n + 1);
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    } else {
+        memcpy(sa->sun_path + 1, name, n);
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+    }
+    return 0;
+}
+
+/* Reads the listener's verdict (first packet).  Returns 0 when accepted,
+ * NECTAR_EPEER (reason in err) when refused, another code otherwise. */
+static int read_verdict(int fd, uint64_t deadline, nectar_error_t *err)
+{
+    uint8_t buf[4096];
+    int rc = wait_fd(fd, POLLIN, deadline);
+    if (rc != 0)
+        return nectar_error_set(err, rc,
+                                "ipc: no verdict from the listener");
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n <= 0)
+        return nectar_error_set(err, NECTAR_ECONNRESET,
+                                "ipc: listener closed the connection "
+                                "during the handshake");
+    struct pkt_header h;
+    nectar_ipc_obj_t *v = NULL;
+    if (!header_read(buf, (size_t)n, &h) || h.type != PKT_VERDICT ||
+        h.total != (size_t)n - PKT_HEADER ||
+        nectar__ipc_decode(buf + PKT_HEADER, h.total, NULL, 0, &v, NULL) != 0)
+        return nectar_error_set(err, NECTAR_EPARSE,
+                                "ipc: malformed verdict from the listener");
+    nectar_ipc_obj_t *acc = nectar_ipc_dict_get(v, "accepted");
+    const char *reason = nectar_ipc_string_ptr(
+        nectar_ipc_dict_get(v, "reason"), NULL);
+    rc = 0;
+    if (nectar_ipc_type(acc) != NECTAR_IPC_BOOL)
+        rc = nectar_error_set(err, NECTAR_EPARSE,
+                              "ipc: malformed verdict from the listener");
+    else if (!nectar_ipc_bool_value(acc))
+        rc = nectar_error_set(err, NECTAR_EPEER,
+                              "peer requirement failed: %s",
+                              reason ? reason : "refused by the listener");
+    nectar_ipc_release(v);
+    return rc;
+}
+
+/* socket + connect + verdict + our own check of the server. */
+static int client_dial(struct nectar_ipc_conn *c, int *out_fd,
+                       struct ux_cred *cred, nectar_error_t *err)
+{
+    struct sockaddr_un sa;
+    socklen_t salen;
+    if (make_addr(c->service_name, &sa, &salen) != 0)
+        return nectar_error_set(err, NECTAR_EINVAL, "ipc: bad service name");
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return nectar_error_set(err, -errno, "ipc: socket: %s",
+                                strerror(errno));
+    if (connect(fd, (struct sockaddr *)&sa, salen) != 0) {
+        int e = errno;
+        close(fd);
+        return nectar_error_set(err, -e,
+                                "ipc: cannot reach service '%s': %s",
+                                c->service_name, strerror(e));
+    }
+    uint64_t deadline = now_ms() + c->connect_timeout_ms;
+    int rc = read_verdict(fd, deadline, err);
+    if (rc == 0)
+        rc = cred_read(fd, cred);
+    if (rc == 0 && c->req.set) {
+        nectar_ipc_peer_t peer;
+        cred_to_peer(cred, &peer);
+        rc = nectar_ipc_requirement_check(&c->req.r, &peer, err);
+    }
+    if (rc != 0) {
+        cred_clear(cred);
+        close(fd);
+        return rc;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    *out_fd = fd;
+    return 0;
+}
+
+static int client_loop(struct nectar_ipc_conn *c, nectar_error_t *err)
+{
+    if (c->loop != NULL)
+        return 0;
+    struct ux_loop *l = loop_new(err);
+    if (l == NULL)
+        return NECTAR_ENOMEM;
+    int rc = loop_start(l, err);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&l->wake, NULL);
+        uv_close((uv_handle_t *)&l->timer, NULL);
+        uv_run(&l->uv, UV_RUN_DEFAULT);
+        loop_unref(l);
+        return rc;
+    }
+    c->loop = l;
+    return 0;
+}
+
+static int state_error(struct nectar_ipc_conn *c, nectar_error_t *err)
+{
+    if (c->state == ST_PEER_FAILED)
+        return nectar_error_set(err, NECTAR_EPEER, "%s",
+                                c->fail_reason ? c->fail_reason
+                                               : "peer requirement failed");
+    return nectar_error_set(err, NECTAR_ECLOSED,
+                            "ipc: connection invalidated");
+}
+
+/* Makes sure c is OPEN, connecting a client lazily.  conn->lock held on
+ * entry and exit; *gen receives the live generation. */
+static int ensure_open(struct nectar_ipc_conn *c, uint64_t *gen,
+                       nectar_error_t *err)
+{
+    for (;;) {
+        if (c->state == ST_OPEN) {
+            *gen = c->gen;
+            return 0;
+        }
+        if (c->state == ST_INVALID || c->state == ST_PEER_FAILED)
+            return state_error(c, err);
+        if (c->state == ST_CONNECTING) {
+            pthread_cond_wait(&c->cv, &c->lock);
+            continue;
+        }
+        if (!c->is_client)
+            return state_error(c, err);
+        int rc = client_loop(c, err);
+        if (rc != 0)
+            return rc;
+        c->state = ST_CONNECTING;
+        pthread_mutex_unlock(&c->lock);
+        int fd = -1;
+        struct ux_cred cred = {.pidfd = -1, .pid = -1};
+        rc = client_dial(c, &fd, &cred, err);
+        pthread_mutex_lock(&c->lock);
+        bool cancelled = c->state != ST_CONNECTING;
+        if (rc == 0 && cancelled) {
+            close(fd);
+            cred_clear(&cred);
+            pthread_cond_broadcast(&c->cv);
+            return state_error(c, err);
+        }
+        if (rc == NECTAR_EPEER) {
+            c->state = ST_PEER_FAILED;
+            nectar_free(c->fail_reason);
+            c->fail_reason = nectar_strdup(err ? err->message
+                                               : "peer requirement failed");
+            pthread_cond_broadcast(&c->cv);
+            /* The event runs on the event thread, like every event. */
+            loop_post(c->loop, CMD_PEERFAIL, c, -1, 0);
+            return rc;
+        }
+        if (rc != 0) {
+            if (!cancelled)
+                c->state = ST_IDLE;
+            pthread_cond_broadcast(&c->cv);
+            return rc;
+        }
+        cred_clear(&c->cred);
+        c->cred = cred;
+        c->has_cred = true;
+        c->fd = fd;
+        c->gen++;
+        c->state = ST_OPEN;
+        pthread_cond_broadcast(&c->cv);
+        loop_post(c->loop, CMD_ATTACH, c, fd, c->gen);
+    }
+}
+
+/* Encodes msg and writes it with the given packet type and id on the
+ * connection's live socket of generation gen (0: whatever is live). */
+static int conn_write(struct nectar_ipc_conn *c, uint8_t type, uint64_t id,
+                      uint64_t gen, const nectar_ipc_obj_t *msg,
+                      nectar_error_t *err)
+{
+    struct ipc_buf b = {0};
+    int fds[NECTAR_IPC_MAX_FDS];
+    size_t nfds = 0;
+    int rc = nectar__ipc_encode(msg, &b, fds, &nfds, err);
+    if (rc != 0) {
+        nectar__ipc_buf_free(&b);
+        return rc;
+    }
+    pthread_mutex_lock(&c->send_lock);
+    pthread_mutex_lock(&c->lock);
+    int fd = c->fd;
+    bool live = c->state == ST_OPEN && (gen == 0 || gen == c->gen);
+    pthread_mutex_unlock(&c->lock);
+    if (!live || fd < 0) {
+        rc = nectar_error_set(err, NECTAR_ECLOSED,
+                              "ipc: connection is closed");
+    } else {
+        rc = write_message(fd, type, id, b.p, b.len, fds, nfds);
+        if (rc != 0)
+            rc = nectar_error_set(err,
+                                  rc == NECTAR_ETIMEDOUT ? rc
+                                                         : NECTAR_ECONNRESET,
+                                  "ipc: send failed: %s",
+                                  nectar_strerror(rc));
+    }
+    pthread_mutex_unlock(&c->send_lock);
+    nectar__ipc_buf_free(&b);
+    return rc;
+}
+
+/* ---- 6. listener ----------------------------------------------------- */
+
+struct nectar_ipc_listener {
+    struct ux_loop *loop;
+    uv_poll_t poll;
+    int fd;
+    bool unlink_path;
+    char *service_name;
+    struct ux_req req;
+    nectar_ipc_message_cb on_message;
+    nectar_ipc_event_cb on_event;
+    nectar_ipc_peer_cb on_peer;
+    void *ctx;
+};
+
+static void send_verdict(int fd, bool ok, const char *reason)
+{
+    nectar_ipc_obj_t *v = nectar_ipc_dict();
+    nectar_ipc_dict_set(v, "accepted", nectar_ipc_bool(ok), NULL);
+    if (reason != NULL)
+        nectar_ipc_dict_set(v, "reason", nectar_ipc_string(reason), NULL);
+    struct ipc_buf b = {0};
+    if (v != NULL && nectar__ipc_encode(v, &b, NULL, NULL, NULL) == 0 &&
+        b.len <= PKT_PAYLOAD)
+        write_message(fd, PKT_VERDICT, 0, b.p, b.len, NULL, 0);
+    nectar__ipc_buf_free(&b);
+    nectar_ipc_release(v);
+}
+
+/* A new peer: identify, judge, announce the verdict.  A refused peer is
+ * closed here, before anything it sent is read. */
+static void accept_peer(struct nectar_ipc_listener *ls, int fd)
+{
+    struct ux_cred cred = {.pidfd = -1, .pid = -1};
+    nectar_error_t err = {0};
+    int rc = cred_read(fd, &cred);
+    if (rc == 0 && ls->req.set) {
+        nectar_ipc_peer_t peer;
+        cred_to_peer(&cred, &peer);
+        rc = nectar_ipc_requirement_check(&ls->req.r, &peer, &err);
+    } else if (rc != 0) {
+        nectar_error_set(&err, rc, "cannot read peer credentials");
+    }
+    if (rc != 0) {
+        nectar_log(NECTAR_LOG_WARN, TAG, "%s: refused peer: %s",
+                   ls->service_name, err.message);
+        send_verdict(fd, false, err.message);
+        cred_clear(&cred);
+        close(fd);
+        return;
+    }
+    struct nectar_ipc_conn *c = conn_new();
+    if (c == NULL) {
+        cred_clear(&cred);
+        close(fd);
+        return;
+    }
+    send_verdict(fd, true, NULL);
+    c->loop = ls->loop;
+    atomic_fetch_add(&ls->loop->refs, 1);
+    c->cred = cred;
+    c->has_cred = true;
+    c->on_message = ls->on_message;
+    c->on_event = ls->on_event;
+    c->ctx = ls->ctx;
+    c->fd = fd;
+    c->gen = 1;
+    c->state = ST_OPEN;
+    conn_attach(c, fd, 1);
+    if (ls->on_peer != NULL && c->io != NULL)
+        ls->on_peer(ls, c, ls->ctx);
+    conn_unref(c); /* the loop list and io hold it now */
+}
+
+static void on_accept(uv_poll_t *h, int status, int events)
+{
+    struct nectar_ipc_listener *ls = h->data;
+    (void)events;
+    if (status < 0)
+        return;
+    for (int i = 0; i < ACCEPTS_PER_TURN; i++) {
+        int fd = accept4(ls->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            return;
+        accept_peer(ls, fd);
+    }
+}
+
+static void listener_stop_io(struct nectar_ipc_listener *ls)
+{
+    uv_poll_stop(&ls->poll);
+    uv_close((uv_handle_t *)&ls->poll, on_handle_closed);
+}
+
+/* Picks the socket systemd passed for this service, or -1. */
+static int activation_fd(const char *name, nectar_error_t *err)
+{
+    const char *pid_s = getenv("LISTEN_PID");
+    const char *n_s = getenv("LISTEN_FDS");
+    if (pid_s == NULL || n_s == NULL ||
+        strtol(pid_s, NULL, 10) != (long)getpid())
+        return -1;
+    long n = strtol(n_s, NULL, 10);
+    if (n <= 0 || n > 64)
+        return -1;
+    const char *names = getenv("LISTEN_FDNAMES");
+    int pick = n == 1 ? 3 : -1;
+    for (long i = 0; names != NULL && i < n; i++) {
+        size_t len = strcspn(names, ":");
+        if (len == strlen(name) && strncmp(names, name, len) == 0)
+            pick = 3 + (int)i;
+        names += len;
+        if (*names == ':')
+            names++;
+    }
+    if (pick < 0)
+        return nectar_error_set(err, NECTAR_ECONFIG,
+                                "ipc: LISTEN_FDS has no socket named %s",
+                                name);
+    int type = 0, acc = 0;
+    socklen_t len = sizeof(type);
+    getsockopt(pick, SOL_SOCKET, SO_TYPE, &type, &len);
+    len = sizeof(acc);
+    getsockopt(pick, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len);
+    if (type != SOCK_SEQPACKET || !acc)
+        return nectar_error_set(err, NECTAR_ECONFIG,
+                                "ipc: activation fd %d is not a listening "
+                                "SOCK_SEQPACKET socket", pick);
+    fcntl(pick, F_SETFD, FD_CLOEXEC);
+    fcntl(pick, F_SETFL, fcntl(pick, F_GETFL) | O_NONBLOCK);
+    return pick;
+}
+
+static int bind_listener(nectar_ipc_listener_t *ls, unsigned mode,
+                         nectar_error_t *err)
+{
+    struct sockaddr_un sa;
+    socklen_t salen;
+    if (make_addr(ls->service_name, &sa, &salen) != 0)
+        return nectar_error_set(err, NECTAR_EINVAL, "ipc: bad service name");
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                    0);
+    if (fd < 0)
+        return nectar_error_set(err, -errno, "ipc: socket: %s",
+                                strerror(errno));
+    struct stat st;
+    bool path = ls->service_name[0] == '/';
+    if (path && lstat(ls->service_name, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(ls->service_name);
+    if (bind(fd, (struct sockaddr *)&sa, salen) != 0 ||
+        listen(fd, 1024) != 0) {
+        int e = errno;
+        close(fd);
+        return nectar_error_set(err, -e, "ipc: cannot listen on '%s': %s",
+                                ls->service_name, strerror(e));
+    }
+    if (path) {
+        chmod(ls->service_name, mode ? mode : 0666);
+        ls->unlink_path = true;
+    }
+    ls->fd = fd;
+    return 0;
+}
+
+static void listener_free(nectar_ipc_listener_t *ls)
+{
+    if (ls->unlink_path)
+        unlink(ls->service_name);
+    nectar_free(ls->service_name);
+    req_free(&ls->req);
+    nectar_free(ls);
+}
+
+static int ux_listen(const nectar_ipc_listener_config_t *cfg,
+                     nectar_ipc_listener_t **out, nectar_error_t *err)
+{
+    nectar_ipc_listener_t *ls = nectar_calloc(1, sizeof(*ls));
+    if (ls == NULL)
+        return nectar_error_set(err, NECTAR_ENOMEM, "ipc: out of memory");
+    ls->fd = -1;
+    ls->service_name = nectar_strdup(cfg->service_name);
+    ls->on_message = cfg->on_message;
+    ls->on_event = cfg->on_event;
+    ls->on_peer = cfg->on_peer;
+    ls->ctx = cfg->ctx;
+    int rc = ls->service_name ? req_copy(&ls->req, cfg->requirement)
+                              : NECTAR_ENOMEM;
+    if (rc == 0 && (cfg->flags & NECTAR_IPC_LISTEN_SOCKET_ACTIVATION)) {
+        ls->fd = activation_fd(cfg->service_name, err);
+        rc = ls->fd < -1 ? ls->fd : 0;
+        if (ls->fd < 0)
+            ls->fd = -1;
+    }
+    if (rc == 0 && ls->fd < 0)
+        rc = bind_listener(ls, cfg->path_mode, err);
+    if (rc == 0) {
+        ls->loop = loop_new(err);
+        rc = ls->loop ? 0 : NECTAR_ENOMEM;
+    }
+    if (rc != 0) {
+        if (ls->fd >= 0)
+            close(ls->fd);
+        listener_free(ls);
+        return rc == NECTAR_ENOMEM
+                   ? nectar_error_set(err, rc, "ipc: out of memory")
+                   : rc;
+    }
+    ls->loop->listener = ls;
+    uv_poll_init(&ls->loop->uv, &ls->poll, ls->fd);
+    ls->poll.data = ls;
+    uv_poll_start(&ls->poll, UV_READABLE, on_accept);
+    rc = loop_start(ls->loop, err);
+    if (rc != 0) {
+        loop_stop_all(ls->loop);
+        uv_run(&ls->loop->uv, UV_RUN_DEFAULT);
+        loop_unref(ls->loop);
+        close(ls->fd);
+        listener_free(ls);
+        return rc;
+    }
+    *out = ls;
+    return 0;
+}
+
+static void ux_listener_close(nectar_ipc_listener_t *ls)
+{
+    loop_shutdown(ls->loop);
+    close(ls->fd);
+    loop_unref(ls->loop);
+    listener_free(ls);
+}
+
+/* ---- 7. public slots ------------------------------------------------- */
+
+static int ux_connect(const nectar_ipc_client_config_t *cfg,
+                      nectar_ipc_conn_t **out, nectar_error_t *err)
+{
+    struct nectar_ipc_conn *c = conn_new();
+    if (c == NULL)
+        return nectar_error_set(err, NECTAR_ENOMEM, "ipc: out of memory");
+    c->is_client = true;
+    atomic_store(&c->user_refs, 1);
+    c->service_name = nectar_strdup(cfg->service_name);
+    c->on_message = cfg->on_message;
+    c->on_event = cfg->on_event;
+    c->ctx = cfg->ctx;
+    c->call_timeout_ms = cfg->call_timeout_ms;
+    c->connect_timeout_ms =
+        cfg->connect_timeout_ms ? cfg->connect_timeout_ms : DEFAULT_CONNECT_MS;
+    if (c->service_name == NULL ||
+        req_copy(&c->req, cfg->requirement) != 0) {
+        conn_unref(c);
+        return nectar_error_set(err, NECTAR_ENOMEM, "ipc: out of memory");
+    }
+    *out = c;
+    return 0;
+}
+
+static int ux_send(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *msg,
+                   nectar_error_t *err)
+{
+    uint64_t gen;
+    pthread_mutex_lock(&c->lock);
+    int rc = ensure_open(c, &gen, err);
+    pthread_mutex_unlock(&c->lock);
+    if (rc != 0)
+        return rc;
+    return conn_write(c, PKT_MESSAGE, 0, gen, msg, err);
+}
+
+/* Registers p and sends the request.  If the send fails but p was
+ * already completed by a detach, the callback reported it: return 0. */
+static int request_start(struct nectar_ipc_conn *c, struct ux_pending *p,
+                         const nectar_ipc_obj_t *msg, uint64_t *id_out,
+                         nectar_error_t *err)
+{
+    pthread_mutex_lock(&c->lock);
+    int rc = ensure_open(c, &p->gen, err);
+    if (rc != 0) {
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
+    uint64_t id = c->next_id++;
+    uint64_t gen = p->gen;
+    p->id = id;
+    pending_add(c, p);
+    if (id_out != NULL)
+        *id_out = id;
+    pthread_mutex_unlock(&c->lock);
+    /* From here an async p may be completed and freed by the loop. */
+    rc = conn_write(c, PKT_REQUEST, id, gen, msg, err);
+    if (rc == 0)
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    bool still = pending_find(c, id) == p;
+    if (still)
+        pending_unlink(c, p);
+    pthread_mutex_unlock(&c->lock);
+    return still ? rc : 0;
+}
+
+static int ux_send_with_reply(nectar_ipc_conn_t *c,
+                              const nectar_ipc_obj_t *msg,
+                              uint32_t timeout_ms, nectar_ipc_reply_cb cb,
+                              void *ctx, uint64_t *id, nectar_error_t *err)
+{
+    struct ux_pending *p = nectar_calloc(1, sizeof(*p));
+    if (p == NULL)
+        return nectar_error_set(err, NECTAR_ENOMEM, "ipc: out of memory");
+    if (timeout_ms == 0)
+        timeout_ms = c->call_timeout_ms;
+    p->cb = cb;
+    p->cb_ctx = ctx;
+    p->deadline = timeout_ms ? now_ms() + timeout_ms : 0;
+    uint64_t deadline = p->deadline;
+    int rc = request_start(c, p, msg, id, err);
+    if (rc != 0) {
+        nectar_free(p);
+        return rc;
+    }
+    if (deadline != 0)
+        loop_post(c->loop, CMD_REARM, NULL, -1, 0);
+    return 0;
+}
+
+static int ux_send_sync(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *msg,
+                        uint32_t timeout_ms, nectar_ipc_obj_t **reply,
+                        nectar_error_t *err)
+{
+    if (on_loop_thread(c->loop))
+        return nectar_error_set(err, NECTAR_ESTATE,
+                                "ipc: blocking call on the connection's "
+                                "own event thread");
+    struct ux_pending p = {.sync = true};
+    if (timeout_ms == 0)
+        timeout_ms = c->call_timeout_ms;
+    int rc = request_start(c, &p, msg, NULL, err);
+    if (rc != 0)
+        return rc;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->lock);
+    while (!p.done) {
+        int w = timeout_ms ? pthread_cond_timedwait(&c->cv, &c->lock, &until)
+                           : pthread_cond_wait(&c->cv, &c->lock);
+        if (w == ETIMEDOUT && !p.done) {
+            pending_unlink(c, &p);
+            pthread_mutex_unlock(&c->lock);
+            return nectar_error_set(err, NECTAR_ETIMEDOUT,
+                                    "ipc: call timed out after %u ms",
+                                    timeout_ms);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (p.status != 0) {
+        if (err != NULL)
+            *err = p.err;
+        return p.status;
+    }
+    *reply = p.reply;
+    return 0;
+}
+
+static int ux_cancel_request(nectar_ipc_conn_t *c, uint64_t id)
+{
+    pthread_mutex_lock(&c->lock);
+    struct ux_pending *p = id ? pending_find(c, id) : NULL;
+    if (p != NULL && !p->sync)
+        pending_unlink(c, p);
+    else
+        p = NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (p == NULL)
+        return NECTAR_ENOENT;
+    nectar_free(p);
+    return 0;
+}
+
+static void ux_conn_cancel(nectar_ipc_conn_t *c)
+{
+    if (on_loop_thread(c->loop)) {
+        loop_cancel_conn(c);
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    bool done = c->final_done;
+    bool no_loop = c->loop == NULL;
+    if (no_loop && !done) {
+        c->state = ST_INVALID;
+        c->final_done = true;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (done)
+        return;
+    if (no_loop) {
+        /* Never connected: no event thread exists, so the one
+         * INVALIDATED event runs here. */
+        fire_event(c, NECTAR_IPC_EVENT_INVALIDATED, "connection cancelled");
+        return;
+    }
+    if (!loop_post(c->loop, CMD_CANCEL, c, -1, 0))
+        return;
+    /* Wait for the event too: after cancel returns no callback runs. */
+    pthread_mutex_lock(&c->lock);
+    while (!c->final_done)
+        pthread_cond_wait(&c->cv, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static nectar_ipc_conn_t *ux_conn_retain(nectar_ipc_conn_t *c)
+{
+    atomic_fetch_add(&c->user_refs, 1);
+    atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+static void ux_conn_release(nectar_ipc_conn_t *c)
+{
+    unsigned prev = atomic_fetch_sub(&c->user_refs, 1);
+    if (prev == 1 && c->is_client) {
+        /* The last user handle of a client: end it and its thread. */
+        ux_conn_cancel(c);
+        if (c->loop != NULL) {
+            if (on_loop_thread(c->loop)) {
+                loop_post(c->loop, CMD_STOP, NULL, -1, 0);
+                pthread_detach(c->loop->thread);
+            } else {
+                loop_shutdown(c->loop);
+            }
+        }
+    }
+    conn_unref(c);
+}
+
+static int ux_conn_peer(nectar_ipc_conn_t *c, nectar_ipc_peer_t *out)
+{
+    pthread_mutex_lock(&c->lock);
+    bool has = c->has_cred;
+    if (has)
+        cred_to_peer(&c->cred, out);
+    pthread_mutex_unlock(&c->lock);
+    return has ? 0 : NECTAR_ENOTCONN;
+}
+
+static void ux_conn_set_context(nectar_ipc_conn_t *c, void *ctx)
+{
+    pthread_mutex_lock(&c->lock);
+    c->user_ctx = ctx;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void *ux_conn_get_context(nectar_ipc_conn_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    void *ctx = c->user_ctx;
+    pthread_mutex_unlock(&c->lock);
+    return ctx;
+}
+
+static nectar_ipc_obj_t *ux_message_body(const nectar_ipc_message_t *m)
+{
+    return m->body;
+}
+
+static bool ux_message_expects_reply(const nectar_ipc_message_t *m)
+{
+    return m->expects_reply;
+}
+
+static void ux_message_release(nectar_ipc_message_t *m)
+{
+    nectar_ipc_release(m->body);
+    conn_unref(m->conn);
+    nectar_free(m);
+}
+
+static int ux_message_reply(nectar_ipc_message_t *m,
+                            const nectar_ipc_obj_t *reply,
+                            nectar_error_t *err)
+{
+    int rc;
+    if (!m->expects_reply)
+        rc = nectar_error_set(err, NECTAR_ESTATE, "ipc: reply not expected "
+                                                  "(fire-and-forget message)");
+    else
+        rc = conn_write(m->conn, PKT_REPLY, m->id, m->gen, reply, err);
+    ux_message_release(m);
+    return rc;
+}
+
+const struct nectar__ipc_backend nectar__ipc_backend_unix = {
+    .name = "unix",
+    .req_supported = NECTAR_IPC_REQ_UID | NECTAR_IPC_REQ_GID |
+                     NECTAR_IPC_REQ_EXE_PATH | NECTAR_IPC_REQ_SAME_EXE |
+                     NECTAR_IPC_REQ_PREDICATE | NECTAR_IPC_REQ_OR_ROOT,
+    .listen = ux_listen,
+    .listener_close = ux_listener_close,
+    .connect = ux_connect,
+    .send = ux_send,
+    .send_with_reply = ux_send_with_reply,
+    .send_sync = ux_send_sync,
+    .cancel_request = ux_cancel_request,
+    .conn_cancel = ux_conn_cancel,
+    .conn_retain = ux_conn_retain,
+    .conn_release = ux_conn_release,
+    .conn_peer = ux_conn_peer,
+    .conn_set_context = ux_conn_set_context,
+    .conn_get_context = ux_conn_get_context,
+    .message_body = ux_message_body,
+    .message_expects_reply = ux_message_expects_reply,
+    .message_reply = ux_message_reply,
+    .message_release = ux_message_release,
+};
+
+#endif /* !__APPLE__ */
