@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/alloc.h"
 #include "engine/internal.h"
@@ -41,13 +42,21 @@ struct nectar_reply {
     size_t len;
 };
 
+/* Deadlines use the monotonic clock where condition variables support
+ * clock selection (a feature test, not an OS test), else the wall clock. */
+#if defined(_POSIX_CLOCK_SELECTION) && _POSIX_CLOCK_SELECTION > 0
+#define NE_COND_CLOCK CLOCK_MONOTONIC
+#else
+#define NE_COND_CLOCK CLOCK_REALTIME
+#endif
+
 static void cond_init_mono(pthread_cond_t *cv)
 {
     pthread_condattr_t a;
 
     pthread_condattr_init(&a);
-#ifndef __APPLE__
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+#if defined(_POSIX_CLOCK_SELECTION) && _POSIX_CLOCK_SELECTION > 0
+    pthread_condattr_setclock(&a, NE_COND_CLOCK);
 #endif
     pthread_cond_init(cv, &a);
     pthread_condattr_destroy(&a);
@@ -55,11 +64,7 @@ static void cond_init_mono(pthread_cond_t *cv)
 
 static void deadline(struct timespec *ts, uint32_t ms)
 {
-#ifdef __APPLE__
-    clock_gettime(CLOCK_REALTIME, ts);
-#else
-    clock_gettime(CLOCK_MONOTONIC, ts);
-#endif
+    clock_gettime(NE_COND_CLOCK, ts);
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) {

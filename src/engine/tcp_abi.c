@@ -352,7 +352,7 @@ NECTAR_API void rama_transparent_proxy_tcp_session_activate(
     nectar__obj_schedule(&f->obj);
 }
 
-/* ---- cancel / free (§3.10) -------------------------------------------------- */
+/* ---- cancel and release (§3.10) ------------------------------------- */
 
 NECTAR_API void rama_transparent_proxy_tcp_session_cancel(
     RamaTransparentProxyTcpSession *session)
