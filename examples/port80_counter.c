@@ -125,13 +125,12 @@ static void relay_destroy(void *svc)
     free(svc);
 }
 
-static const nectar_tcp_service_t relay_service = {
-    relay_start, relay_cancel, relay_destroy};
+static const nectar_tcp_service_t relay_service = {relay_start, relay_cancel,
+                                                   relay_destroy};
 
 /* ---- the handler --------------------------------------------------------- */
 
-static int h_create(nectar_engine_ctx_t *ctx, void **state,
-                    nectar_error_t *err)
+static int h_create(nectar_engine_ctx_t *ctx, void **state, nectar_error_t *err)
 {
     (void)ctx;
     (void)err;
@@ -178,7 +177,8 @@ static const nectar_handler_vtable_t port80_handler = {
     /* decide_udp NULL: UDP passes through. */
 };
 
-/* ---- a minimal host for one flow ------------------------------------------- */
+/* ---- a minimal host for one flow -------------------------------------------
+ */
 
 struct host {
     pthread_mutex_t mu;

@@ -73,7 +73,8 @@ static void deadline(struct timespec *ts, uint32_t ms)
     }
 }
 
-/* ---- decisions ------------------------------------------------------------ */
+/* ---- decisions ------------------------------------------------------------
+ */
 
 static void decision_unref(struct nectar_decision *d)
 {
@@ -238,7 +239,8 @@ void nectar__decide(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
     }
 }
 
-/* ---- app-message replies -------------------------------------------------- */
+/* ---- app-message replies --------------------------------------------------
+ */
 
 static void reply_unref(struct nectar_reply *r)
 {

@@ -80,10 +80,9 @@ static int vt_check(const nectar_handler_vtable_t *vt, nectar_error_t *err)
     if (vt == NULL)
         return nectar_error_set(err, NECTAR_EINVAL, "handler: NULL vtable");
     if (vt->version != NECTAR_HANDLER_VERSION)
-        return nectar_error_set(err, NECTAR_EINVAL,
-                                "handler %s: version %u, expected %u",
-                                vt->name ? vt->name : "?", vt->version,
-                                NECTAR_HANDLER_VERSION);
+        return nectar_error_set(
+            err, NECTAR_EINVAL, "handler %s: version %u, expected %u",
+            vt->name ? vt->name : "?", vt->version, NECTAR_HANDLER_VERSION);
     if (vt->create == NULL || vt->proxy_config == NULL)
         return nectar_error_set(err, NECTAR_EINVAL,
                                 "handler %s: create and proxy_config are "
@@ -168,7 +167,8 @@ rama_transparent_proxy_initialize(const RamaTransparentProxyInitConfig *config)
     return result;
 }
 
-/* ---- engine context ------------------------------------------------------- */
+/* ---- engine context -------------------------------------------------------
+ */
 
 NECTAR_API const uint8_t *nectar_engine_ctx_config(const nectar_engine_ctx_t *c,
                                                    size_t *len)
@@ -183,7 +183,8 @@ NECTAR_API const uint8_t *nectar_engine_ctx_config(const nectar_engine_ctx_t *c,
     return c->engine->config;
 }
 
-NECTAR_API const char *nectar_engine_ctx_storage_dir(const nectar_engine_ctx_t *c)
+NECTAR_API const char *
+nectar_engine_ctx_storage_dir(const nectar_engine_ctx_t *c)
 {
     const char *dir;
 
@@ -214,7 +215,8 @@ NECTAR_API int nectar_engine_ctx_post(nectar_engine_ctx_t *c,
                : NECTAR_ECLOSED;
 }
 
-/* ---- creation ------------------------------------------------------------- */
+/* ---- creation -------------------------------------------------------------
+ */
 
 static void engine_free_mem(RamaTransparentProxyEngine *e)
 {
@@ -279,8 +281,10 @@ nectar_engine_new(const nectar_handler_vtable_t *vt,
         nectar__rt_stop(e->rt, e->opts.stop_drain_max_wait_ms, NULL, NULL);
         goto fail;
     }
-    nectar_log(NECTAR_LOG_DEBUG, NE_TAG, "engine created (handler %s, %u "
-               "threads)", vt->name ? vt->name : "?", e->opts.threads);
+    nectar_log(NECTAR_LOG_DEBUG, NE_TAG,
+               "engine created (handler %s, %u "
+               "threads)",
+               vt->name ? vt->name : "?", e->opts.threads);
     return e;
 fail:
     engine_free_mem(e);
@@ -290,7 +294,8 @@ log_fail:
     return NULL;
 }
 
-/* ---- stop / free ---------------------------------------------------------- */
+/* ---- stop / free ----------------------------------------------------------
+ */
 
 NECTAR_API void
 rama_transparent_proxy_engine_stop(RamaTransparentProxyEngine *engine,
@@ -384,7 +389,8 @@ NECTAR_API void rama_owned_bytes_free(RamaBytesOwned bytes)
     nectar_free(bytes.ptr);
 }
 
-/* ---- session constructors ------------------------------------------------- */
+/* ---- session constructors -------------------------------------------------
+ */
 
 /* Shared front of both constructors: decode, decide.  Returns the meta
  * (caller unrefs) or NULL with *action set. */
@@ -456,8 +462,8 @@ rama_transparent_proxy_engine_new_tcp_session(
     nectar__decide(engine, m, &v);
     res.action = to_rama(v.action);
     if (v.action == NECTAR_ACTION_INTERCEPT) {
-        struct nectar_tcp_flow *f = nectar__tcp_new(
-            engine, m, &v, callbacks, has_opts ? &opts : NULL);
+        struct nectar_tcp_flow *f =
+            nectar__tcp_new(engine, m, &v, callbacks, has_opts ? &opts : NULL);
         if (f == NULL) {
             v.tcp_vt->destroy(v.svc);
             res.action = to_rama(engine->opts.deadline_action);

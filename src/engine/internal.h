@@ -74,11 +74,11 @@ struct ne_loop {
     pthread_t thread;
     struct ne_runtime *rt;
     pthread_mutex_t mu;
-    struct nectar_list ready;  /* ne_obj.ready_node, under mu */
-    struct nectar_list live;   /* ne_obj.live_node, under mu */
-    struct nectar_list jobs;   /* ne_job.node, under mu */
-    bool accepting;            /* under mu: false once the loop closes */
-    bool exited;               /* under rt->mu */
+    struct nectar_list ready; /* ne_obj.ready_node, under mu */
+    struct nectar_list live;  /* ne_obj.live_node, under mu */
+    struct nectar_list jobs;  /* ne_job.node, under mu */
+    bool accepting;           /* under mu: false once the loop closes */
+    bool exited;              /* under rt->mu */
     bool thread_started;
     bool uv_inited;
 };
@@ -90,8 +90,8 @@ struct ne_runtime {
     atomic_uint next;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    unsigned live_objs;        /* under mu: objects not yet finalised */
-    bool leaked;               /* a loop thread did not exit in time */
+    unsigned live_objs; /* under mu: objects not yet finalised */
+    bool leaked;        /* a loop thread did not exit in time */
 };
 
 int nectar__rt_new(unsigned threads, struct ne_runtime **out);
@@ -159,8 +159,7 @@ struct RamaTransparentProxyEngine {
 
 /* Fills defaults and validates; returns 0 or NECTAR_EINVAL with *err. */
 int nectar__options_resolve(const nectar_engine_options_t *in,
-                            nectar_engine_options_t *out,
-                            nectar_error_t *err);
+                            nectar_engine_options_t *out, nectar_error_t *err);
 
 /* ---- decisions (decision.c) --------------------------------------------- */
 
@@ -186,21 +185,21 @@ nectar__config_encode(const nectar_proxy_config_t *cfg);
 
 /* ---- TCP (tcp_*.c, promote.c) ------------------------------------------- */
 
-enum { NE_IN = 0, NE_EG = 1 };   /* stream index: ingress, egress */
+enum { NE_IN = 0, NE_EG = 1 }; /* stream index: ingress, egress */
 
 enum tcp_state {
-    TCP_PENDING,  /* created, not activated */
-    TCP_ACTIVE,   /* activated; the service runs once started */
-    TCP_DONE,     /* torn down on the loop (service destroyed) */
+    TCP_PENDING, /* created, not activated */
+    TCP_ACTIVE,  /* activated; the service runs once started */
+    TCP_DONE,    /* torn down on the loop (service destroyed) */
 };
 
 /* One host -> service queue (spec §3.5).  All fields under session mu. */
 struct ne_inq {
-    struct nectar_ring q;  /* struct ne_chunk * */
-    bool exists;           /* egress: created at activate */
-    bool open;             /* the host may still deliver (sender present) */
-    bool rx_gone;          /* the service side is gone */
-    bool paused;           /* a PAUSED was returned; demand owed */
+    struct nectar_ring q; /* struct ne_chunk * */
+    bool exists;          /* egress: created at activate */
+    bool open;            /* the host may still deliver (sender present) */
+    bool rx_gone;         /* the service side is gone */
+    bool paused;          /* a PAUSED was returned; demand owed */
 };
 
 struct ne_chunk {
@@ -227,7 +226,7 @@ struct nectar_stream {
     void *read_data;
     bool reading;
     bool read_done;
-    struct nectar_list writes;     /* ne_write, FIFO */
+    struct nectar_list writes; /* ne_write, FIFO */
     size_t write_bytes;
     bool shutdown_req;
     bool write_dead;
@@ -239,14 +238,14 @@ struct nectar_stream {
     uv_timer_t backstop;
     uint64_t bytes_read;
     uint64_t bytes_written;
-    atomic_uint drain_gen;         /* bumped by signal_*_drain */
+    atomic_uint drain_gen; /* bumped by signal_*_drain */
 };
 
 enum promote_state {
-    PROMOTE_NONE,       /* never requested */
-    PROMOTE_REQUESTED,  /* the service asked; the loop will dispatch */
-    PROMOTE_WAIT_ACK,   /* on_promote_request ran; waiting for confirm */
-    PROMOTE_RESOLVED,   /* result cached in promote_result */
+    PROMOTE_NONE,      /* never requested */
+    PROMOTE_REQUESTED, /* the service asked; the loop will dispatch */
+    PROMOTE_WAIT_ACK,  /* on_promote_request ran; waiting for confirm */
+    PROMOTE_RESOLVED,  /* result cached in promote_result */
 };
 
 struct ne_promote_waiter {
@@ -264,16 +263,16 @@ struct nectar_tcp_flow {
 
     /* The callback gate (spec §3.8): held across every host callback. */
     pthread_mutex_t gate;
-    bool active;                                   /* under gate */
-    RamaTransparentProxyTcpSessionCallbacks cbs;   /* immutable */
-    RamaTransparentProxyTcpEgressCallbacks ecbs;   /* set at activate */
-    RamaTransparentProxyTcpPromoteCallbacks pcbs;  /* under gate */
+    bool active;                                  /* under gate */
+    RamaTransparentProxyTcpSessionCallbacks cbs;  /* immutable */
+    RamaTransparentProxyTcpEgressCallbacks ecbs;  /* set at activate */
+    RamaTransparentProxyTcpPromoteCallbacks pcbs; /* under gate */
 
     /* Host-shared state, under mu. */
     pthread_mutex_t mu;
     enum tcp_state state;
     bool cancelled;
-    bool service_gone;     /* engine stop tore a pending session down */
+    bool service_gone; /* engine stop tore a pending session down */
     bool saw_client;
     bool saw_server;
     bool egress_error;
@@ -297,12 +296,11 @@ struct nectar_tcp_flow {
     struct nectar_list promote_waiters;
 };
 
-struct nectar_tcp_flow *nectar__tcp_new(struct RamaTransparentProxyEngine *e,
-                                        struct ne_meta *meta,
-                                        const struct ne_verdict *v,
-                                        RamaTransparentProxyTcpSessionCallbacks
-                                            cbs,
-                                        const RamaTcpEgressConnectOptions *opts);
+struct nectar_tcp_flow *
+nectar__tcp_new(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
+                const struct ne_verdict *v,
+                RamaTransparentProxyTcpSessionCallbacks cbs,
+                const RamaTcpEgressConnectOptions *opts);
 extern const struct ne_obj_ops nectar__tcp_ops;
 
 /* "peer_eof_left", "idle_timeout", "shutdown", ... for a teardown reason. */
@@ -327,11 +325,10 @@ void nectar__promote_cancel_waiters(struct nectar_tcp_flow *f);
 /* ---- UDP (udp_session.c) ------------------------------------------------ */
 
 struct nectar_udp_flow;
-struct nectar_udp_flow *nectar__udp_new(struct RamaTransparentProxyEngine *e,
-                                        struct ne_meta *meta,
-                                        const struct ne_verdict *v,
-                                        RamaTransparentProxyUdpSessionCallbacks
-                                            cbs);
+struct nectar_udp_flow *
+nectar__udp_new(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
+                const struct ne_verdict *v,
+                RamaTransparentProxyUdpSessionCallbacks cbs);
 
 /* Decoding of a raw peer view into a socket address (false: no peer), and
  * back into a view whose text lives in scratch (64 bytes). */

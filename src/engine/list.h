@@ -17,7 +17,7 @@ struct nectar_list {
 };
 
 /* The object that contains `node` as field `member`. */
-#define nectar_list_entry(node, type, member)                                \
+#define nectar_list_entry(node, type, member)                                  \
     ((type *)((char *)(node)-offsetof(type, member)))
 
 static inline void nectar_list_init(struct nectar_list *l)

@@ -195,7 +195,8 @@ static const char *arena_put(char **arena, const char *p, size_t len)
     return out;
 }
 
-static void put_endpoint(char **arena, const RamaTransparentProxyFlowEndpoint *ep,
+static void put_endpoint(char **arena,
+                         const RamaTransparentProxyFlowEndpoint *ep,
                          nectar_endpoint_t *out)
 {
     out->host = NULL;
@@ -223,8 +224,8 @@ struct ne_meta *nectar__meta_decode(const RamaTransparentProxyFlowMeta *raw,
                          raw->source_app_signing_identifier_utf8_len);
         need += str_need(raw->source_app_bundle_identifier_utf8,
                          raw->source_app_bundle_identifier_utf8_len);
-        need += str_need(raw->remote_hostname_utf8,
-                         raw->remote_hostname_utf8_len);
+        need +=
+            str_need(raw->remote_hostname_utf8, raw->remote_hostname_utf8_len);
         need += str_need(raw->local_interface_name_utf8,
                          raw->local_interface_name_utf8_len);
     }

@@ -17,7 +17,7 @@
 struct nectar_ring {
     void **slots;
     uint32_t cap;
-    uint32_t head;  /* index of the oldest item */
+    uint32_t head; /* index of the oldest item */
     uint32_t count;
 };
 

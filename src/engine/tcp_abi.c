@@ -38,14 +38,14 @@ static struct nectar_tcp_flow *from(RamaTransparentProxyTcpSession *h)
     return (struct nectar_tcp_flow *)h;
 }
 
-/* ---- creation ------------------------------------------------------------- */
+/* ---- creation -------------------------------------------------------------
+ */
 
-struct nectar_tcp_flow *nectar__tcp_new(struct RamaTransparentProxyEngine *e,
-                                        struct ne_meta *meta,
-                                        const struct ne_verdict *v,
-                                        RamaTransparentProxyTcpSessionCallbacks
-                                            cbs,
-                                        const RamaTcpEgressConnectOptions *opts)
+struct nectar_tcp_flow *
+nectar__tcp_new(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
+                const struct ne_verdict *v,
+                RamaTransparentProxyTcpSessionCallbacks cbs,
+                const RamaTcpEgressConnectOptions *opts)
 {
     struct nectar_tcp_flow *f = nectar_calloc(1, sizeof(*f));
 
@@ -88,13 +88,13 @@ struct nectar_tcp_flow *nectar__tcp_new(struct RamaTransparentProxyEngine *e,
     return f;
 }
 
-/* ---- byte delivery (§3.5) -------------------------------------------------- */
+/* ---- byte delivery (§3.5) --------------------------------------------------
+ */
 
 /* Under mu.  Takes `chunk_src` (copy or owned view) only on ACCEPTED. */
 static RamaTcpDeliverStatus enqueue(struct nectar_tcp_flow *f, int dir,
                                     const uint8_t *p, size_t len,
-                                    const RamaBytesOwnedView *owned,
-                                    bool *wake)
+                                    const RamaBytesOwnedView *owned, bool *wake)
 {
     struct ne_inq *q = &f->in[dir];
     struct ne_chunk *c;
@@ -148,7 +148,8 @@ static RamaTcpDeliverStatus deliver(struct nectar_tcp_flow *f, int dir,
     return st;
 }
 
-NECTAR_API RamaTcpDeliverStatus rama_transparent_proxy_tcp_session_on_client_bytes(
+NECTAR_API RamaTcpDeliverStatus
+rama_transparent_proxy_tcp_session_on_client_bytes(
     RamaTransparentProxyTcpSession *session, RamaBytesView bytes)
 {
     if (session == NULL)
@@ -158,7 +159,8 @@ NECTAR_API RamaTcpDeliverStatus rama_transparent_proxy_tcp_session_on_client_byt
     return deliver(from(session), NE_IN, bytes.ptr, bytes.len, NULL);
 }
 
-NECTAR_API RamaTcpDeliverStatus rama_transparent_proxy_tcp_session_on_egress_bytes(
+NECTAR_API RamaTcpDeliverStatus
+rama_transparent_proxy_tcp_session_on_egress_bytes(
     RamaTransparentProxyTcpSession *session, RamaBytesView bytes)
 {
     if (session == NULL)
@@ -195,7 +197,8 @@ rama_transparent_proxy_tcp_session_on_egress_bytes_owned(
     return deliver_owned(session, NE_EG, bytes);
 }
 
-/* ---- EOF, errors, drains ----------------------------------------------------- */
+/* ---- EOF, errors, drains
+ * ----------------------------------------------------- */
 
 NECTAR_API void rama_transparent_proxy_tcp_session_on_client_eof(
     RamaTransparentProxyTcpSession *session)
@@ -276,7 +279,8 @@ NECTAR_API void rama_transparent_proxy_tcp_session_signal_egress_drain(
     signal_drain(session, NE_EG);
 }
 
-/* ---- options, activation ---------------------------------------------------- */
+/* ---- options, activation ----------------------------------------------------
+ */
 
 NECTAR_API bool rama_transparent_proxy_tcp_session_get_egress_connect_options(
     RamaTransparentProxyTcpSession *session,
@@ -388,8 +392,8 @@ NECTAR_API void rama_transparent_proxy_tcp_session_cancel(
     nectar__obj_schedule(&f->obj);
 }
 
-NECTAR_API void rama_transparent_proxy_tcp_session_free(
-    RamaTransparentProxyTcpSession *session)
+NECTAR_API void
+rama_transparent_proxy_tcp_session_free(RamaTransparentProxyTcpSession *session)
 {
     struct nectar_tcp_flow *f = from(session);
 
@@ -399,7 +403,8 @@ NECTAR_API void rama_transparent_proxy_tcp_session_free(
     nectar__obj_unref(&f->obj);
 }
 
-/* ---- promote (§4), host side ------------------------------------------------- */
+/* ---- promote (§4), host side
+ * ------------------------------------------------- */
 
 NECTAR_API void rama_transparent_proxy_tcp_session_register_promote_callbacks(
     RamaTransparentProxyTcpSession *session,
@@ -447,8 +452,7 @@ NECTAR_API void rama_transparent_proxy_tcp_session_confirm_promoted(
     if (raw != RAMA_PROMOTE_CONFIRM_OK) {
         bool ok = reason_ptr != NULL && reason_len > 0 &&
                   nectar__utf8_valid((const uint8_t *)reason_ptr, reason_len);
-        nectar_log(NECTAR_LOG_DEBUG, NE_TAG,
-                   "flow %llu: promote failed: %.*s",
+        nectar_log(NECTAR_LOG_DEBUG, NE_TAG, "flow %llu: promote failed: %.*s",
                    (unsigned long long)f->meta->m.flow_id,
                    ok ? (int)(reason_len > 512 ? 512 : reason_len)
                       : (reason_len == 0 || reason_ptr == NULL ? 0 : 18),

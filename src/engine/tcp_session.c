@@ -28,7 +28,8 @@ static struct nectar_tcp_flow *of(struct ne_obj *o)
     return nectar_list_entry(o, struct nectar_tcp_flow, obj);
 }
 
-/* ---- timers --------------------------------------------------------------- */
+/* ---- timers ---------------------------------------------------------------
+ */
 
 static void on_handle_closed(uv_handle_t *h)
 {
@@ -110,7 +111,8 @@ static void timers_close(struct nectar_tcp_flow *f)
     }
 }
 
-/* ---- teardown --------------------------------------------------------------- */
+/* ---- teardown ---------------------------------------------------------------
+ */
 
 static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel)
 {
@@ -182,7 +184,8 @@ static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel)
     timers_close(f);
 }
 
-/* ---- ops -------------------------------------------------------------------- */
+/* ---- ops --------------------------------------------------------------------
+ */
 
 static void tcp_process(struct ne_obj *o)
 {
@@ -267,7 +270,8 @@ void nectar__chunk_free(void *chunk)
     nectar_free(c);
 }
 
-/* ---- handler.h flow accessors ---------------------------------------------- */
+/* ---- handler.h flow accessors ----------------------------------------------
+ */
 
 NECTAR_API uv_loop_t *nectar_tcp_flow_loop(nectar_tcp_flow_t *flow)
 {

@@ -46,9 +46,9 @@ struct nectar_udp_flow {
 
     pthread_mutex_t mu;
     enum udp_state state;
-    bool closed;        /* on_client_close: sender dropped */
-    bool service_gone;  /* engine stop tore a pending session down */
-    bool rx_gone;       /* the service side is gone */
+    bool closed;       /* on_client_close: sender dropped */
+    bool service_gone; /* engine stop tore a pending session down */
+    bool rx_gone;      /* the service side is gone */
     struct nectar_ring q;
     atomic_uint activity;
 
@@ -80,7 +80,8 @@ static struct nectar_udp_flow *of(struct ne_obj *o)
     return nectar_list_entry(o, struct nectar_udp_flow, obj);
 }
 
-/* ---- gated callbacks ---------------------------------------------------------- */
+/* ---- gated callbacks
+ * ---------------------------------------------------------- */
 
 static void fire_demand(struct nectar_udp_flow *f)
 {
@@ -98,15 +99,15 @@ static void fire_closed(struct nectar_udp_flow *f)
     pthread_mutex_unlock(&f->gate);
 }
 
-/* ---- creation and host calls -------------------------------------------------- */
+/* ---- creation and host calls
+ * -------------------------------------------------- */
 
 extern const struct ne_obj_ops nectar__udp_ops;
 
-struct nectar_udp_flow *nectar__udp_new(struct RamaTransparentProxyEngine *e,
-                                        struct ne_meta *meta,
-                                        const struct ne_verdict *v,
-                                        RamaTransparentProxyUdpSessionCallbacks
-                                            cbs)
+struct nectar_udp_flow *
+nectar__udp_new(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
+                const struct ne_verdict *v,
+                RamaTransparentProxyUdpSessionCallbacks cbs)
 {
     struct nectar_udp_flow *f = nectar_calloc(1, sizeof(*f));
 
@@ -154,8 +155,7 @@ NECTAR_API void rama_transparent_proxy_udp_session_activate(
             ok = true;
         }
     } else {
-        nectar_log(NECTAR_LOG_WARN, NE_TAG,
-                   "flow %llu: udp activate ignored",
+        nectar_log(NECTAR_LOG_WARN, NE_TAG, "flow %llu: udp activate ignored",
                    (unsigned long long)f->meta->m.flow_id);
     }
     pthread_mutex_unlock(&f->mu);
@@ -233,8 +233,8 @@ NECTAR_API void rama_transparent_proxy_udp_session_on_client_close(
     nectar__obj_schedule(&f->obj);
 }
 
-NECTAR_API void rama_transparent_proxy_udp_session_free(
-    RamaTransparentProxyUdpSession *session)
+NECTAR_API void
+rama_transparent_proxy_udp_session_free(RamaTransparentProxyUdpSession *session)
 {
     struct nectar_udp_flow *f = from(session);
 
@@ -244,7 +244,8 @@ NECTAR_API void rama_transparent_proxy_udp_session_free(
     nectar__obj_unref(&f->obj);
 }
 
-/* ---- loop side ----------------------------------------------------------------- */
+/* ---- loop side
+ * ----------------------------------------------------------------- */
 
 static void on_handle_closed(uv_handle_t *h)
 {
@@ -439,7 +440,8 @@ const struct ne_obj_ops nectar__udp_ops = {
     .destroy = udp_destroy,
 };
 
-/* ---- handler.h API -------------------------------------------------------------- */
+/* ---- handler.h API
+ * -------------------------------------------------------------- */
 
 NECTAR_API uv_loop_t *nectar_udp_flow_loop(nectar_udp_flow_t *flow)
 {
@@ -475,9 +477,8 @@ NECTAR_API int nectar_udp_flow_recv_stop(nectar_udp_flow_t *flow)
     return 0;
 }
 
-NECTAR_API int nectar_udp_flow_send(nectar_udp_flow_t *flow,
-                                    const uint8_t *buf, size_t len,
-                                    const struct sockaddr *source)
+NECTAR_API int nectar_udp_flow_send(nectar_udp_flow_t *flow, const uint8_t *buf,
+                                    size_t len, const struct sockaddr *source)
 {
     char scratch[64];
     RamaUdpPeerView peer;

@@ -29,8 +29,8 @@ struct hm {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     RamaTransparentProxyTcpSession *s;
-    struct hm_buf app;      /* accepted on_server_bytes */
-    struct hm_buf remote;   /* accepted on_write_to_egress */
+    struct hm_buf app;    /* accepted on_server_bytes */
+    struct hm_buf remote; /* accepted on_write_to_egress */
     int server_closed;
     int egress_closed;
     int client_demand;
@@ -40,12 +40,12 @@ struct hm {
     /* PAUSED policy: pause when (xorshift % 100) < pause_pct. */
     int pause_pct;
     uint32_t rng;
-    bool pause_forever_app;   /* on_server_bytes always PAUSED */
+    bool pause_forever_app;      /* on_server_bytes always PAUSED */
     uint8_t app_status_override; /* nonzero: return this raw byte */
     bool need_app_drain;
     bool need_remote_drain;
     /* Promote: confirm OK synchronously inside the callback. */
-    int confirm_mode;         /* 0 none, 1 OK sync, 2 FAILED sync, 3 OK async */
+    int confirm_mode; /* 0 none, 1 OK sync, 2 FAILED sync, 3 OK async */
     bool confirm_pending;
     /* Drainer thread. */
     bool stop;

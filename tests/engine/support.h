@@ -13,16 +13,16 @@
 
 /* What the test handler does; set fields before nectar_engine_new. */
 struct th_config {
-    nectar_action_t tcp_action;   /* default INTERCEPT */
-    nectar_action_t udp_action;   /* default INTERCEPT */
-    int decide_delay_ms;          /* complete the decision late, from a thread */
-    bool never_decide;            /* never complete (deadline path) */
-    bool give_options;            /* egress_options returns true */
-    int app_delay_ms;             /* reply late */
+    nectar_action_t tcp_action; /* default INTERCEPT */
+    nectar_action_t udp_action; /* default INTERCEPT */
+    int decide_delay_ms;        /* complete the decision late, from a thread */
+    bool never_decide;          /* never complete (deadline path) */
+    bool give_options;          /* egress_options returns true */
+    int app_delay_ms;           /* reply late */
     /* TCP relay: promote once this many client bytes were relayed
      * (0 = never). */
     uint64_t promote_after;
-    bool relay_no_read;           /* start, but never read (backpressure) */
+    bool relay_no_read; /* start, but never read (backpressure) */
     /* Edits the proxy config (NULL: keep the defaults). */
     void (*proxy_config)(nectar_proxy_config_t *cfg);
 };
@@ -40,9 +40,9 @@ struct th_stats {
     atomic_int udp_received;
     atomic_int udp_zero_len;
     atomic_int late_destroyed;
-    atomic_size_t config_len;     /* engine-config bytes seen at create */
+    atomic_size_t config_len; /* engine-config bytes seen at create */
     atomic_int decisions;
-    atomic_int ctx_posts;         /* jobs run through nectar_engine_ctx_post */
+    atomic_int ctx_posts; /* jobs run through nectar_engine_ctx_post */
 };
 
 extern struct th_config th_cfg;

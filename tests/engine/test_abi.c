@@ -130,7 +130,8 @@ static void test_layouts(void)
     OFF(RamaTransparentProxyTcpPromoteCallbacks, on_promote_request, 8);
 }
 
-/* ---- NULL cases ------------------------------------------------------------- */
+/* ---- NULL cases -------------------------------------------------------------
+ */
 
 static void test_null_cases(void)
 {
@@ -165,8 +166,8 @@ static void test_null_cases(void)
 
     rama_transparent_proxy_tcp_session_free(NULL);
     rama_transparent_proxy_tcp_session_cancel(NULL);
-    CHECK(!rama_transparent_proxy_tcp_session_get_egress_connect_options(NULL,
-                                                                         &opts));
+    CHECK(!rama_transparent_proxy_tcp_session_get_egress_connect_options(
+        NULL, &opts));
     rama_transparent_proxy_tcp_session_activate(NULL, ec);
     CHECK_EQ(rama_transparent_proxy_tcp_session_on_client_bytes(NULL, v),
              RAMA_TCP_DELIVER_CLOSED);
@@ -206,7 +207,8 @@ static void test_null_cases(void)
     nectar_engine_options_defaults(NULL);
 }
 
-/* ---- proxy config --------------------------------------------------------------- */
+/* ---- proxy config
+ * --------------------------------------------------------------- */
 
 static void cfg_clamp_low(nectar_proxy_config_t *c)
 {
@@ -299,7 +301,8 @@ static void test_config(void)
     }
 }
 
-/* ---- metadata -------------------------------------------------------------------- */
+/* ---- metadata
+ * -------------------------------------------------------------------- */
 
 static void test_meta_decode(void)
 {
@@ -311,8 +314,8 @@ static void test_meta_decode(void)
 
     memset(&raw, 0, sizeof(raw));
     raw.protocol = RAMA_FLOW_PROTOCOL_TCP;
-    raw.remote_endpoint = (RamaTransparentProxyFlowEndpoint){"  example.com ",
-                                                             14, 443};
+    raw.remote_endpoint =
+        (RamaTransparentProxyFlowEndpoint){"  example.com ", 14, 443};
     raw.local_endpoint = (RamaTransparentProxyFlowEndpoint){"10.0.0.1", 8, 0};
     raw.source_app_signing_identifier_utf8 = " com.example.app\n";
     raw.source_app_signing_identifier_utf8_len = 17;
@@ -350,8 +353,8 @@ static void test_meta_decode(void)
     uint64_t first = m->m.flow_id;
     nectar__meta_unref(m);
 
-    raw.remote_endpoint = (RamaTransparentProxyFlowEndpoint){"not a host!", 11,
-                                                             80};
+    raw.remote_endpoint =
+        (RamaTransparentProxyFlowEndpoint){"not a host!", 11, 80};
     raw.local_endpoint = (RamaTransparentProxyFlowEndpoint){"[::1]", 5, 8080};
     raw.source_app_audit_token_bytes_len = 32;
     raw.source_app_pid = 77;
@@ -378,14 +381,14 @@ static void test_meta_decode(void)
     CHECK(nectar__utf8_valid((const uint8_t *)"h\xc3\xa9", 3));
     CHECK(!nectar__utf8_valid((const uint8_t *)"\xc0\xaf", 2)); /* overlong */
     CHECK(!nectar__utf8_valid((const uint8_t *)"\xed\xa0\x80", 3)); /* surr. */
-    CHECK(!nectar__utf8_valid((const uint8_t *)"\xe2\x82", 2)); /* short */
+    CHECK(!nectar__utf8_valid((const uint8_t *)"\xe2\x82", 2));     /* short */
 }
 
-/* ---- decisions ---------------------------------------------------------------------- */
+/* ---- decisions
+ * ---------------------------------------------------------------------- */
 
-static RamaTransparentProxyFlowAction tcp_decision(RamaTransparentProxyEngine *e,
-                                                   uint32_t proto,
-                                                   bool *has_session)
+static RamaTransparentProxyFlowAction
+tcp_decision(RamaTransparentProxyEngine *e, uint32_t proto, bool *has_session)
 {
     RamaTransparentProxyFlowMeta m = th_meta(proto, 443);
     RamaTransparentProxyTcpSessionCallbacks cbs = {0};
@@ -475,7 +478,8 @@ static void test_decisions(void)
     th_release_parked();
 }
 
-/* ---- app messages ----------------------------------------------------------------------- */
+/* ---- app messages
+ * ----------------------------------------------------------------------- */
 
 static void test_app_messages(void)
 {
@@ -506,7 +510,8 @@ static void test_app_messages(void)
     rama_transparent_proxy_engine_stop(e, 0);
 }
 
-/* ---- initialize, options, registration, sleep/wake ------------------------------------------ */
+/* ---- initialize, options, registration, sleep/wake
+ * ------------------------------------------ */
 
 static int hook_calls;
 static bool init_hook(const char *storage, const char *group,
@@ -521,8 +526,8 @@ static bool init_hook(const char *storage, const char *group,
 
 static void test_initialize(void)
 {
-    RamaTransparentProxyInitConfig c = {" /tmp/x ", 8, "", 0, "org.example",
-                                        11};
+    RamaTransparentProxyInitConfig c = {" /tmp/x ",    8, "", 0,
+                                        "org.example", 11};
 
     CHECK(rama_transparent_proxy_initialize(NULL));
     CHECK(rama_transparent_proxy_initialize(&c)); /* idempotent: first wins */

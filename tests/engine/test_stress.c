@@ -40,8 +40,7 @@ static void one_session(RamaTransparentProxyEngine *e, uint32_t *rng)
     hm_init(h);
     h->pause_pct = 30;
     h->rng ^= next_rand(rng);
-    r = rama_transparent_proxy_engine_new_tcp_session(e, &m,
-                                                      hm_session_cbs(h));
+    r = rama_transparent_proxy_engine_new_tcp_session(e, &m, hm_session_cbs(h));
     CHECK(r.session != NULL);
     h->s = r.session;
     rama_transparent_proxy_tcp_session_register_promote_callbacks(
@@ -184,8 +183,8 @@ static void *engine_caller(void *arg)
     for (int i = 0; i < 200; i++) {
         RamaTransparentProxyFlowMeta m = th_meta(
             i % 2 ? RAMA_FLOW_PROTOCOL_TCP : RAMA_FLOW_PROTOCOL_UDP, 443);
-        RamaBytesOwned r = rama_transparent_proxy_engine_handle_app_message(e,
-                                                                            msg);
+        RamaBytesOwned r =
+            rama_transparent_proxy_engine_handle_app_message(e, msg);
         CHECK_EQ(r.len, 4);
         rama_owned_bytes_free(r);
         RamaTransparentProxyConfig *c = rama_transparent_proxy_get_config(e);

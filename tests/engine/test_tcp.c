@@ -58,7 +58,8 @@ static void wait_destroyed(int n)
                        atomic_load(&th_stats.svc_destroyed), n);
 }
 
-/* ---- relay ------------------------------------------------------------------ */
+/* ---- relay ------------------------------------------------------------------
+ */
 
 struct feeder {
     struct hm *h;
@@ -142,7 +143,8 @@ static void test_backpressure_paused_everywhere(void)
     run_exact(8, 70, 200 * 1024, 64 * 1024, 9);
 }
 
-/* ---- capacity-1 lost wake-up regression ---------------------------------------- */
+/* ---- capacity-1 lost wake-up regression
+ * ---------------------------------------- */
 
 struct demand_producer {
     struct hm h;
@@ -231,7 +233,8 @@ static void test_lost_wakeup_capacity1(void)
     free(buf);
 }
 
-/* ---- owned buffers --------------------------------------------------------------- */
+/* ---- owned buffers
+ * --------------------------------------------------------------- */
 
 static atomic_int releases;
 
@@ -264,9 +267,9 @@ static void test_owned_release(void)
              RAMA_TCP_DELIVER_CLOSED);
     CHECK_EQ(atomic_load(&releases), 0);
     /* Empty: ACCEPTED and released immediately, inside the call. */
-    CHECK_EQ(rama_transparent_proxy_tcp_session_on_client_bytes_owned(p.h.s,
-                                                                      empty),
-             RAMA_TCP_DELIVER_ACCEPTED);
+    CHECK_EQ(
+        rama_transparent_proxy_tcp_session_on_client_bytes_owned(p.h.s, empty),
+        RAMA_TCP_DELIVER_ACCEPTED);
     CHECK_EQ(atomic_load(&releases), 1);
     /* Egress before activate: CLOSED, not taken. */
     CHECK_EQ(rama_transparent_proxy_tcp_session_on_egress_bytes_owned(p.h.s, v),
@@ -283,9 +286,9 @@ static void test_owned_release(void)
     }
     CHECK_EQ(accepted, 2);
     /* NULL release: copied, never called back. */
-    CHECK_EQ(rama_transparent_proxy_tcp_session_on_client_bytes_owned(p.h.s,
-                                                                      copy),
-             RAMA_TCP_DELIVER_PAUSED);
+    CHECK_EQ(
+        rama_transparent_proxy_tcp_session_on_client_bytes_owned(p.h.s, copy),
+        RAMA_TCP_DELIVER_PAUSED);
     CHECK_EQ(atomic_load(&releases), 1);
     /* Cancel discards the queued chunks: each released exactly once. */
     rama_transparent_proxy_tcp_session_free(p.h.s);
@@ -294,7 +297,8 @@ static void test_owned_release(void)
     hm_destroy(&p.h);
 }
 
-/* ---- lifecycle edges ---------------------------------------------------------------- */
+/* ---- lifecycle edges
+ * ---------------------------------------------------------------- */
 
 static void test_options_and_activate_edges(void)
 {
@@ -309,8 +313,8 @@ static void test_options_and_activate_edges(void)
     open_session(&p, false);
     CHECK(!rama_transparent_proxy_tcp_session_get_egress_connect_options(p.h.s,
                                                                          NULL));
-    CHECK(!rama_transparent_proxy_tcp_session_get_egress_connect_options(NULL,
-                                                                         &opts));
+    CHECK(!rama_transparent_proxy_tcp_session_get_egress_connect_options(
+        NULL, &opts));
     memset(&opts, 0, sizeof(opts));
     CHECK(rama_transparent_proxy_tcp_session_get_egress_connect_options(p.h.s,
                                                                         &opts));
@@ -321,8 +325,8 @@ static void test_options_and_activate_edges(void)
     CHECK(opts.parameters.preserve_original_meta_data);
     rama_transparent_proxy_tcp_session_activate(p.h.s, hm_egress_cbs(&p.h));
     /* Only before activation. */
-    CHECK(!rama_transparent_proxy_tcp_session_get_egress_connect_options(p.h.s,
-                                                                         &opts));
+    CHECK(!rama_transparent_proxy_tcp_session_get_egress_connect_options(
+        p.h.s, &opts));
     /* A second activate is ignored (its callbacks are never used). */
     rama_transparent_proxy_tcp_session_activate(p.h.s, hm_egress_cbs(&p.h));
     {
@@ -540,7 +544,8 @@ static void test_invalid_status_is_closed(void)
     rama_transparent_proxy_engine_stop(p.e, 0);
 }
 
-/* ---- promote ------------------------------------------------------------------------- */
+/* ---- promote
+ * ------------------------------------------------------------------------- */
 
 static int promote_seen(void *arg)
 {
@@ -562,8 +567,8 @@ static void promote_case(int confirm_mode, bool register_cb, int want)
     {
         RamaTransparentProxyFlowMeta m = th_meta(RAMA_FLOW_PROTOCOL_TCP, 443);
         RamaTransparentProxyTcpSessionResult r =
-            rama_transparent_proxy_engine_new_tcp_session(
-                p.e, &m, hm_session_cbs(&p.h));
+            rama_transparent_proxy_engine_new_tcp_session(p.e, &m,
+                                                          hm_session_cbs(&p.h));
         p.h.s = r.session;
     }
     if (register_cb) {
@@ -673,7 +678,8 @@ static void test_promote_under_load(void)
     free(down);
 }
 
-/* ---- engine stop with live sessions ------------------------------------------------------ */
+/* ---- engine stop with live sessions
+ * ------------------------------------------------------ */
 
 static void test_stop_with_live_sessions(void)
 {
@@ -710,18 +716,18 @@ static void test_stop_with_live_sessions(void)
             /* Active sessions: close callbacks fired during stop. */
             CHECK_EQ(hs[i].server_closed, 1);
             CHECK_EQ(hs[i].egress_closed, 1);
-            CHECK_EQ(rama_transparent_proxy_tcp_session_on_client_bytes(
-                         hs[i].s, v),
-                     RAMA_TCP_DELIVER_CLOSED);
+            CHECK_EQ(
+                rama_transparent_proxy_tcp_session_on_client_bytes(hs[i].s, v),
+                RAMA_TCP_DELIVER_CLOSED);
         } else {
             /* Pending: nothing fired; activate now closes synchronously
              * (spec §1.3.13 quirk). */
             CHECK_EQ(hs[i].server_closed, 0);
-            CHECK_EQ(rama_transparent_proxy_tcp_session_on_client_bytes(
-                         hs[i].s, v),
-                     RAMA_TCP_DELIVER_ACCEPTED);
-            rama_transparent_proxy_tcp_session_activate(
-                hs[i].s, hm_egress_cbs(&hs[i]));
+            CHECK_EQ(
+                rama_transparent_proxy_tcp_session_on_client_bytes(hs[i].s, v),
+                RAMA_TCP_DELIVER_ACCEPTED);
+            rama_transparent_proxy_tcp_session_activate(hs[i].s,
+                                                        hm_egress_cbs(&hs[i]));
             CHECK_EQ(hs[i].server_closed, 1);
             CHECK_EQ(hs[i].egress_closed, 1);
         }

@@ -267,8 +267,8 @@ static void test_stop_and_late_activate(void)
     rama_transparent_proxy_udp_session_activate(a);
     CHECK(nectar_test_poll(started_ge, &one, 5000));
     rama_transparent_proxy_engine_stop(e, 0);
-    CHECK_EQ(uh_get(&ua, &ua.closed), 1); /* active: fires at stop */
-    CHECK_EQ(uh_get(&up, &up.closed), 0); /* pending: nothing */
+    CHECK_EQ(uh_get(&ua, &ua.closed), 1);           /* active: fires at stop */
+    CHECK_EQ(uh_get(&up, &up.closed), 0);           /* pending: nothing */
     rama_transparent_proxy_udp_session_activate(p); /* dropped silently */
     rama_transparent_proxy_udp_session_on_client_datagram(
         p, (RamaBytesView){(const uint8_t *)"k", 1}, peer_view("::1", 9, 0));
@@ -291,8 +291,8 @@ static void test_peer_round_trip(void)
     CHECK_EQ(ss.ss_family, AF_INET6);
     CHECK_EQ(s6->sin6_scope_id, 4);
     CHECK_EQ(ntohs(s6->sin6_port), 443);
-    back = nectar__peer_encode((struct sockaddr *)&ss, scratch,
-                               sizeof(scratch));
+    back =
+        nectar__peer_encode((struct sockaddr *)&ss, scratch, sizeof(scratch));
     CHECK(back.present);
     CHECK_EQ(back.scope_id, 4);
     CHECK_EQ(back.port, 443);
@@ -301,15 +301,15 @@ static void test_peer_round_trip(void)
 
     v = peer_view("2001:db8::5", 1, 0);
     CHECK(nectar__peer_decode(&v, &ss));
-    back = nectar__peer_encode((struct sockaddr *)&ss, scratch,
-                               sizeof(scratch));
+    back =
+        nectar__peer_encode((struct sockaddr *)&ss, scratch, sizeof(scratch));
     CHECK_EQ(back.scope_id, 0);
 
     v = peer_view("10.1.2.3", 80, 9);
     CHECK(nectar__peer_decode(&v, &ss));
     CHECK_EQ(ss.ss_family, AF_INET);
-    back = nectar__peer_encode((struct sockaddr *)&ss, scratch,
-                               sizeof(scratch));
+    back =
+        nectar__peer_encode((struct sockaddr *)&ss, scratch, sizeof(scratch));
     CHECK_EQ(back.scope_id, 0);
     CHECK_MEM_EQ(back.host_utf8, "10.1.2.3", 8);
 
