@@ -215,7 +215,10 @@ static void update_reading(h1_t *h)
     bool live = !b->finishing && h->mode != M_DELEGATED;
     size_t cq = svc_write_queue_size(b->client);
     size_t sq = b->server ? svc_write_queue_size(b->server) : 0;
-    bool want_c = live && !h->c_eof && !h->c_hold && !h->done &&
+    /* While a request waits for its upgrade answer, a little more is
+     * read (and held) so that an EOF is still noticed. */
+    bool want_c = live && !h->c_eof && !h->done &&
+                  (!h->c_hold || h->c_pending.len < H1_MAX_HEAD) &&
                   cq < H1_HIGH_WATER && sq < H1_HIGH_WATER;
     bool want_s = live && b->server != NULL && !h->s_eof &&
                   cq < H1_HIGH_WATER;
@@ -262,7 +265,9 @@ static void flush(h1_t *h)
         svc_shutdown(b->client);
     }
     bool idle = h->mode == M_HTTP && !h->c_hold && h->qhead == NULL;
-    if (h->c_eof && (h->s_eof || b->server == NULL || idle)) {
+    /* An upgrade or CONNECT the server can no longer answer ends it. */
+    bool orphan = h->mode == M_HTTP && h->c_hold && h->s_eof;
+    if (orphan || (h->c_eof && (h->s_eof || b->server == NULL || idle))) {
         http_finish(b, 0);
         return;
     }
