@@ -34,21 +34,21 @@ enum scan_state {
 struct badge {
     int enc;
     enum scan_state st;
-    unsigned idx;   /* SC_NAME: bytes of "body" matched */
-    char quote;     /* SC_QUOTE: the closing quote */
+    unsigned idx;    /* SC_NAME: bytes of "body" matched */
+    char quote;      /* SC_QUOTE: the closing quote */
     unsigned dashes; /* SC_COMMENT: consecutive '-' */
     hbuf_t element;
     /* zlib state (gzip/deflate only) */
-    bool coding;     /* dec/cmp initialised */
-    bool dec_ended;  /* stream end or decode error: ignore the rest */
-    bool raw;        /* deflate without the zlib wrapper */
-    uint8_t pre[2];  /* deflate: first bytes, to tell zlib from raw */
+    bool coding;    /* dec/cmp initialised */
+    bool dec_ended; /* stream end or decode error: ignore the rest */
+    bool raw;       /* deflate without the zlib wrapper */
+    uint8_t pre[2]; /* deflate: first bytes, to tell zlib from raw */
     unsigned npre;
     z_stream dec;
     z_stream cmp;
 };
 
-int badge_element(const char *label, hbuf_t *out)
+int nectar__http_badge_element(const char *label, hbuf_t *out)
 {
     static const char open[] =
         "<div id=\"nectar-proxy-badge\" style=\"position:fixed;top:16px;"
@@ -56,35 +56,45 @@ int badge_element(const char *label, hbuf_t *out)
         "background:rgba(17,17,17,0.92);color:#fff;"
         "font:700 12px monospace;border-radius:999px;"
         "box-shadow:0 4px 14px rgba(0,0,0,0.35);pointer-events:none\">";
-    int rc = hbuf_adds(out, open);
+    int rc = nectar__http_buf_adds(out, open);
     for (const char *p = label; rc == 0 && *p != '\0'; p++) {
         switch (*p) {
-        case '<': rc = hbuf_adds(out, "&lt;"); break;
-        case '>': rc = hbuf_adds(out, "&gt;"); break;
-        case '&': rc = hbuf_adds(out, "&amp;"); break;
-        case '"': rc = hbuf_adds(out, "&quot;"); break;
-        default: rc = hbuf_add(out, p, 1); break;
+        case '<':
+            rc = nectar__http_buf_adds(out, "&lt;");
+            break;
+        case '>':
+            rc = nectar__http_buf_adds(out, "&gt;");
+            break;
+        case '&':
+            rc = nectar__http_buf_adds(out, "&amp;");
+            break;
+        case '"':
+            rc = nectar__http_buf_adds(out, "&quot;");
+            break;
+        default:
+            rc = nectar__http_buf_add(out, p, 1);
+            break;
         }
     }
     if (rc == 0)
-        rc = hbuf_adds(out, "</div>");
+        rc = nectar__http_buf_adds(out, "</div>");
     return rc;
 }
 
-badge_t *badge_new(int enc, const char *label)
+badge_t *nectar__http_badge_new(int enc, const char *label)
 {
     badge_t *bd = nectar_calloc(1, sizeof(*bd));
     if (bd == NULL)
         return NULL;
     bd->enc = enc;
-    if (badge_element(label ? label : "", &bd->element) != 0) {
-        badge_free(bd);
+    if (nectar__http_badge_element(label ? label : "", &bd->element) != 0) {
+        nectar__http_badge_free(bd);
         return NULL;
     }
     return bd;
 }
 
-void badge_free(badge_t *bd)
+void nectar__http_badge_free(badge_t *bd)
 {
     if (bd == NULL)
         return;
@@ -92,11 +102,11 @@ void badge_free(badge_t *bd)
         inflateEnd(&bd->dec);
         deflateEnd(&bd->cmp);
     }
-    hbuf_free(&bd->element);
+    nectar__http_buf_free(&bd->element);
     nectar_free(bd);
 }
 
-bool badge_inserted(const badge_t *bd)
+bool nectar__http_badge_inserted(const badge_t *bd)
 {
     return bd->st == SC_DONE;
 }
@@ -179,9 +189,10 @@ static int rewrite(badge_t *bd, const uint8_t *in, size_t len, hbuf_t *out)
     while (bd->st != SC_DONE && i < len) {
         if (scan_byte(bd, in[i++])) {
             bd->st = SC_DONE;
-            int rc = hbuf_add(out, in, i);
+            int rc = nectar__http_buf_add(out, in, i);
             if (rc == 0)
-                rc = hbuf_add(out, bd->element.data, bd->element.len);
+                rc = nectar__http_buf_add(out, bd->element.data,
+                                          bd->element.len);
             if (rc != 0)
                 return rc;
             in += i;
@@ -189,7 +200,7 @@ static int rewrite(badge_t *bd, const uint8_t *in, size_t len, hbuf_t *out)
             i = 0;
         }
     }
-    return hbuf_add(out, in, len);
+    return nectar__http_buf_add(out, in, len);
 }
 
 /* Compress plain bytes into out with the given flush mode. */
@@ -206,7 +217,7 @@ static int encode(badge_t *bd, const uint8_t *in, size_t len, int flush,
         if (zr == Z_STREAM_ERROR)
             return NECTAR_EIO;
         size_t n = sizeof(tmp) - bd->cmp.avail_out;
-        if (hbuf_add(out, tmp, n) != 0)
+        if (nectar__http_buf_add(out, tmp, n) != 0)
             return NECTAR_ENOMEM;
         if (zr == Z_STREAM_END)
             return 0;
@@ -262,13 +273,14 @@ static int decode(badge_t *bd, const uint8_t *in, size_t len, hbuf_t *out)
             (bd->dec.avail_in == 0 && bd->dec.avail_out != 0))
             break;
     }
-    hbuf_free(&plain);
+    nectar__http_buf_free(&plain);
     if (rc == 0)
         rc = encode(bd, NULL, 0, Z_SYNC_FLUSH, out);
     return rc;
 }
 
-int badge_feed(badge_t *bd, const uint8_t *in, size_t len, hbuf_t *out)
+int nectar__http_badge_feed(badge_t *bd, const uint8_t *in, size_t len,
+                            hbuf_t *out)
 {
     if (bd->enc == BADGE_ENC_IDENTITY)
         return rewrite(bd, in, len, out);
@@ -298,13 +310,13 @@ int badge_feed(badge_t *bd, const uint8_t *in, size_t len, hbuf_t *out)
     return decode(bd, in, len, out);
 }
 
-int badge_finish(badge_t *bd, hbuf_t *out)
+int nectar__http_badge_finish(badge_t *bd, hbuf_t *out)
 {
     if (bd->enc == BADGE_ENC_IDENTITY)
         return 0;
     if (!bd->coding) {
         /* Fewer than two bytes of deflate (or nothing): pass them on. */
-        return hbuf_add(out, bd->pre, bd->npre);
+        return nectar__http_buf_add(out, bd->pre, bd->npre);
     }
     return encode(bd, NULL, 0, Z_FINISH, out);
 }

@@ -33,7 +33,8 @@
 /* Header block limit per message (request line and headers). */
 #define H1_MAX_HEAD (64 * 1024)
 
-/* ---- 1. state ---------------------------------------------------------------- */
+/* ---- 1. state
+ * ---------------------------------------------------------------- */
 
 /* One request whose response has not been relayed yet. */
 typedef struct pending {
@@ -43,12 +44,12 @@ typedef struct pending {
     bool close_after; /* local: close the connection after the answer */
     bool head;
     bool connect;
-    bool upgrade;     /* the request asked for an Upgrade */
-    bool ws;          /* ... to websocket */
-    bool badge_ok;    /* badge allowed for this host */
+    bool upgrade;  /* the request asked for an Upgrade */
+    bool ws;       /* ... to websocket */
+    bool badge_ok; /* badge allowed for this host */
     bool http10;
-    hbuf_t resp;      /* local answer bytes */
-    char *authority;  /* CONNECT target */
+    hbuf_t resp;     /* local answer bytes */
+    char *authority; /* CONNECT target */
 } pending_t;
 
 typedef struct hdr {
@@ -58,8 +59,8 @@ typedef struct hdr {
 enum body_mode { BODY_NONE, BODY_RAW, BODY_CHUNKED, BODY_BADGE };
 
 typedef struct msg {
-    hbuf_t raw;         /* URL or reason, then header names and values */
-    size_t first_len;   /* bytes of raw holding the URL / reason */
+    hbuf_t raw;       /* URL or reason, then header names and values */
+    size_t first_len; /* bytes of raw holding the URL / reason */
     hdr_t *hdrs;
     size_t nhdrs;
     size_t cap;
@@ -70,7 +71,7 @@ typedef struct msg {
     bool out_close;     /* close the connection after this message */
     bool informational; /* 1xx other than 101 */
     badge_t *badge;
-    pending_t *req;     /* the request this message belongs to */
+    pending_t *req; /* the request this message belongs to */
 } msg_t;
 
 enum mode { M_HTTP, M_TUNNEL, M_DELEGATED };
@@ -89,28 +90,28 @@ typedef struct h1 {
     bool ws;
     ws_parser_t ws_c2s;
     ws_parser_t ws_s2c;
-    bool c_eof, s_eof;         /* read side ended */
-    bool c_shut, s_shut;       /* we shut the write half down */
+    bool c_eof, s_eof;   /* read side ended */
+    bool c_shut, s_shut; /* we shut the write half down */
     bool c_reading, s_reading;
-    bool c_hold;               /* requests wait for an upgrade answer */
-    bool resume;               /* the held request was answered plainly */
-    hbuf_t c_pending;          /* client bytes read while holding */
-    bool any_request;          /* raw fallback no longer possible */
-    hbuf_t first;              /* client bytes before the first request */
-    bool done;                 /* no more HTTP processing */
-    int err;                   /* error raised inside a parser callback */
-    svc_stream_t *views[2];    /* M_DELEGATED: client / server views */
+    bool c_hold;            /* requests wait for an upgrade answer */
+    bool resume;            /* the held request was answered plainly */
+    hbuf_t c_pending;       /* client bytes read while holding */
+    bool any_request;       /* raw fallback no longer possible */
+    hbuf_t first;           /* client bytes before the first request */
+    bool done;              /* no more HTTP processing */
+    int err;                /* error raised inside a parser callback */
+    svc_stream_t *views[2]; /* M_DELEGATED: client / server views */
     int views_open;
-    svc_http_opts_t nested;    /* options of the relay inside a tunnel */
+    svc_http_opts_t nested; /* options of the relay inside a tunnel */
 } h1_t;
 
 static http_parser_settings req_settings;
 static http_parser_settings res_settings;
 
-static void on_client_read(svc_stream_t *s, ssize_t nread,
-                           const uint8_t *buf, void *data);
-static void on_server_read(svc_stream_t *s, ssize_t nread,
-                           const uint8_t *buf, void *data);
+static void on_client_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                           void *data);
+static void on_server_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                           void *data);
 
 static void msg_reset(msg_t *m)
 {
@@ -123,7 +124,7 @@ static void msg_reset(msg_t *m)
     m->out_chunked = false;
     m->out_close = false;
     m->informational = false;
-    badge_free(m->badge);
+    nectar__http_badge_free(m->badge);
     m->badge = NULL;
     m->req = NULL;
 }
@@ -131,7 +132,7 @@ static void msg_reset(msg_t *m)
 static void msg_free(msg_t *m)
 {
     msg_reset(m);
-    hbuf_free(&m->raw);
+    nectar__http_buf_free(&m->raw);
     nectar_free(m->hdrs);
     m->hdrs = NULL;
     m->cap = 0;
@@ -139,7 +140,7 @@ static void msg_free(msg_t *m)
 
 static void pending_free(pending_t *p)
 {
-    hbuf_free(&p->resp);
+    nectar__http_buf_free(&p->resp);
     nectar_free(p->authority);
     nectar_free(p);
 }
@@ -149,7 +150,7 @@ static const char *msg_header(const msg_t *m, const char *name, size_t *len)
 {
     for (size_t i = 0; i < m->nhdrs; i++) {
         const hdr_t *h = &m->hdrs[i];
-        if (http_ieq((const char *)m->raw.data + h->no, h->nl, name)) {
+        if (nectar__http_ieq((const char *)m->raw.data + h->no, h->nl, name)) {
             *len = h->vl;
             return (const char *)m->raw.data + h->vo;
         }
@@ -171,24 +172,25 @@ static bool value_has_token(const char *v, size_t len, const char *token)
         size_t e = j;
         while (e > i && (v[e - 1] == ' ' || v[e - 1] == '\t'))
             e--;
-        if (http_ieq(v + i, e - i, token))
+        if (nectar__http_ieq(v + i, e - i, token))
             return true;
         i = j;
     }
     return false;
 }
 
-/* ---- 2. output helpers ------------------------------------------------------- */
+/* ---- 2. output helpers
+ * ------------------------------------------------------- */
 
 static int add_chunk(hbuf_t *out, const uint8_t *p, size_t n)
 {
     if (n == 0)
         return 0;
-    int rc = hbuf_addf(out, "%zx\r\n", n);
+    int rc = nectar__http_buf_addf(out, "%zx\r\n", n);
     if (rc == 0)
-        rc = hbuf_add(out, p, n);
+        rc = nectar__http_buf_add(out, p, n);
     if (rc == 0)
-        rc = hbuf_adds(out, "\r\n");
+        rc = nectar__http_buf_adds(out, "\r\n");
     return rc;
 }
 
@@ -198,13 +200,13 @@ static int add_fields(hbuf_t *out, const msg_t *m)
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < m->nhdrs; i++) {
         const hdr_t *h = &m->hdrs[i];
-        rc = hbuf_add(out, m->raw.data + h->no, h->nl);
+        rc = nectar__http_buf_add(out, m->raw.data + h->no, h->nl);
         if (rc == 0)
-            rc = hbuf_adds(out, ": ");
+            rc = nectar__http_buf_adds(out, ": ");
         if (rc == 0)
-            rc = hbuf_add(out, m->raw.data + h->vo, h->vl);
+            rc = nectar__http_buf_add(out, m->raw.data + h->vo, h->vl);
         if (rc == 0)
-            rc = hbuf_adds(out, "\r\n");
+            rc = nectar__http_buf_adds(out, "\r\n");
     }
     return rc;
 }
@@ -220,8 +222,7 @@ static void update_reading(h1_t *h)
     bool want_c = live && !h->c_eof && !h->done &&
                   (!h->c_hold || h->c_pending.len < H1_MAX_HEAD) &&
                   cq < H1_HIGH_WATER && sq < H1_HIGH_WATER;
-    bool want_s = live && b->server != NULL && !h->s_eof &&
-                  cq < H1_HIGH_WATER;
+    bool want_s = live && b->server != NULL && !h->s_eof && cq < H1_HIGH_WATER;
     if (want_c != h->c_reading) {
         h->c_reading = want_c;
         if (want_c)
@@ -242,11 +243,11 @@ static void update_reading(h1_t *h)
 static void flush(h1_t *h)
 {
     http_base_t *b = &h->base;
-    int rc = http_write(b, b->client, &h->to_client);
+    int rc = nectar__http_write(b, b->client, &h->to_client);
     if (rc == 0 && b->server != NULL)
-        rc = http_write(b, b->server, &h->to_server);
+        rc = nectar__http_write(b, b->server, &h->to_server);
     if (rc < 0) {
-        http_finish(b, rc);
+        nectar__http_finish(b, rc);
         return;
     }
     if (b->finishing)
@@ -268,7 +269,7 @@ static void flush(h1_t *h)
     /* An upgrade or CONNECT the server can no longer answer ends it. */
     bool orphan = h->mode == M_HTTP && h->c_hold && h->s_eof;
     if (orphan || (h->c_eof && (h->s_eof || b->server == NULL || idle))) {
-        http_finish(b, 0);
+        nectar__http_finish(b, 0);
         return;
     }
     update_reading(h);
@@ -282,13 +283,13 @@ static void emit_locals(h1_t *h)
         h->qhead = p->next;
         if (h->qhead == NULL)
             h->qtail = NULL;
-        if (hbuf_add(&h->to_client, p->resp.data, p->resp.len) != 0)
+        if (nectar__http_buf_add(&h->to_client, p->resp.data, p->resp.len) != 0)
             h->err = NECTAR_ENOMEM;
         bool close_after = p->close_after;
         pending_free(p);
         if (close_after) {
             h->done = true;
-            http_finish(&h->base, 0);
+            nectar__http_finish(&h->base, 0);
             return;
         }
     }
@@ -302,7 +303,7 @@ static int collect(h1_t *h, msg_t *m, const char *at, size_t len)
         h->err = NECTAR_ELIMIT;
         return -1;
     }
-    if (hbuf_add(&m->raw, at, len) != 0) {
+    if (nectar__http_buf_add(&m->raw, at, len) != 0) {
         h->err = NECTAR_ENOMEM;
         return -1;
     }
@@ -369,25 +370,26 @@ static int add_headers(h1_t *h, hbuf_t *out, const msg_t *m,
     for (size_t i = 0; rc == 0 && i < m->nhdrs; i++) {
         const hdr_t *hd = &m->hdrs[i];
         const char *name = (const char *)m->raw.data + hd->no;
-        if (http_ieq(name, hd->nl, o->observed_name))
+        if (nectar__http_ieq(name, hd->nl, o->observed_name))
             seen = true;
         if (drop != NULL && drop(name, hd->nl))
             continue;
-        rc = hbuf_add(out, name, hd->nl);
+        rc = nectar__http_buf_add(out, name, hd->nl);
         if (rc == 0)
-            rc = hbuf_adds(out, ": ");
+            rc = nectar__http_buf_adds(out, ": ");
         if (rc == 0)
-            rc = hbuf_add(out, m->raw.data + hd->vo, hd->vl);
+            rc = nectar__http_buf_add(out, m->raw.data + hd->vo, hd->vl);
         if (rc == 0)
-            rc = hbuf_adds(out, "\r\n");
+            rc = nectar__http_buf_adds(out, "\r\n");
     }
     if (rc == 0 && !seen && !m->informational)
-        rc = hbuf_addf(out, "%s: %s\r\n", o->observed_name,
-                       o->observed_value);
+        rc = nectar__http_buf_addf(out, "%s: %s\r\n", o->observed_name,
+                                   o->observed_value);
     return rc;
 }
 
-/* ---- 3. request callbacks ------------------------------------------------------ */
+/* ---- 3. request callbacks
+ * ------------------------------------------------------ */
 
 static int rq_begin(http_parser *p)
 {
@@ -417,16 +419,17 @@ static void request_host(const msg_t *m, char *host, size_t n)
     size_t len;
     const char *v = msg_header(m, "host", &len);
     host[0] = '\0';
-    if (v != NULL && http_host_norm(v, len, host, n))
+    if (v != NULL && nectar__http_host_norm(v, len, host, n))
         return;
     struct http_parser_url u;
     http_parser_url_init(&u);
-    if (http_parser_parse_url((const char *)m->raw.data, m->first_len, 0,
-                              &u) != 0 ||
+    if (http_parser_parse_url((const char *)m->raw.data, m->first_len, 0, &u) !=
+            0 ||
         !(u.field_set & (1 << UF_HOST)))
         return;
-    http_host_norm((const char *)m->raw.data + u.field_data[UF_HOST].off,
-                   u.field_data[UF_HOST].len, host, n);
+    nectar__http_host_norm((const char *)m->raw.data +
+                               u.field_data[UF_HOST].off,
+                           u.field_data[UF_HOST].len, host, n);
 }
 
 /* The path of an origin-form or absolute URL. */
@@ -453,36 +456,37 @@ static int build_local(h1_t *h, pending_t *pd, const char *method,
 {
     hijack_resp_t r;
     int rc;
-    if (hijack_match(&h->base.opts, host)) {
+    if (nectar__http_hijack_match(&h->base.opts, host)) {
         size_t plen;
         const char *path = request_path(&h->rq, &plen);
-        rc = hijack_answer(&h->base.opts, method, path, plen, &r);
-        http_log(&h->base, NECTAR_LOG_DEBUG, "hijack %s %.*s -> %d", method,
-                 (int)plen, path, r.status);
+        rc = nectar__http_hijack_answer(&h->base.opts, method, path, plen, &r);
+        nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "hijack %s %.*s -> %d",
+                         method, (int)plen, path, r.status);
     } else {
         memset(&r, 0, sizeof(r));
         r.status = 502;
         r.ctype = "text/plain";
-        rc = hbuf_adds(&r.body, "no upstream for this request\n");
+        rc = nectar__http_buf_adds(&r.body, "no upstream for this request\n");
     }
     hbuf_t *o = &pd->resp;
     if (rc == 0)
-        rc = hbuf_addf(o,
-                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-                       "Content-Length: %zu\r\nCache-Control: no-store\r\n"
-                       "%s: %s\r\n",
-                       r.status, http_status_str((enum http_status)r.status),
-                       r.ctype, r.body.len, h->base.opts.observed_name,
-                       h->base.opts.observed_value);
+        rc = nectar__http_buf_addf(
+            o,
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+            "Content-Length: %zu\r\nCache-Control: no-store\r\n"
+            "%s: %s\r\n",
+            r.status, http_status_str((enum http_status)r.status), r.ctype,
+            r.body.len, h->base.opts.observed_name,
+            h->base.opts.observed_value);
     if (rc == 0 && r.extra_header != NULL)
-        rc = hbuf_addf(o, "%s\r\n", r.extra_header);
+        rc = nectar__http_buf_addf(o, "%s\r\n", r.extra_header);
     if (rc == 0 && pd->close_after)
-        rc = hbuf_adds(o, "Connection: close\r\n");
+        rc = nectar__http_buf_adds(o, "Connection: close\r\n");
     if (rc == 0)
-        rc = hbuf_adds(o, "\r\n");
+        rc = nectar__http_buf_adds(o, "\r\n");
     if (rc == 0 && !pd->head)
-        rc = hbuf_add(o, r.body.data, r.body.len);
-    hbuf_free(&r.body);
+        rc = nectar__http_buf_add(o, r.body.data, r.body.len);
+    nectar__http_buf_free(&r.body);
     return rc;
 }
 
@@ -492,7 +496,7 @@ static int rq_headers_complete(http_parser *p)
     msg_t *m = &h->rq;
     const char *method = http_method_str((enum http_method)p->method);
     h->any_request = true;
-    hbuf_free(&h->first);
+    nectar__http_buf_free(&h->first);
     m->headers_done = true;
 
     pending_t *pd = nectar_calloc(1, sizeof(*pd));
@@ -509,17 +513,16 @@ static int rq_headers_complete(http_parser *p)
     /* http_parser sets upgrade before this callback (Upgrade plus
      * Connection: upgrade, or CONNECT). */
     pd->upgrade = p->upgrade && !pd->connect;
-    pd->ws = pd->upgrade && up != NULL &&
-             value_has_token(up, ulen, "websocket");
-    pd->http10 = p->http_major == 0 ||
-                 (p->http_major == 1 && p->http_minor == 0);
+    pd->ws =
+        pd->upgrade && up != NULL && value_has_token(up, ulen, "websocket");
+    pd->http10 =
+        p->http_major == 0 || (p->http_major == 1 && p->http_minor == 0);
     const svc_http_opts_t *o = &h->base.opts;
-    pd->badge_ok = o->badge_enabled &&
-                   !(o->is_excluded != NULL && host[0] != '\0' &&
-                     o->is_excluded(o->data, host));
+    pd->badge_ok =
+        o->badge_enabled && !(o->is_excluded != NULL && host[0] != '\0' &&
+                              o->is_excluded(o->data, host));
     if (pd->connect)
-        pd->authority = nectar_strndup((const char *)m->raw.data,
-                                       m->first_len);
+        pd->authority = nectar_strndup((const char *)m->raw.data, m->first_len);
     if (h->qtail != NULL)
         h->qtail->next = pd;
     else
@@ -527,13 +530,13 @@ static int rq_headers_complete(http_parser *p)
     h->qtail = pd;
     m->req = pd;
 
-    http_log(&h->base, NECTAR_LOG_DEBUG, "request %s %s%.*s", method, host,
-             (int)(m->first_len > 200 ? 200 : m->first_len),
-             (const char *)m->raw.data);
-    if (hijack_match(o, host) || h->base.server == NULL) {
+    nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "request %s %s%.*s", method,
+                     host, (int)(m->first_len > 200 ? 200 : m->first_len),
+                     (const char *)m->raw.data);
+    if (nectar__http_hijack_match(o, host) || h->base.server == NULL) {
         pd->local = true;
-        pd->close_after = !http_should_keep_alive(p) || pd->connect ||
-                          pd->upgrade;
+        pd->close_after =
+            !http_should_keep_alive(p) || pd->connect || pd->upgrade;
         m->body = BODY_NONE;
         if (build_local(h, pd, method, host) != 0) {
             h->err = NECTAR_ENOMEM;
@@ -544,13 +547,13 @@ static int rq_headers_complete(http_parser *p)
     }
 
     hbuf_t *out = &h->to_server;
-    int rc = hbuf_addf(out, "%s %.*s HTTP/%d.%d\r\n", method,
-                       (int)m->first_len, (const char *)m->raw.data,
-                       p->http_major, p->http_minor);
+    int rc = nectar__http_buf_addf(out, "%s %.*s HTTP/%d.%d\r\n", method,
+                                   (int)m->first_len, (const char *)m->raw.data,
+                                   p->http_major, p->http_minor);
     if (rc == 0)
         rc = add_headers(h, out, m, NULL);
     if (rc == 0)
-        rc = hbuf_adds(out, "\r\n");
+        rc = nectar__http_buf_adds(out, "\r\n");
     if (rc != 0) {
         h->err = rc;
         return -1;
@@ -571,7 +574,7 @@ static int rq_body(http_parser *p, const char *at, size_t len)
     h1_t *h = p->data;
     int rc = 0;
     if (h->rq.body == BODY_RAW)
-        rc = hbuf_add(&h->to_server, at, len);
+        rc = nectar__http_buf_add(&h->to_server, at, len);
     else if (h->rq.body == BODY_CHUNKED)
         rc = add_chunk(&h->to_server, (const uint8_t *)at, len);
     if (rc != 0) {
@@ -587,11 +590,11 @@ static int rq_complete(http_parser *p)
     msg_t *m = &h->rq;
     int rc = 0;
     if (m->body == BODY_CHUNKED) {
-        rc = hbuf_adds(&h->to_server, "0\r\n");
+        rc = nectar__http_buf_adds(&h->to_server, "0\r\n");
         if (rc == 0)
             rc = add_fields(&h->to_server, m);
         if (rc == 0)
-            rc = hbuf_adds(&h->to_server, "\r\n");
+            rc = nectar__http_buf_adds(&h->to_server, "\r\n");
     }
     if (rc != 0) {
         h->err = rc;
@@ -606,7 +609,8 @@ static int rq_complete(http_parser *p)
     return 0;
 }
 
-/* ---- 4. response callbacks ------------------------------------------------------ */
+/* ---- 4. response callbacks
+ * ------------------------------------------------------ */
 
 static int rs_begin(http_parser *p)
 {
@@ -634,11 +638,12 @@ static int rs_value(http_parser *p, const char *at, size_t len)
 static bool drop_for_badge(const char *name, size_t len)
 {
     static const char *const names[] = {
-        "content-length", "transfer-encoding", "etag", "last-modified",
-        "content-md5",    "digest",            "connection",
+        "content-length", "transfer-encoding", "etag",
+        "last-modified",  "content-md5",       "digest",
+        "connection",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (http_ieq(name, len, names[i]))
+        if (nectar__http_ieq(name, len, names[i]))
             return true;
     }
     return false;
@@ -653,7 +658,7 @@ static bool badge_applies(h1_t *h, http_parser *p, pending_t *pd, int *enc)
     size_t ctl, cel;
     const char *ct = msg_header(m, "content-type", &ctl);
     const char *ce = msg_header(m, "content-encoding", &cel);
-    return http_badge_candidate(ct, ctl, ce, cel, enc);
+    return nectar__http_badge_candidate(ct, ctl, ce, cel, enc);
 }
 
 static int rs_headers_complete(http_parser *p)
@@ -662,7 +667,7 @@ static int rs_headers_complete(http_parser *p)
     msg_t *m = &h->rs;
     pending_t *pd = h->qhead;
     if (pd == NULL || pd->local) {
-        http_log(&h->base, NECTAR_LOG_DEBUG, "unsolicited response");
+        nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "unsolicited response");
         h->err = NECTAR_EPARSE;
         return -1;
     }
@@ -673,11 +678,11 @@ static int rs_headers_complete(http_parser *p)
     int enc = BADGE_ENC_IDENTITY;
     bool badge = badge_applies(h, p, pd, &enc);
     hbuf_t *out = &h->to_client;
-    int rc = hbuf_addf(out, "HTTP/%d.%d %d %.*s\r\n", p->http_major,
-                       p->http_minor, st, (int)m->first_len,
-                       (const char *)m->raw.data);
+    int rc = nectar__http_buf_addf(out, "HTTP/%d.%d %d %.*s\r\n", p->http_major,
+                                   p->http_minor, st, (int)m->first_len,
+                                   (const char *)m->raw.data);
     if (badge) {
-        m->badge = badge_new(enc, h->base.opts.badge_label);
+        m->badge = nectar__http_badge_new(enc, h->base.opts.badge_label);
         if (m->badge == NULL)
             rc = NECTAR_ENOMEM;
         m->body = BODY_BADGE;
@@ -692,17 +697,17 @@ static int rs_headers_complete(http_parser *p)
     if (rc == 0)
         rc = add_headers(h, out, m, badge ? drop_for_badge : NULL);
     if (rc == 0 && m->out_chunked)
-        rc = hbuf_adds(out, "Transfer-Encoding: chunked\r\n");
+        rc = nectar__http_buf_adds(out, "Transfer-Encoding: chunked\r\n");
     if (rc == 0 && m->out_close)
-        rc = hbuf_adds(out, "Connection: close\r\n");
+        rc = nectar__http_buf_adds(out, "Connection: close\r\n");
     if (rc == 0)
-        rc = hbuf_adds(out, "\r\n");
+        rc = nectar__http_buf_adds(out, "\r\n");
     if (rc != 0) {
         h->err = rc;
         return -1;
     }
-    http_log(&h->base, NECTAR_LOG_DEBUG, "response %d%s", st,
-             badge ? " (badge candidate)" : "");
+    nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "response %d%s", st,
+                     badge ? " (badge candidate)" : "");
     m->nhdrs = 0;
     m->raw.len = 0;
     m->first_len = 0;
@@ -719,17 +724,17 @@ static int rs_body(http_parser *p, const char *at, size_t len)
     msg_t *m = &h->rs;
     int rc = 0;
     if (m->body == BODY_RAW) {
-        rc = hbuf_add(&h->to_client, at, len);
+        rc = nectar__http_buf_add(&h->to_client, at, len);
     } else if (m->body == BODY_CHUNKED) {
         rc = add_chunk(&h->to_client, (const uint8_t *)at, len);
     } else if (m->body == BODY_BADGE) {
         hbuf_t tmp = {0};
-        rc = badge_feed(m->badge, (const uint8_t *)at, len, &tmp);
+        rc = nectar__http_badge_feed(m->badge, (const uint8_t *)at, len, &tmp);
         if (rc == 0 && m->out_chunked)
             rc = add_chunk(&h->to_client, tmp.data, tmp.len);
         else if (rc == 0)
-            rc = hbuf_add(&h->to_client, tmp.data, tmp.len);
-        hbuf_free(&tmp);
+            rc = nectar__http_buf_add(&h->to_client, tmp.data, tmp.len);
+        nectar__http_buf_free(&tmp);
     }
     if (rc != 0) {
         h->err = rc;
@@ -741,16 +746,18 @@ static int rs_body(http_parser *p, const char *at, size_t len)
 static int finish_badge_body(h1_t *h, msg_t *m)
 {
     hbuf_t tmp = {0};
-    int rc = badge_finish(m->badge, &tmp);
+    int rc = nectar__http_badge_finish(m->badge, &tmp);
     if (rc == 0 && m->out_chunked)
         rc = add_chunk(&h->to_client, tmp.data, tmp.len);
     else if (rc == 0)
-        rc = hbuf_add(&h->to_client, tmp.data, tmp.len);
-    hbuf_free(&tmp);
+        rc = nectar__http_buf_add(&h->to_client, tmp.data, tmp.len);
+    nectar__http_buf_free(&tmp);
     if (rc == 0 && m->out_chunked)
-        rc = hbuf_adds(&h->to_client, "0\r\n\r\n");
-    http_log(&h->base, NECTAR_LOG_DEBUG, "badge %s",
-             badge_inserted(m->badge) ? "inserted" : "not inserted (no body)");
+        rc = nectar__http_buf_adds(&h->to_client, "0\r\n\r\n");
+    nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "badge %s",
+                     nectar__http_badge_inserted(m->badge)
+                         ? "inserted"
+                         : "not inserted (no body)");
     return rc;
 }
 
@@ -762,11 +769,11 @@ static int rs_complete(http_parser *p)
     if (m->body == BODY_BADGE) {
         rc = finish_badge_body(h, m);
     } else if (m->body == BODY_CHUNKED) {
-        rc = hbuf_adds(&h->to_client, "0\r\n");
+        rc = nectar__http_buf_adds(&h->to_client, "0\r\n");
         if (rc == 0)
             rc = add_fields(&h->to_client, m);
         if (rc == 0)
-            rc = hbuf_adds(&h->to_client, "\r\n");
+            rc = nectar__http_buf_adds(&h->to_client, "\r\n");
     }
     if (rc != 0) {
         h->err = rc;
@@ -779,8 +786,8 @@ static int rs_complete(http_parser *p)
     msg_reset(m);
     if (informational || pd == NULL)
         return 0;
-    bool upgraded = (st == 101 && pd->upgrade) ||
-                    (pd->connect && st / 100 == 2);
+    bool upgraded =
+        (st == 101 && pd->upgrade) || (pd->connect && st / 100 == 2);
     if ((pd->upgrade || pd->connect) && !upgraded && h->c_hold)
         h->resume = true;
     if (upgraded)
@@ -791,22 +798,23 @@ static int rs_complete(http_parser *p)
     pending_free(pd);
     if (out_close) {
         h->done = true;
-        http_finish(&h->base, 0);
+        nectar__http_finish(&h->base, 0);
         return 0;
     }
     emit_locals(h);
     return 0;
 }
 
-/* ---- 5. tunnels -------------------------------------------------------------------- */
+/* ---- 5. tunnels
+ * -------------------------------------------------------------------- */
 
 static void on_view_closed(void *arg)
 {
     h1_t *h = arg;
     if (--h->views_open == 0) {
-        http_enter(&h->base);
-        http_finish(&h->base, 0);
-        http_leave(&h->base);
+        nectar__http_enter(&h->base);
+        nectar__http_finish(&h->base, 0);
+        nectar__http_leave(&h->base);
     }
 }
 
@@ -827,52 +835,54 @@ static void start_delegated(h1_t *h, pending_t *pd, const uint8_t *s_left,
     flush(h); /* the 2xx goes out before any tunnelled byte */
     if (b->finishing)
         return;
-    h->views[0] = tunnel_new(b->client, h->c_pending.data, h->c_pending.len,
-                             h->c_eof, on_view_closed, h);
-    h->views[1] = tunnel_new(b->server, s_left, s_len, h->s_eof,
-                             on_view_closed, h);
-    hbuf_free(&h->c_pending);
+    h->views[0] =
+        nectar__http_tunnel_new(b->client, h->c_pending.data, h->c_pending.len,
+                                h->c_eof, on_view_closed, h);
+    h->views[1] = nectar__http_tunnel_new(b->server, s_left, s_len, h->s_eof,
+                                          on_view_closed, h);
+    nectar__http_buf_free(&h->c_pending);
     if (h->views[0] == NULL || h->views[1] == NULL) {
         if (h->views[0] != NULL)
             svc_close(h->views[0]);
         if (h->views[1] != NULL)
             svc_close(h->views[1]);
-        http_finish(b, NECTAR_ENOMEM);
+        nectar__http_finish(b, NECTAR_ENOMEM);
         return;
     }
     h->views_open = 2;
     h->nested = b->opts;
     h->nested.within_connect = true;
     const char *auth = pd->authority ? pd->authority : "";
-    http_log(b, NECTAR_LOG_DEBUG, "CONNECT %s established", auth);
+    nectar__http_log(b, NECTAR_LOG_DEBUG, "CONNECT %s established", auth);
     if (b->opts.connect_hook != NULL &&
         b->opts.connect_hook(b->opts.data, h->views[0], h->views[1], auth,
                              &h->nested) == 0)
         return;
-    if (svc_http1_start(h->views[0], h->views[1], &h->nested, nested_done,
-                        NULL, NULL) != 0) {
+    if (svc_http1_start(h->views[0], h->views[1], &h->nested, nested_done, NULL,
+                        NULL) != 0) {
         svc_close(h->views[0]);
         svc_close(h->views[1]);
     }
 }
 
 /* 101 (or CONNECT inside a tunnel): copy bytes both ways from now on. */
-static void start_tunnel(h1_t *h, bool ws, const uint8_t *s_left,
-                         size_t s_len)
+static void start_tunnel(h1_t *h, bool ws, const uint8_t *s_left, size_t s_len)
 {
     h->mode = M_TUNNEL;
     h->ws = ws;
-    http_log(&h->base, NECTAR_LOG_DEBUG, "%s tunnel started",
-             ws ? "websocket" : "raw");
+    nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "%s tunnel started",
+                     ws ? "websocket" : "raw");
     if (ws) {
-        ws_observe(&h->base, &h->ws_c2s, "client->server",
-                   h->c_pending.data, h->c_pending.len);
-        ws_observe(&h->base, &h->ws_s2c, "server->client", s_left, s_len);
+        nectar__http_ws_observe(&h->base, &h->ws_c2s, "client->server",
+                                h->c_pending.data, h->c_pending.len);
+        nectar__http_ws_observe(&h->base, &h->ws_s2c, "server->client", s_left,
+                                s_len);
     }
-    if (hbuf_add(&h->to_server, h->c_pending.data, h->c_pending.len) != 0 ||
-        hbuf_add(&h->to_client, s_left, s_len) != 0)
+    if (nectar__http_buf_add(&h->to_server, h->c_pending.data,
+                             h->c_pending.len) != 0 ||
+        nectar__http_buf_add(&h->to_client, s_left, s_len) != 0)
         h->err = NECTAR_ENOMEM;
-    hbuf_free(&h->c_pending);
+    nectar__http_buf_free(&h->c_pending);
 }
 
 static void upgrade_answered(h1_t *h, const uint8_t *s_left, size_t s_len)
@@ -894,30 +904,31 @@ static void upgrade_answered(h1_t *h, const uint8_t *s_left, size_t s_len)
     pending_free(pd);
 }
 
-/* ---- 6. stream callbacks -------------------------------------------------------------- */
+/* ---- 6. stream callbacks
+ * -------------------------------------------------------------- */
 
 static void tunnel_data(h1_t *h, bool from_client, const uint8_t *buf,
                         size_t len)
 {
     if (h->ws)
-        ws_observe(&h->base, from_client ? &h->ws_c2s : &h->ws_s2c,
-                   from_client ? "client->server" : "server->client", buf,
-                   len);
+        nectar__http_ws_observe(
+            &h->base, from_client ? &h->ws_c2s : &h->ws_s2c,
+            from_client ? "client->server" : "server->client", buf, len);
     hbuf_t *out = from_client ? &h->to_server : &h->to_client;
-    if (hbuf_add(out, buf, len) != 0)
+    if (nectar__http_buf_add(out, buf, len) != 0)
         h->err = NECTAR_ENOMEM;
 }
 
 /* The first bytes were not HTTP: relay the connection as raw bytes. */
 static void raw_fallback(h1_t *h)
 {
-    http_log(&h->base, NECTAR_LOG_DEBUG, "not HTTP (%s): relaying raw",
-             http_errno_name(HTTP_PARSER_ERRNO(&h->reqp)));
+    nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "not HTTP (%s): relaying raw",
+                     http_errno_name(HTTP_PARSER_ERRNO(&h->reqp)));
     h->mode = M_TUNNEL;
     h->ws = false;
-    if (hbuf_add(&h->to_server, h->first.data, h->first.len) != 0)
+    if (nectar__http_buf_add(&h->to_server, h->first.data, h->first.len) != 0)
         h->err = NECTAR_ENOMEM;
-    hbuf_free(&h->first);
+    nectar__http_buf_free(&h->first);
 }
 
 static void client_data(h1_t *h, const uint8_t *buf, size_t len)
@@ -927,17 +938,17 @@ static void client_data(h1_t *h, const uint8_t *buf, size_t len)
         return;
     }
     if (h->c_hold || h->done) {
-        if (!h->done && hbuf_add(&h->c_pending, buf, len) != 0)
+        if (!h->done && nectar__http_buf_add(&h->c_pending, buf, len) != 0)
             h->err = NECTAR_ENOMEM;
         return;
     }
     if (!h->any_request && h->base.server != NULL &&
-        hbuf_add(&h->first, buf, len) != 0) {
+        nectar__http_buf_add(&h->first, buf, len) != 0) {
         h->err = NECTAR_ENOMEM;
         return;
     }
-    size_t n = http_parser_execute(&h->reqp, &req_settings,
-                                   (const char *)buf, len);
+    size_t n =
+        http_parser_execute(&h->reqp, &req_settings, (const char *)buf, len);
     if (h->err != 0 || h->base.finishing)
         return;
     if (HTTP_PARSER_ERRNO(&h->reqp) != HPE_OK) {
@@ -945,15 +956,15 @@ static void client_data(h1_t *h, const uint8_t *buf, size_t len)
             raw_fallback(h);
             return;
         }
-        http_log(&h->base, NECTAR_LOG_DEBUG, "bad request: %s",
-                 http_errno_name(HTTP_PARSER_ERRNO(&h->reqp)));
+        nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "bad request: %s",
+                         http_errno_name(HTTP_PARSER_ERRNO(&h->reqp)));
         h->err = NECTAR_EPARSE;
         return;
     }
     if (h->reqp.upgrade) {
         /* CONNECT or Upgrade: wait for the answer before reading on. */
         h->c_hold = true;
-        if (hbuf_add(&h->c_pending, buf + n, len - n) != 0)
+        if (nectar__http_buf_add(&h->c_pending, buf + n, len - n) != 0)
             h->err = NECTAR_ENOMEM;
     }
 }
@@ -969,7 +980,7 @@ static void resume_requests(h1_t *h)
     h->c_pending = (hbuf_t){0};
     if (held.len > 0)
         client_data(h, held.data, held.len);
-    hbuf_free(&held);
+    nectar__http_buf_free(&held);
 }
 
 static void server_data(h1_t *h, const uint8_t *buf, size_t len)
@@ -983,13 +994,13 @@ static void server_data(h1_t *h, const uint8_t *buf, size_t len)
         tunnel_data(h, false, buf, len);
         return;
     }
-    size_t n = http_parser_execute(&h->resp, &res_settings,
-                                   (const char *)buf, len);
+    size_t n =
+        http_parser_execute(&h->resp, &res_settings, (const char *)buf, len);
     if (h->err != 0 || h->base.finishing)
         return;
     if (HTTP_PARSER_ERRNO(&h->resp) != HPE_OK) {
-        http_log(&h->base, NECTAR_LOG_DEBUG, "bad response: %s",
-                 http_errno_name(HTTP_PARSER_ERRNO(&h->resp)));
+        nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "bad response: %s",
+                         http_errno_name(HTTP_PARSER_ERRNO(&h->resp)));
         h->err = NECTAR_EPARSE;
         return;
     }
@@ -1018,16 +1029,17 @@ static void on_eof(h1_t *h, bool client)
 static void on_read(h1_t *h, bool client, ssize_t nread, const uint8_t *buf)
 {
     http_base_t *b = &h->base;
-    http_enter(b);
+    nectar__http_enter(b);
     if (b->finishing) {
-        http_leave(b);
+        nectar__http_leave(b);
         return;
     }
     if (nread == NECTAR_EOF) {
         on_eof(h, client);
     } else if (nread < 0) {
-        http_log(b, NECTAR_LOG_DEBUG, "%s read error: %s",
-                 client ? "client" : "server", nectar_strerror((int)nread));
+        nectar__http_log(b, NECTAR_LOG_DEBUG, "%s read error: %s",
+                         client ? "client" : "server",
+                         nectar_strerror((int)nread));
         if (client)
             h->c_eof = true;
         else
@@ -1039,21 +1051,21 @@ static void on_read(h1_t *h, bool client, ssize_t nread, const uint8_t *buf)
         server_data(h, buf, (size_t)nread);
     }
     if (h->err != 0)
-        http_finish(b, h->err);
+        nectar__http_finish(b, h->err);
     else if (!b->finishing)
         flush(h);
-    http_leave(b);
+    nectar__http_leave(b);
 }
 
-static void on_client_read(svc_stream_t *s, ssize_t nread,
-                           const uint8_t *buf, void *data)
+static void on_client_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                           void *data)
 {
     (void)s;
     on_read(data, true, nread, buf);
 }
 
-static void on_server_read(svc_stream_t *s, ssize_t nread,
-                           const uint8_t *buf, void *data)
+static void on_server_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                           void *data)
 {
     (void)s;
     on_read(data, false, nread, buf);
@@ -1075,7 +1087,7 @@ static void h1_detach(http_base_t *b)
         svc_read_stop(b->server);
     for (int i = 0; i < 2; i++) {
         if (h->views[i] != NULL)
-            tunnel_detach(h->views[i]);
+            nectar__http_tunnel_detach(h->views[i]);
         h->views[i] = NULL;
     }
 }
@@ -1090,10 +1102,10 @@ static void h1_destroy(http_base_t *b)
         h->qhead = p->next;
         pending_free(p);
     }
-    hbuf_free(&h->to_server);
-    hbuf_free(&h->to_client);
-    hbuf_free(&h->c_pending);
-    hbuf_free(&h->first);
+    nectar__http_buf_free(&h->to_server);
+    nectar__http_buf_free(&h->to_client);
+    nectar__http_buf_free(&h->c_pending);
+    nectar__http_buf_free(&h->first);
     nectar_free(h);
 }
 
@@ -1136,7 +1148,8 @@ int svc_http1_start(svc_stream_t *client, svc_stream_t *server,
     h1_t *h = nectar_calloc(1, sizeof(*h));
     if (h == NULL)
         return NECTAR_ENOMEM;
-    http_base_init(&h->base, &h1_ops, client, server, opts, done_cb, data);
+    nectar__http_base_init(&h->base, &h1_ops, client, server, opts, done_cb,
+                           data);
     http_parser_init(&h->reqp, HTTP_REQUEST);
     http_parser_init(&h->resp, HTTP_RESPONSE);
     h->reqp.data = h;

@@ -26,13 +26,14 @@
 #include "nectar/error.h"
 #include "services/http/http_int.h"
 
-#define H2_HIGH_WATER (256 * 1024)
-#define H2_LOW_WATER (64 * 1024)
+#define H2_HIGH_WATER    (256 * 1024)
+#define H2_LOW_WATER     (64 * 1024)
 #define H2_STREAM_WINDOW (256 * 1024)
-#define H2_CONN_WINDOW (4 * 1024 * 1024)
-#define H2_MAX_HEAD (64 * 1024)
+#define H2_CONN_WINDOW   (4 * 1024 * 1024)
+#define H2_MAX_HEAD      (64 * 1024)
 
-/* ---- 1. per-stream state ----------------------------------------------------- */
+/* ---- 1. per-stream state
+ * ----------------------------------------------------- */
 
 typedef struct hfields {
     hbuf_t raw; /* name\0value\0 pairs */
@@ -43,18 +44,18 @@ typedef struct hfields {
 typedef struct h2s {
     struct h2s *next;
     struct h2s *prev;
-    int32_t cid;        /* stream on the client session */
-    int32_t sid;        /* stream on the server session; 0 before submit */
-    hfields_t req;      /* request headers while collected */
-    hfields_t res;      /* response headers, then trailers */
-    hbuf_t up;          /* request body waiting for the server session */
-    hbuf_t down;        /* response body waiting for the client session */
+    int32_t cid;            /* stream on the client session */
+    int32_t sid;            /* stream on the server session; 0 before submit */
+    hfields_t req;          /* request headers while collected */
+    hfields_t res;          /* response headers, then trailers */
+    hbuf_t up;              /* request body waiting for the server session */
+    hbuf_t down;            /* response body waiting for the client session */
     size_t up_unconsumed;   /* client DATA bytes not yet consumed */
     size_t down_unconsumed; /* server DATA bytes not yet consumed */
     bool up_eof, down_eof;
     bool up_deferred, down_deferred;
-    bool responded;     /* response HEADERS submitted to the client */
-    bool trailers;      /* res holds trailers to send after the body */
+    bool responded; /* response HEADERS submitted to the client */
+    bool trailers;  /* res holds trailers to send after the body */
     bool head;
     bool badge_ok;
     badge_t *badge;
@@ -68,7 +69,7 @@ typedef struct h2 {
     h2s_t *streams;
     hbuf_t to_client;
     hbuf_t to_server;
-    char observed[64];  /* lower-case observed header name */
+    char observed[64]; /* lower-case observed header name */
     bool c_eof, s_eof;
     bool s_gone; /* server connection over (server_gone ran) */
     bool c_reading, s_reading;
@@ -76,10 +77,10 @@ typedef struct h2 {
     int err;
 } h2_t;
 
-static void on_client_read(svc_stream_t *s, ssize_t nread,
-                           const uint8_t *buf, void *data);
-static void on_server_read(svc_stream_t *s, ssize_t nread,
-                           const uint8_t *buf, void *data);
+static void on_client_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                           void *data);
+static void on_server_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                           void *data);
 
 static int fields_add(hfields_t *f, const uint8_t *name, size_t nl,
                       const uint8_t *value, size_t vl)
@@ -88,13 +89,13 @@ static int fields_add(hfields_t *f, const uint8_t *name, size_t nl,
     if (f->bytes > H2_MAX_HEAD)
         return NECTAR_ELIMIT;
     static const uint8_t nul = 0;
-    int rc = hbuf_add(&f->raw, name, nl);
+    int rc = nectar__http_buf_add(&f->raw, name, nl);
     if (rc == 0)
-        rc = hbuf_add(&f->raw, &nul, 1);
+        rc = nectar__http_buf_add(&f->raw, &nul, 1);
     if (rc == 0)
-        rc = hbuf_add(&f->raw, value, vl);
+        rc = nectar__http_buf_add(&f->raw, value, vl);
     if (rc == 0)
-        rc = hbuf_add(&f->raw, &nul, 1);
+        rc = nectar__http_buf_add(&f->raw, &nul, 1);
     if (rc == 0)
         f->n++;
     return rc;
@@ -108,8 +109,7 @@ static void fields_clear(hfields_t *f)
 }
 
 /* Value of the first field named name (lower case), or NULL. */
-static const char *fields_get(const hfields_t *f, const char *name,
-                              size_t *len)
+static const char *fields_get(const hfields_t *f, const char *name, size_t *len)
 {
     const char *p = (const char *)f->raw.data;
     for (size_t i = 0; i < f->n; i++) {
@@ -182,11 +182,11 @@ static void stream_free(h2_t *h, h2s_t *st)
         h->streams = st->next;
     if (st->next != NULL)
         st->next->prev = st->prev;
-    hbuf_free(&st->req.raw);
-    hbuf_free(&st->res.raw);
-    hbuf_free(&st->up);
-    hbuf_free(&st->down);
-    badge_free(st->badge);
+    nectar__http_buf_free(&st->req.raw);
+    nectar__http_buf_free(&st->res.raw);
+    nectar__http_buf_free(&st->up);
+    nectar__http_buf_free(&st->down);
+    nectar__http_badge_free(st->badge);
     nectar_free(st);
 }
 
@@ -197,16 +197,17 @@ static void stream_maybe_free(h2_t *h, h2s_t *st)
         stream_free(h, st);
 }
 
-/* ---- 2. I/O pump ------------------------------------------------------------------ */
+/* ---- 2. I/O pump
+ * ------------------------------------------------------------------ */
 
 static void update_reading(h2_t *h)
 {
     http_base_t *b = &h->base;
     bool live = !b->finishing;
-    bool want_c = live && !h->c_eof &&
-                  svc_write_queue_size(b->client) < H2_HIGH_WATER;
-    bool want_s = live && !h->s_eof &&
-                  svc_write_queue_size(b->server) < H2_HIGH_WATER;
+    bool want_c =
+        live && !h->c_eof && svc_write_queue_size(b->client) < H2_HIGH_WATER;
+    bool want_s =
+        live && !h->s_eof && svc_write_queue_size(b->server) < H2_HIGH_WATER;
     if (want_c != h->c_reading) {
         h->c_reading = want_c;
         if (want_c)
@@ -224,23 +225,22 @@ static void update_reading(h2_t *h)
 }
 
 /* Serialise what a session wants to send while the stream has room. */
-static int drain(h2_t *h, nghttp2_session *sess, svc_stream_t *dst,
-                 hbuf_t *out)
+static int drain(h2_t *h, nghttp2_session *sess, svc_stream_t *dst, hbuf_t *out)
 {
     while (svc_write_queue_size(dst) + out->len < H2_HIGH_WATER) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(sess, &data);
         if (n < 0) {
-            http_log(&h->base, NECTAR_LOG_DEBUG, "h2 send: %s",
-                     nghttp2_strerror((int)n));
+            nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "h2 send: %s",
+                             nghttp2_strerror((int)n));
             return NECTAR_EIO;
         }
         if (n == 0)
             break;
-        if (hbuf_add(out, data, (size_t)n) != 0)
+        if (nectar__http_buf_add(out, data, (size_t)n) != 0)
             return NECTAR_ENOMEM;
     }
-    return http_write(&h->base, dst, out);
+    return nectar__http_write(&h->base, dst, out);
 }
 
 /* The server connection ended (EOF or its session finished): streams
@@ -277,13 +277,13 @@ static void pump(h2_t *h)
         rc = drain(h, h->ss, b->server, &h->to_server);
     h->in_pump = false;
     if (rc != 0) {
-        http_finish(b, rc);
+        nectar__http_finish(b, rc);
         return;
     }
-    bool c_idle = !nghttp2_session_want_read(h->cs) &&
-                  !nghttp2_session_want_write(h->cs);
-    bool s_idle = !nghttp2_session_want_read(h->ss) &&
-                  !nghttp2_session_want_write(h->ss);
+    bool c_idle =
+        !nghttp2_session_want_read(h->cs) && !nghttp2_session_want_write(h->cs);
+    bool s_idle =
+        !nghttp2_session_want_read(h->ss) && !nghttp2_session_want_write(h->ss);
     if (s_idle && !h->s_gone)
         server_gone(h);
     /* Done when the client session has nothing left to do (GOAWAY
@@ -293,7 +293,7 @@ static void pump(h2_t *h)
     if (c_idle || (h->c_eof && !nghttp2_session_want_write(h->ss)) ||
         (h->s_gone && h->streams == NULL &&
          !nghttp2_session_want_write(h->cs))) {
-        http_finish(b, 0);
+        nectar__http_finish(b, 0);
         return;
     }
     update_reading(h);
@@ -309,7 +309,8 @@ static void consume(nghttp2_session *sess, int32_t id, hbuf_t *buf,
     }
 }
 
-/* ---- 3. data providers ------------------------------------------------------------ */
+/* ---- 3. data providers
+ * ------------------------------------------------------------ */
 
 static ssize_t read_up(nghttp2_session *sess, int32_t id, uint8_t *buf,
                        size_t len, uint32_t *flags, nghttp2_data_source *src,
@@ -322,7 +323,7 @@ static ssize_t read_up(nghttp2_session *sess, int32_t id, uint8_t *buf,
     size_t n = st->up.len < len ? st->up.len : len;
     if (n > 0)
         memcpy(buf, st->up.data, n);
-    hbuf_consume(&st->up, n);
+    nectar__http_buf_consume(&st->up, n);
     consume(h->cs, st->cid, &st->up, &st->up_unconsumed);
     if (st->up.len == 0 && st->up_eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -342,23 +343,23 @@ static bool drop_nothing(const char *name)
 }
 
 static ssize_t read_down(nghttp2_session *sess, int32_t id, uint8_t *buf,
-                         size_t len, uint32_t *flags,
-                         nghttp2_data_source *src, void *user)
+                         size_t len, uint32_t *flags, nghttp2_data_source *src,
+                         void *user)
 {
     h2_t *h = user;
     h2s_t *st = src->ptr;
     size_t n = st->down.len < len ? st->down.len : len;
     if (n > 0)
         memcpy(buf, st->down.data, n);
-    hbuf_consume(&st->down, n);
+    nectar__http_buf_consume(&st->down, n);
     if (st->sid > 0 && !st->s_closed)
         consume(h->ss, st->sid, &st->down, &st->down_unconsumed);
     if (st->down.len == 0 && st->down_eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (st->trailers) {
             size_t count;
-            nghttp2_nv *nv = fields_nv(h, &st->res, drop_nothing, false,
-                                       &count);
+            nghttp2_nv *nv =
+                fields_nv(h, &st->res, drop_nothing, false, &count);
             if (nv != NULL && nghttp2_submit_trailer(sess, id, nv, count) == 0)
                 *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             nectar_free(nv);
@@ -388,7 +389,8 @@ static void resume_down(h2_t *h, h2s_t *st)
     }
 }
 
-/* ---- 4. client side: requests ------------------------------------------------------ */
+/* ---- 4. client side: requests
+ * ------------------------------------------------------ */
 
 static int c_begin_headers(nghttp2_session *sess, const nghttp2_frame *fr,
                            void *user)
@@ -426,7 +428,7 @@ static void request_host(const h2s_t *st, char *host, size_t n)
         v = fields_get(&st->req, "host", &len);
     host[0] = '\0';
     if (v != NULL)
-        http_host_norm(v, len, host, n);
+        nectar__http_host_norm(v, len, host, n);
 }
 
 /* Answer a request for the hijack host locally. */
@@ -435,12 +437,12 @@ static int answer_local(h2_t *h, h2s_t *st, const char *method)
     size_t plen;
     const char *path = fields_get(&st->req, ":path", &plen);
     hijack_resp_t r;
-    int rc = hijack_answer(&h->base.opts, method, path ? path : "/", plen,
-                           &r);
+    int rc = nectar__http_hijack_answer(&h->base.opts, method,
+                                        path ? path : "/", plen, &r);
     if (rc != 0)
         return rc;
-    http_log(&h->base, NECTAR_LOG_DEBUG, "h2 hijack %s %.*s -> %d", method,
-             (int)plen, path ? path : "/", r.status);
+    nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "h2 hijack %s %.*s -> %d",
+                     method, (int)plen, path ? path : "/", r.status);
     char status[8], clen[24];
     snprintf(status, sizeof(status), "%d", r.status);
     snprintf(clen, sizeof(clen), "%zu", r.body.len);
@@ -457,8 +459,8 @@ static int answer_local(h2_t *h, h2s_t *st, const char *method)
         rc = fields_add(&st->res, (const uint8_t *)"cache-control", 13,
                         (const uint8_t *)"no-store", 8);
     if (rc == 0 && !st->head)
-        rc = hbuf_add(&st->down, r.body.data, r.body.len);
-    hbuf_free(&r.body);
+        rc = nectar__http_buf_add(&st->down, r.body.data, r.body.len);
+    nectar__http_buf_free(&r.body);
     if (rc != 0)
         return rc;
     st->down_eof = true;
@@ -483,15 +485,15 @@ static int submit_request(h2_t *h, h2s_t *st, bool end_stream)
     request_host(st, host, sizeof(host));
     st->head = method != NULL && strcmp(method, "HEAD") == 0;
     const svc_http_opts_t *o = &h->base.opts;
-    st->badge_ok = o->badge_enabled &&
-                   !(o->is_excluded != NULL && host[0] != '\0' &&
-                     o->is_excluded(o->data, host));
+    st->badge_ok =
+        o->badge_enabled && !(o->is_excluded != NULL && host[0] != '\0' &&
+                              o->is_excluded(o->data, host));
     st->up_eof = end_stream;
     size_t plen;
     const char *path = fields_get(&st->req, ":path", &plen);
-    http_log(&h->base, NECTAR_LOG_DEBUG, "h2 request %s %s%s",
-             method ? method : "?", host, path ? path : "");
-    if (hijack_match(o, host))
+    nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "h2 request %s %s%s",
+                     method ? method : "?", host, path ? path : "");
+    if (nectar__http_hijack_match(o, host))
         return answer_local(h, st, method ? method : "GET");
     size_t count;
     nghttp2_nv *nv = fields_nv(h, &st->req, NULL, true, &count);
@@ -503,8 +505,8 @@ static int submit_request(h2_t *h, h2s_t *st, bool end_stream)
     nectar_free(nv);
     fields_clear(&st->req);
     if (sid < 0) {
-        http_log(&h->base, NECTAR_LOG_DEBUG, "h2 submit request: %s",
-                 nghttp2_strerror(sid));
+        nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "h2 submit request: %s",
+                         nghttp2_strerror(sid));
         nghttp2_submit_rst_stream(h->cs, NGHTTP2_FLAG_NONE, st->cid,
                                   NGHTTP2_REFUSED_STREAM);
         return 0;
@@ -545,7 +547,7 @@ static int c_data(nghttp2_session *sess, uint8_t flags, int32_t id,
         nghttp2_session_consume(sess, id, len); /* local answer: drop */
         return 0;
     }
-    if (hbuf_add(&st->up, data, len) != 0)
+    if (nectar__http_buf_add(&st->up, data, len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     st->up_unconsumed += len;
     consume(h->cs, id, &st->up, &st->up_unconsumed);
@@ -568,7 +570,8 @@ static int c_stream_close(nghttp2_session *sess, int32_t id, uint32_t code,
     return 0;
 }
 
-/* ---- 5. server side: responses -------------------------------------------------------- */
+/* ---- 5. server side: responses
+ * -------------------------------------------------------- */
 
 static int s_header(nghttp2_session *sess, const nghttp2_frame *fr,
                     const uint8_t *name, size_t nl, const uint8_t *value,
@@ -605,23 +608,23 @@ static int submit_response(h2_t *h, h2s_t *st, bool end)
     int enc = BADGE_ENC_IDENTITY;
     bool badge = st->badge_ok && !st->head && !end && code >= 200 &&
                  code != 204 && code != 304 &&
-                 http_badge_candidate(ct, ctl, ce, cel, &enc);
+                 nectar__http_badge_candidate(ct, ctl, ce, cel, &enc);
     if (badge) {
-        st->badge = badge_new(enc, h->base.opts.badge_label);
+        st->badge = nectar__http_badge_new(enc, h->base.opts.badge_label);
         if (st->badge == NULL)
             return NECTAR_ENOMEM;
     }
-    http_log(&h->base, NECTAR_LOG_DEBUG, "h2 response %d%s", code,
-             badge ? " (badge candidate)" : "");
+    nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "h2 response %d%s", code,
+                     badge ? " (badge candidate)" : "");
     size_t count;
-    nghttp2_nv *nv = fields_nv(h, &st->res, badge ? drop_for_badge : NULL,
-                               true, &count);
+    nghttp2_nv *nv =
+        fields_nv(h, &st->res, badge ? drop_for_badge : NULL, true, &count);
     if (nv == NULL)
         return NECTAR_ENOMEM;
     st->down_eof = end;
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_down};
-    int rc = nghttp2_submit_response(h->cs, st->cid, nv, count,
-                                     end ? NULL : &prd);
+    int rc =
+        nghttp2_submit_response(h->cs, st->cid, nv, count, end ? NULL : &prd);
     nectar_free(nv);
     fields_clear(&st->res);
     st->responded = true;
@@ -631,10 +634,12 @@ static int submit_response(h2_t *h, h2s_t *st, bool end)
 static int finish_down(h2_t *h, h2s_t *st)
 {
     if (st->badge != NULL) {
-        if (badge_finish(st->badge, &st->down) != 0)
+        if (nectar__http_badge_finish(st->badge, &st->down) != 0)
             return NECTAR_ENOMEM;
-        http_log(&h->base, NECTAR_LOG_DEBUG, "h2 badge %s",
-                 badge_inserted(st->badge) ? "inserted" : "not inserted");
+        nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "h2 badge %s",
+                         nectar__http_badge_inserted(st->badge)
+                             ? "inserted"
+                             : "not inserted");
     }
     st->down_eof = true;
     resume_down(h, st);
@@ -671,8 +676,9 @@ static int s_data(nghttp2_session *sess, uint8_t flags, int32_t id,
         nghttp2_session_consume(sess, id, len);
         return 0;
     }
-    int rc = st->badge != NULL ? badge_feed(st->badge, data, len, &st->down)
-                               : hbuf_add(&st->down, data, len);
+    int rc = st->badge != NULL
+                 ? nectar__http_badge_feed(st->badge, data, len, &st->down)
+                 : nectar__http_buf_add(&st->down, data, len);
     if (rc != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     st->down_unconsumed += len;
@@ -696,14 +702,15 @@ static int s_stream_close(nghttp2_session *sess, int32_t id, uint32_t code,
     return 0;
 }
 
-/* ---- 6. stream callbacks, start, teardown ------------------------------------------- */
+/* ---- 6. stream callbacks, start, teardown
+ * ------------------------------------------- */
 
 static void on_read(h2_t *h, bool client, ssize_t nread, const uint8_t *buf)
 {
     http_base_t *b = &h->base;
-    http_enter(b);
+    nectar__http_enter(b);
     if (b->finishing) {
-        http_leave(b);
+        nectar__http_leave(b);
         return;
     }
     if (nread < 0) {
@@ -712,9 +719,9 @@ static void on_read(h2_t *h, bool client, ssize_t nread, const uint8_t *buf)
         else
             h->s_eof = true;
         if (nread != NECTAR_EOF)
-            http_log(b, NECTAR_LOG_DEBUG, "h2 %s read: %s",
-                     client ? "client" : "server",
-                     nectar_strerror((int)nread));
+            nectar__http_log(b, NECTAR_LOG_DEBUG, "h2 %s read: %s",
+                             client ? "client" : "server",
+                             nectar_strerror((int)nread));
         if (client) /* nobody to answer: tell the server and go */
             nghttp2_session_terminate_session(h->ss, NGHTTP2_NO_ERROR);
         else if (!h->s_gone)
@@ -723,25 +730,25 @@ static void on_read(h2_t *h, bool client, ssize_t nread, const uint8_t *buf)
         ssize_t rc = nghttp2_session_mem_recv(client ? h->cs : h->ss, buf,
                                               (size_t)nread);
         if (rc < 0) {
-            http_log(b, NECTAR_LOG_DEBUG, "h2 %s protocol error: %s",
-                     client ? "client" : "server",
-                     nghttp2_strerror((int)rc));
+            nectar__http_log(b, NECTAR_LOG_DEBUG, "h2 %s protocol error: %s",
+                             client ? "client" : "server",
+                             nghttp2_strerror((int)rc));
             h->err = NECTAR_EPARSE;
         }
     }
     pump(h);
-    http_leave(b);
+    nectar__http_leave(b);
 }
 
-static void on_client_read(svc_stream_t *s, ssize_t nread,
-                           const uint8_t *buf, void *data)
+static void on_client_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                           void *data)
 {
     (void)s;
     on_read(data, true, nread, buf);
 }
 
-static void on_server_read(svc_stream_t *s, ssize_t nread,
-                           const uint8_t *buf, void *data)
+static void on_server_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                           void *data)
 {
     (void)s;
     on_read(data, false, nread, buf);
@@ -768,8 +775,8 @@ static void h2_destroy(http_base_t *b)
     nghttp2_session_del(h->ss);
     while (h->streams != NULL)
         stream_free(h, h->streams);
-    hbuf_free(&h->to_client);
-    hbuf_free(&h->to_server);
+    nectar__http_buf_free(&h->to_client);
+    nectar__http_buf_free(&h->to_server);
     nectar_free(h);
 }
 
@@ -795,15 +802,13 @@ static int make_sessions(h2_t *h)
     nghttp2_session_callbacks_set_on_header_callback(cb, c_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_data);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb,
-                                                           c_stream_close);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_stream_close);
     int rc = nghttp2_session_server_new2(&h->cs, cb, h, opt);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, NULL);
     nghttp2_session_callbacks_set_on_header_callback(cb, s_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, s_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, s_data);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb,
-                                                           s_stream_close);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, s_stream_close);
     if (rc == 0)
         rc = nghttp2_session_client_new2(&h->ss, cb, h, opt);
     nghttp2_option_del(opt);
@@ -837,7 +842,8 @@ int svc_h2_start(svc_stream_t *client, svc_stream_t *server,
     h2_t *h = nectar_calloc(1, sizeof(*h));
     if (h == NULL)
         return NECTAR_ENOMEM;
-    http_base_init(&h->base, &h2_ops, client, server, opts, done_cb, data);
+    nectar__http_base_init(&h->base, &h2_ops, client, server, opts, done_cb,
+                           data);
     /* HTTP/2 field names are lower case on the wire. */
     size_t i = 0;
     for (const char *p = h->base.opts.observed_name;
@@ -857,9 +863,9 @@ int svc_h2_start(svc_stream_t *client, svc_stream_t *server,
     }
     h->c_reading = h->s_reading = true;
     /* Settings (and the client preface) go out with the first writes. */
-    http_enter(&h->base);
+    nectar__http_enter(&h->base);
     pump(h);
-    http_leave(&h->base);
+    nectar__http_leave(&h->base);
     if (out != NULL)
         *out = (svc_http_t *)h;
     return 0;

@@ -28,11 +28,11 @@ static const char status_page[] =
     "Download Root CA PEM</a></p>\n"
     "</body></html>\n";
 
-bool hijack_match(const svc_http_opts_t *o, const char *host)
+bool nectar__http_hijack_match(const svc_http_opts_t *o, const char *host)
 {
     if (o->hijack_host == NULL || o->hijack_host[0] == '\0' || host == NULL)
         return false;
-    return http_ieq(host, strlen(host), o->hijack_host);
+    return nectar__http_ieq(host, strlen(host), o->hijack_host);
 }
 
 static int answer_ca(const svc_http_opts_t *o, hijack_resp_t *r)
@@ -42,26 +42,26 @@ static int answer_ca(const svc_http_opts_t *o, hijack_resp_t *r)
     if (o->ca_pem == NULL) {
         r->status = 404;
         r->ctype = "text/plain";
-        return hbuf_adds(&r->body, "no CA configured\n");
+        return nectar__http_buf_adds(&r->body, "no CA configured\n");
     }
     int rc = o->ca_pem(o->data, &pem, &len);
     if (rc != 0 || pem == NULL) {
         nectar_free(pem);
         r->status = 503;
         r->ctype = "text/plain";
-        return hbuf_adds(&r->body, "CA unavailable\n");
+        return nectar__http_buf_adds(&r->body, "CA unavailable\n");
     }
     r->status = 200;
     r->ctype = "application/x-pem-file";
     r->extra_header =
         "Content-Disposition: attachment; filename=\"nectar-root-ca.pem\"";
-    rc = hbuf_add(&r->body, pem, len);
+    rc = nectar__http_buf_add(&r->body, pem, len);
     nectar_free(pem);
     return rc;
 }
 
-int hijack_answer(const svc_http_opts_t *o, const char *method,
-                  const char *path, size_t plen, hijack_resp_t *r)
+int nectar__http_hijack_answer(const svc_http_opts_t *o, const char *method,
+                               const char *path, size_t plen, hijack_resp_t *r)
 {
     memset(r, 0, sizeof(*r));
     /* Only the path part counts: strip "?query" and "#fragment". */
@@ -76,22 +76,23 @@ int hijack_answer(const svc_http_opts_t *o, const char *method,
         r->status = 405;
         r->ctype = "text/plain";
         r->extra_header = "Allow: GET, HEAD";
-        return hbuf_adds(&r->body, "method not allowed\n");
+        return nectar__http_buf_adds(&r->body, "method not allowed\n");
     }
-    if (http_ieq(path, plen, "/") || plen == 0) {
+    if (nectar__http_ieq(path, plen, "/") || plen == 0) {
         r->status = 200;
         r->ctype = "text/html; charset=utf-8";
-        return hbuf_adds(&r->body, status_page);
+        return nectar__http_buf_adds(&r->body, status_page);
     }
-    if (http_ieq(path, plen, "/ping")) {
+    if (nectar__http_ieq(path, plen, "/ping")) {
         r->status = 200;
         r->ctype = "application/json";
-        return hbuf_adds(&r->body, "{\"ok\":true,\"service\":\"nectar\"}\n");
+        return nectar__http_buf_adds(&r->body,
+                                     "{\"ok\":true,\"service\":\"nectar\"}\n");
     }
-    if (http_ieq(path, plen, "/data/root.ca.pem") ||
-        http_ieq(path, plen, "/ca.pem"))
+    if (nectar__http_ieq(path, plen, "/data/root.ca.pem") ||
+        nectar__http_ieq(path, plen, "/ca.pem"))
         return answer_ca(o, r);
     r->status = 404;
     r->ctype = "text/plain";
-    return hbuf_adds(&r->body, "not found\n");
+    return nectar__http_buf_adds(&r->body, "not found\n");
 }

@@ -31,13 +31,13 @@ typedef struct hbuf {
 } hbuf_t;
 
 /* Append; returns 0 or NECTAR_ENOMEM (the buffer is unchanged then). */
-int hbuf_add(hbuf_t *b, const void *p, size_t n);
-int hbuf_adds(hbuf_t *b, const char *s);
-int hbuf_addf(hbuf_t *b, const char *fmt, ...)
+int nectar__http_buf_add(hbuf_t *b, const void *p, size_t n);
+int nectar__http_buf_adds(hbuf_t *b, const char *s);
+int nectar__http_buf_addf(hbuf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Drop the first n bytes. */
-void hbuf_consume(hbuf_t *b, size_t n);
-void hbuf_free(hbuf_t *b);
+void nectar__http_buf_consume(hbuf_t *b, size_t n);
+void nectar__http_buf_free(hbuf_t *b);
 
 /* ---- relay base ---------------------------------------------------------- */
 
@@ -63,7 +63,7 @@ struct http_base {
     void *done_data;
     struct wreq *wlist; /* in-flight writes (buffers owned here) */
     unsigned writes_pending;
-    unsigned depth;  /* nesting of http_enter */
+    unsigned depth; /* nesting of nectar__http_enter */
     bool finishing; /* finish requested: waiting for writes to drain */
     int finish_status;
     bool finished;
@@ -75,60 +75,64 @@ struct svc_http {
 };
 
 /* Fill the base from the caller's arguments. */
-void http_base_init(http_base_t *b, const http_base_ops_t *ops,
-                    svc_stream_t *client, svc_stream_t *server,
-                    const svc_http_opts_t *opts, svc_http_done_cb done_cb,
-                    void *data);
+void nectar__http_base_init(http_base_t *b, const http_base_ops_t *ops,
+                            svc_stream_t *client, svc_stream_t *server,
+                            const svc_http_opts_t *opts,
+                            svc_http_done_cb done_cb, void *data);
 
 /* Hand the bytes of *out to a write on s (the buffer moves into the
  * write; *out is left empty).  Returns 0 or an error. */
-int http_write(http_base_t *b, svc_stream_t *s, hbuf_t *out);
+int nectar__http_write(http_base_t *b, svc_stream_t *s, hbuf_t *out);
 
 /* Finish with status: after pending writes drain (status 0) or at once
  * (error), close both streams, run done_cb, destroy.  Idempotent. */
-void http_finish(http_base_t *b, int status);
+void nectar__http_finish(http_base_t *b, int status);
 
 /* Bracket every callback's work: the relay is destroyed only when the
- * outermost callback leaves.  http_leave returns false when the relay was
- * destroyed (touch nothing then). */
-void http_enter(http_base_t *b);
-bool http_leave(http_base_t *b);
+ * outermost callback leaves.  nectar__http_leave returns false when the relay
+ * was destroyed (touch nothing then). */
+void nectar__http_enter(http_base_t *b);
+bool nectar__http_leave(http_base_t *b);
 
 /* Log with the relay's tag and flow prefix. */
-void http_log(const http_base_t *b, nectar_log_level_t lvl, const char *fmt,
-              ...) __attribute__((format(printf, 3, 4)));
+void nectar__http_log(const http_base_t *b, nectar_log_level_t lvl,
+                      const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ASCII case-insensitive equality of a counted string and a C string. */
-bool http_ieq(const char *a, size_t alen, const char *b);
+bool nectar__http_ieq(const char *a, size_t alen, const char *b);
 /* Lower-case host of a Host header or authority, without port or
  * brackets, into out (size n).  Returns false when it does not fit. */
-bool http_host_norm(const char *in, size_t len, char *out, size_t n);
+bool nectar__http_host_norm(const char *in, size_t len, char *out, size_t n);
 /* True when the badge applies to a response with these header values
  * (each may be NULL): content type essence text/html and an encoding we
  * can decode.  *enc gets the encoding (BADGE_ENC_*). */
-bool http_badge_candidate(const char *ctype, size_t ctlen, const char *cenc,
-                          size_t celen, int *enc);
+bool nectar__http_badge_candidate(const char *ctype, size_t ctlen,
+                                  const char *cenc, size_t celen, int *enc);
 
-/* ---- HTML badge body rewriter --------------------------------------------- */
+/* ---- HTML badge body rewriter ---------------------------------------------
+ */
 
 enum { BADGE_ENC_IDENTITY = 0, BADGE_ENC_GZIP = 1, BADGE_ENC_DEFLATE = 2 };
 
 typedef struct badge badge_t;
 
 /* A rewriter for one response body in encoding enc.  NULL on ENOMEM. */
-badge_t *badge_new(int enc, const char *label);
+badge_t *nectar__http_badge_new(int enc, const char *label);
 /* Feed body bytes (as received); rewritten bytes are appended to out.
  * Returns 0 or NECTAR_ENOMEM.  Decode errors are tolerated: the rest of
  * the input is dropped and the output stays well-formed. */
-int badge_feed(badge_t *bd, const uint8_t *in, size_t len, hbuf_t *out);
+int nectar__http_badge_feed(badge_t *bd, const uint8_t *in, size_t len,
+                            hbuf_t *out);
 /* End of body: flush the encoder.  Returns 0 or NECTAR_ENOMEM. */
-int badge_finish(badge_t *bd, hbuf_t *out);
-bool badge_inserted(const badge_t *bd);
-void badge_free(badge_t *bd);
+int nectar__http_badge_finish(badge_t *bd, hbuf_t *out);
+bool nectar__http_badge_inserted(const badge_t *bd);
+void nectar__http_badge_free(badge_t *bd);
 /* The badge element for a label (HTML-escaped), appended to out. */
-int badge_element(const char *label, hbuf_t *out);
+int nectar__http_badge_element(const char *label, hbuf_t *out);
 
-/* ---- hijack ---------------------------------------------------------------- */
+/* ---- hijack ----------------------------------------------------------------
+ */
 
 typedef struct hijack_resp {
     int status;
@@ -138,18 +142,20 @@ typedef struct hijack_resp {
 } hijack_resp_t;
 
 /* True when host (normalised) is the hijack host of opts. */
-bool hijack_match(const svc_http_opts_t *o, const char *host);
+bool nectar__http_hijack_match(const svc_http_opts_t *o, const char *host);
 /* Build the answer for method/path (path may include a query).  Returns 0
  * or NECTAR_ENOMEM.  resp->body is owned by the caller. */
-int hijack_answer(const svc_http_opts_t *o, const char *method,
-                  const char *path, size_t plen, hijack_resp_t *resp);
+int nectar__http_hijack_answer(const svc_http_opts_t *o, const char *method,
+                               const char *path, size_t plen,
+                               hijack_resp_t *resp);
 
-/* ---- WebSocket frame logging ----------------------------------------------- */
+/* ---- WebSocket frame logging -----------------------------------------------
+ */
 
 typedef struct ws_parser {
     uint8_t hdr[14];
-    unsigned hlen;     /* header bytes collected */
-    unsigned hneed;    /* header bytes needed (2 until length known) */
+    unsigned hlen;      /* header bytes collected */
+    unsigned hneed;     /* header bytes needed (2 until length known) */
     uint64_t remaining; /* payload bytes still to skip */
     bool in_payload;
     uint64_t frames;
@@ -157,11 +163,12 @@ typedef struct ws_parser {
 
 /* Observe bytes relayed in one direction; logs one line per frame header
  * ("ws frame dir=<dir> kind=<kind> size=<n> fin=<0|1> masked=<0|1>"). */
-void ws_observe(http_base_t *b, ws_parser_t *p, const char *dir,
-                const uint8_t *buf, size_t len);
-const char *ws_kind_name(unsigned opcode);
+void nectar__http_ws_observe(http_base_t *b, ws_parser_t *p, const char *dir,
+                             const uint8_t *buf, size_t len);
+const char *nectar__http_ws_kind_name(unsigned opcode);
 
-/* ---- tunnel stream ----------------------------------------------------------- */
+/* ---- tunnel stream
+ * ----------------------------------------------------------- */
 
 typedef struct tunnel tunnel_t;
 
@@ -169,11 +176,12 @@ typedef struct tunnel tunnel_t;
  * then parent's reads (or EOF at once when eof: the parent already ended);
  * writes go to parent.  close() frees the view and
  * calls on_close(arg).  NULL on ENOMEM. */
-svc_stream_t *tunnel_new(svc_stream_t *parent, const uint8_t *prefix,
-                         size_t plen, bool eof, void (*on_close)(void *arg),
-                         void *arg);
+svc_stream_t *nectar__http_tunnel_new(svc_stream_t *parent,
+                                      const uint8_t *prefix, size_t plen,
+                                      bool eof, void (*on_close)(void *arg),
+                                      void *arg);
 /* The parent is going away: the view fails every further call with
  * NECTAR_ECLOSED and stops reading the parent. */
-void tunnel_detach(svc_stream_t *view);
+void nectar__http_tunnel_detach(svc_stream_t *view);
 
 #endif

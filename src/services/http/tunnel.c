@@ -32,7 +32,7 @@ typedef struct view {
     bool eof_after_prefix; /* parent already reported EOF to the relay */
     bool reading;
     bool parent_reading;
-    bool ended;            /* EOF or error delivered */
+    bool ended; /* EOF or error delivered */
     bool closed;
     svc_read_cb read_cb;
     void *read_data;
@@ -45,7 +45,7 @@ typedef struct view {
 static void on_idle_closed(uv_handle_t *h)
 {
     view_t *v = h->data;
-    hbuf_free(&v->prefix);
+    nectar__http_buf_free(&v->prefix);
     nectar_free(v);
 }
 
@@ -88,7 +88,7 @@ static void on_idle(uv_idle_t *h)
         hbuf_t p = v->prefix;
         v->prefix = (hbuf_t){0};
         v->read_cb(&v->base, (ssize_t)p.len, p.data, v->read_data);
-        hbuf_free(&p);
+        nectar__http_buf_free(&p);
         if (!v->reading || v->closed)
             return;
     }
@@ -216,14 +216,15 @@ static const svc_stream_ops_t view_ops = {
     .close = v_close,
 };
 
-svc_stream_t *tunnel_new(svc_stream_t *parent, const uint8_t *prefix,
-                         size_t plen, bool eof, void (*on_close)(void *arg),
-                         void *arg)
+svc_stream_t *nectar__http_tunnel_new(svc_stream_t *parent,
+                                      const uint8_t *prefix, size_t plen,
+                                      bool eof, void (*on_close)(void *arg),
+                                      void *arg)
 {
     view_t *v = nectar_calloc(1, sizeof(*v));
     if (v == NULL)
         return NULL;
-    if (hbuf_add(&v->prefix, prefix, plen) != 0) {
+    if (nectar__http_buf_add(&v->prefix, prefix, plen) != 0) {
         nectar_free(v);
         return NULL;
     }
@@ -238,7 +239,7 @@ svc_stream_t *tunnel_new(svc_stream_t *parent, const uint8_t *prefix,
     return &v->base;
 }
 
-void tunnel_detach(svc_stream_t *s)
+void nectar__http_tunnel_detach(svc_stream_t *s)
 {
     view_t *v = (view_t *)s;
     if (v->parent == NULL)

@@ -10,8 +10,9 @@
  *
  * Why finishing is deferred: a relay usually decides to finish inside a
  * stream callback, and the code after that decision still touches the
- * relay.  Callbacks bracket their work with http_enter/http_leave, and the
- * relay is destroyed only when the outermost callback leaves.
+ * relay.  Callbacks bracket their work with
+ * nectar__http_enter/nectar__http_leave, and the relay is destroyed only when
+ * the outermost callback leaves.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,7 +23,8 @@
 #include "nectar/error.h"
 #include "services/http/http_int.h"
 
-/* ---- hbuf ------------------------------------------------------------------ */
+/* ---- hbuf ------------------------------------------------------------------
+ */
 
 static int hbuf_reserve(hbuf_t *b, size_t extra)
 {
@@ -42,7 +44,7 @@ static int hbuf_reserve(hbuf_t *b, size_t extra)
     return 0;
 }
 
-int hbuf_add(hbuf_t *b, const void *p, size_t n)
+int nectar__http_buf_add(hbuf_t *b, const void *p, size_t n)
 {
     if (n == 0)
         return 0;
@@ -53,12 +55,12 @@ int hbuf_add(hbuf_t *b, const void *p, size_t n)
     return 0;
 }
 
-int hbuf_adds(hbuf_t *b, const char *s)
+int nectar__http_buf_adds(hbuf_t *b, const char *s)
 {
-    return hbuf_add(b, s, strlen(s));
+    return nectar__http_buf_add(b, s, strlen(s));
 }
 
-int hbuf_addf(hbuf_t *b, const char *fmt, ...)
+int nectar__http_buf_addf(hbuf_t *b, const char *fmt, ...)
 {
     char small[256];
     va_list ap;
@@ -68,7 +70,7 @@ int hbuf_addf(hbuf_t *b, const char *fmt, ...)
     if (n < 0)
         return NECTAR_EINVAL;
     if ((size_t)n < sizeof(small))
-        return hbuf_add(b, small, (size_t)n);
+        return nectar__http_buf_add(b, small, (size_t)n);
     if (hbuf_reserve(b, (size_t)n + 1) != 0)
         return NECTAR_ENOMEM;
     va_start(ap, fmt);
@@ -78,7 +80,7 @@ int hbuf_addf(hbuf_t *b, const char *fmt, ...)
     return 0;
 }
 
-void hbuf_consume(hbuf_t *b, size_t n)
+void nectar__http_buf_consume(hbuf_t *b, size_t n)
 {
     if (n >= b->len) {
         b->len = 0;
@@ -88,14 +90,15 @@ void hbuf_consume(hbuf_t *b, size_t n)
     b->len -= n;
 }
 
-void hbuf_free(hbuf_t *b)
+void nectar__http_buf_free(hbuf_t *b)
 {
     nectar_free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
 }
 
-/* ---- options --------------------------------------------------------------- */
+/* ---- options ---------------------------------------------------------------
+ */
 
 void svc_http_opts_defaults(svc_http_opts_t *o)
 {
@@ -106,7 +109,8 @@ void svc_http_opts_defaults(svc_http_opts_t *o)
     o->hijack_host = "nectar.localhost";
 }
 
-/* ---- relay base -------------------------------------------------------------- */
+/* ---- relay base
+ * -------------------------------------------------------------- */
 
 typedef struct wreq {
     struct wreq *next;
@@ -115,10 +119,10 @@ typedef struct wreq {
     uint8_t *buf;
 } wreq_t;
 
-void http_base_init(http_base_t *b, const http_base_ops_t *ops,
-                    svc_stream_t *client, svc_stream_t *server,
-                    const svc_http_opts_t *opts, svc_http_done_cb done_cb,
-                    void *data)
+void nectar__http_base_init(http_base_t *b, const http_base_ops_t *ops,
+                            svc_stream_t *client, svc_stream_t *server,
+                            const svc_http_opts_t *opts,
+                            svc_http_done_cb done_cb, void *data)
 {
     memset(b, 0, sizeof(*b));
     b->ops = ops;
@@ -164,15 +168,15 @@ static void on_written(svc_stream_t *s, int status, void *data)
     nectar_free(w->buf);
     nectar_free(w);
     b->writes_pending--;
-    http_enter(b);
+    nectar__http_enter(b);
     if (status < 0)
-        http_finish(b, status);
+        nectar__http_finish(b, status);
     else if (!b->finishing && b->ops->write_done != NULL)
         b->ops->write_done(b, status);
-    http_leave(b);
+    nectar__http_leave(b);
 }
 
-int http_write(http_base_t *b, svc_stream_t *s, hbuf_t *out)
+int nectar__http_write(http_base_t *b, svc_stream_t *s, hbuf_t *out)
 {
     if (out->len == 0)
         return 0;
@@ -225,7 +229,7 @@ static void complete(http_base_t *b, bool run_done)
     b->ops->destroy(b);
 }
 
-void http_finish(http_base_t *b, int status)
+void nectar__http_finish(http_base_t *b, int status)
 {
     if (b->finished)
         return;
@@ -233,17 +237,17 @@ void http_finish(http_base_t *b, int status)
         b->finish_status = status;
     b->finishing = true;
     if (b->depth > 0)
-        return; /* http_leave completes */
+        return; /* nectar__http_leave completes */
     if (status < 0 || b->writes_pending == 0)
         complete(b, true);
 }
 
-void http_enter(http_base_t *b)
+void nectar__http_enter(http_base_t *b)
 {
     b->depth++;
 }
 
-bool http_leave(http_base_t *b)
+bool nectar__http_leave(http_base_t *b)
 {
     b->depth--;
     if (b->depth > 0 || !b->finishing || b->finished)
@@ -264,8 +268,8 @@ void svc_http_cancel(svc_http_t *h)
     complete(b, false);
 }
 
-void http_log(const http_base_t *b, nectar_log_level_t lvl, const char *fmt,
-              ...)
+void nectar__http_log(const http_base_t *b, nectar_log_level_t lvl,
+                      const char *fmt, ...)
 {
     if ((int)lvl > (int)nectar_log_get_level())
         return;
@@ -277,14 +281,15 @@ void http_log(const http_base_t *b, nectar_log_level_t lvl, const char *fmt,
     nectar_log(lvl, b->opts.log_tag, "%s%s", b->prefix, line);
 }
 
-/* ---- strings ----------------------------------------------------------------- */
+/* ---- strings
+ * ----------------------------------------------------------------- */
 
 static char lower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
 }
 
-bool http_ieq(const char *a, size_t alen, const char *b)
+bool nectar__http_ieq(const char *a, size_t alen, const char *b)
 {
     size_t blen = strlen(b);
     if (alen != blen)
@@ -296,7 +301,7 @@ bool http_ieq(const char *a, size_t alen, const char *b)
     return true;
 }
 
-bool http_host_norm(const char *in, size_t len, char *out, size_t n)
+bool nectar__http_host_norm(const char *in, size_t len, char *out, size_t n)
 {
     while (len > 0 && (*in == ' ' || *in == '\t')) {
         in++;
@@ -314,8 +319,8 @@ bool http_host_norm(const char *in, size_t len, char *out, size_t n)
         if (colon != NULL)
             end = (size_t)(colon - in);
     }
-    while (end > 0 && (in[end - 1] == ' ' || in[end - 1] == '\t' ||
-                       in[end - 1] == '.'))
+    while (end > 0 &&
+           (in[end - 1] == ' ' || in[end - 1] == '\t' || in[end - 1] == '.'))
         end--;
     if (end + 1 > n)
         return false;
@@ -341,14 +346,14 @@ static size_t token_len(const char *p, size_t len, size_t *start)
     return e - i;
 }
 
-bool http_badge_candidate(const char *ctype, size_t ctlen, const char *cenc,
-                          size_t celen, int *enc)
+bool nectar__http_badge_candidate(const char *ctype, size_t ctlen,
+                                  const char *cenc, size_t celen, int *enc)
 {
     if (ctype == NULL)
         return false;
     size_t s;
     size_t n = token_len(ctype, ctlen, &s);
-    if (!http_ieq(ctype + s, n, "text/html"))
+    if (!nectar__http_ieq(ctype + s, n, "text/html"))
         return false;
     *enc = BADGE_ENC_IDENTITY;
     if (cenc == NULL)
@@ -356,13 +361,14 @@ bool http_badge_candidate(const char *ctype, size_t ctlen, const char *cenc,
     n = token_len(cenc, celen, &s);
     if (n < celen - s && memchr(cenc + s + n, ',', celen - s - n) != NULL)
         return false; /* stacked encodings: leave alone */
-    if (n == 0 || http_ieq(cenc + s, n, "identity"))
+    if (n == 0 || nectar__http_ieq(cenc + s, n, "identity"))
         return true;
-    if (http_ieq(cenc + s, n, "gzip") || http_ieq(cenc + s, n, "x-gzip")) {
+    if (nectar__http_ieq(cenc + s, n, "gzip") ||
+        nectar__http_ieq(cenc + s, n, "x-gzip")) {
         *enc = BADGE_ENC_GZIP;
         return true;
     }
-    if (http_ieq(cenc + s, n, "deflate")) {
+    if (nectar__http_ieq(cenc + s, n, "deflate")) {
         *enc = BADGE_ENC_DEFLATE;
         return true;
     }

@@ -9,16 +9,23 @@
 
 #include "services/http/http_int.h"
 
-const char *ws_kind_name(unsigned opcode)
+const char *nectar__http_ws_kind_name(unsigned opcode)
 {
     switch (opcode) {
-    case 0x0: return "continuation";
-    case 0x1: return "text";
-    case 0x2: return "binary";
-    case 0x8: return "close";
-    case 0x9: return "ping";
-    case 0xA: return "pong";
-    default: return "reserved";
+    case 0x0:
+        return "continuation";
+    case 0x1:
+        return "text";
+    case 0x2:
+        return "binary";
+    case 0x8:
+        return "close";
+    case 0x9:
+        return "ping";
+    case 0xA:
+        return "pong";
+    default:
+        return "reserved";
     }
 }
 
@@ -53,17 +60,18 @@ static void frame_done(http_base_t *b, ws_parser_t *p, const char *dir)
     unsigned opcode = p->hdr[0] & 0x0f;
     p->remaining = payload_size(p->hdr);
     p->frames++;
-    http_log(b, NECTAR_LOG_TRACE,
-             "ws frame dir=%s kind=%s size=%llu fin=%d masked=%d", dir,
-             ws_kind_name(opcode), (unsigned long long)p->remaining,
-             (p->hdr[0] & 0x80) ? 1 : 0, (p->hdr[1] & 0x80) ? 1 : 0);
+    nectar__http_log(b, NECTAR_LOG_TRACE,
+                     "ws frame dir=%s kind=%s size=%llu fin=%d masked=%d", dir,
+                     nectar__http_ws_kind_name(opcode),
+                     (unsigned long long)p->remaining,
+                     (p->hdr[0] & 0x80) ? 1 : 0, (p->hdr[1] & 0x80) ? 1 : 0);
     p->hlen = 0;
     p->hneed = 2;
     p->in_payload = p->remaining > 0;
 }
 
-void ws_observe(http_base_t *b, ws_parser_t *p, const char *dir,
-                const uint8_t *buf, size_t len)
+void nectar__http_ws_observe(http_base_t *b, ws_parser_t *p, const char *dir,
+                             const uint8_t *buf, size_t len)
 {
     if (p->hneed == 0)
         p->hneed = 2;

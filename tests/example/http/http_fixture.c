@@ -98,7 +98,8 @@ void fx_close(fx_t *f)
     CHECK_EQ(mem_loop_close(&f->loop), 0);
 }
 
-/* ---- log capture ----------------------------------------------------------- */
+/* ---- log capture -----------------------------------------------------------
+ */
 
 static char *cap;
 static size_t cap_len;
@@ -110,8 +111,7 @@ static void cap_sink(void *ctx, nectar_log_level_t level, const char *tag,
     (void)level;
     size_t add = strlen(tag) + strlen(line) + 3;
     cap = realloc(cap, cap_len + add + 1);
-    cap_len += (size_t)snprintf(cap + cap_len, add + 1, "%s: %s\n", tag,
-                                line);
+    cap_len += (size_t)snprintf(cap + cap_len, add + 1, "%s: %s\n", tag, line);
 }
 
 void logcap_start(void)
@@ -131,7 +131,8 @@ void logcap_stop(void)
     nectar_log_set_level(NECTAR_LOG_INFO);
 }
 
-/* ---- response splitter ---------------------------------------------------------- */
+/* ---- response splitter
+ * ---------------------------------------------------------- */
 
 typedef struct pstate {
     resp_t *out;
@@ -245,8 +246,7 @@ void resp_free(resp_t *r, int n)
     }
 }
 
-const char *resp_header(const resp_t *r, const char *name, char *buf,
-                        size_t n)
+const char *resp_header(const resp_t *r, const char *name, char *buf, size_t n)
 {
     size_t nl = strlen(name);
     const char *p = r->head;

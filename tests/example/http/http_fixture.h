@@ -15,12 +15,12 @@
 
 typedef struct fx {
     uv_loop_t loop;
-    svc_stream_t *cli;   /* the test's client end */
-    svc_stream_t *srv;   /* the test's server end */
-    svc_stream_t *rc;    /* relay: client side */
-    svc_stream_t *rs;    /* relay: server side */
-    mem_sink_t cli_in;   /* what the client received */
-    mem_sink_t srv_in;   /* what the server received */
+    svc_stream_t *cli; /* the test's client end */
+    svc_stream_t *srv; /* the test's server end */
+    svc_stream_t *rc;  /* relay: client side */
+    svc_stream_t *rs;  /* relay: server side */
+    mem_sink_t cli_in; /* what the client received */
+    mem_sink_t srv_in; /* what the server received */
     svc_http_opts_t opts;
     bool done;
     int status;
@@ -47,7 +47,7 @@ void logcap_stop(void);
 /* One parsed response. */
 typedef struct resp {
     int status;
-    char *head;   /* header block text, lower case names as received */
+    char *head; /* header block text, lower case names as received */
     size_t head_len;
     unsigned char *body; /* decoded (de-chunked) */
     size_t body_len;
@@ -61,7 +61,6 @@ int parse_responses(const void *data, size_t len, resp_t *out, int max,
 void resp_free(resp_t *r, int n);
 /* Header value (case-insensitive name) from r->head, copied into buf;
  * NULL when absent. */
-const char *resp_header(const resp_t *r, const char *name, char *buf,
-                        size_t n);
+const char *resp_header(const resp_t *r, const char *name, char *buf, size_t n);
 
 #endif

@@ -28,11 +28,11 @@ typedef struct chunk {
 typedef struct mend {
     svc_stream_t base;
     struct mend *peer;
-    chunk_t *in_head, *in_tail; /* written by peer, not yet read */
+    chunk_t *in_head, *in_tail;     /* written by peer, not yet read */
     chunk_t *done_head, *done_tail; /* my writes to complete with error */
-    bool peer_shut;  /* EOF after the inbound queue */
-    bool ended;      /* EOF delivered */
-    bool shut;       /* my write half is shut */
+    bool peer_shut;                 /* EOF after the inbound queue */
+    bool ended;                     /* EOF delivered */
+    bool shut;                      /* my write half is shut */
     bool reading;
     bool closed;
     size_t slice;
@@ -280,7 +280,8 @@ void mem_set_slice(svc_stream_t *s, size_t n)
     ((mend_t *)s)->slice = n;
 }
 
-/* ---- helpers ------------------------------------------------------------------ */
+/* ---- helpers
+ * ------------------------------------------------------------------ */
 
 static void sink_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
                       void *data)

@@ -13,7 +13,7 @@
 #include "http_fixture.h"
 
 #define NSTREAMS 16
-#define BIN_LEN (256 * 1024)
+#define BIN_LEN  (256 * 1024)
 #define POST_LEN (100 * 1024)
 
 static const char html_page[] =
@@ -30,7 +30,7 @@ typedef struct tstream {
     const uint8_t *src; /* what this side sends */
     size_t src_len;
     size_t src_off;
-    bool ended;  /* END_STREAM received */
+    bool ended;   /* END_STREAM received */
     bool is_head; /* a HEAD request */
     bool closed;
     uint32_t code;
@@ -43,9 +43,9 @@ typedef struct tpeer {
     tstream_t st[NSTREAMS + 4];
     int n;
     int requests_ended;
-    bool hold;         /* server: answer only after all requests */
+    bool hold; /* server: answer only after all requests */
     bool answered;
-    bool reset_bin3;   /* server: reset /bin/3 instead of answering */
+    bool reset_bin3; /* server: reset /bin/3 instead of answering */
 } tpeer_t;
 
 static uint8_t bin_body[BIN_LEN];
@@ -155,8 +155,7 @@ static void answer(tpeer_t *p, tstream_t *t)
         nghttp2_nv nv[] = {
             {(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0},
             {(uint8_t *)"content-type", (uint8_t *)"text/html", 12, 9, 0},
-            {(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen),
-             0},
+            {(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen), 0},
             {(uint8_t *)"etag", (uint8_t *)"\"e\"", 4, 3, 0},
         };
         CHECK_EQ(nghttp2_submit_response(p->sess, t->id, nv, 4,
@@ -172,27 +171,24 @@ static void answer(tpeer_t *p, tstream_t *t)
         t->src_len = BIN_LEN;
         nghttp2_nv nv[] = {
             {(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0},
-            {(uint8_t *)"content-type",
-             (uint8_t *)"application/octet-stream", 12, 24, 0},
+            {(uint8_t *)"content-type", (uint8_t *)"application/octet-stream",
+             12, 24, 0},
         };
         CHECK_EQ(nghttp2_submit_response(p->sess, t->id, nv, 2, &prd), 0);
     } else {
         int idx = (int)(t - p->st) % NSTREAMS;
-        snprintf(post_reply[idx], sizeof(post_reply[idx]), "got=%zu",
-                 t->blen);
+        snprintf(post_reply[idx], sizeof(post_reply[idx]), "got=%zu", t->blen);
         t->src = (const uint8_t *)post_reply[idx];
         t->src_len = strlen(post_reply[idx]);
         nghttp2_nv nv[] = {
             {(uint8_t *)":status", (uint8_t *)"201", 7, 3, 0},
-            {(uint8_t *)"x-nectar-observed", (uint8_t *)"upstream", 17, 8,
-             0},
+            {(uint8_t *)"x-nectar-observed", (uint8_t *)"upstream", 17, 8, 0},
         };
         CHECK_EQ(nghttp2_submit_response(p->sess, t->id, nv, 2, &prd), 0);
     }
 }
 
-static int on_frame(nghttp2_session *sess, const nghttp2_frame *fr,
-                    void *user)
+static int on_frame(nghttp2_session *sess, const nghttp2_frame *fr, void *user)
 {
     (void)sess;
     tpeer_t *p = user;
@@ -264,8 +260,7 @@ static void client_request(tpeer_t *c, const char *method, const char *auth,
         {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), 0},
     };
     nghttp2_data_provider prd = {.source.ptr = t, .read_callback = src_read};
-    t->id = nghttp2_submit_request(c->sess, NULL, nv, 4,
-                                   body ? &prd : NULL, t);
+    t->id = nghttp2_submit_request(c->sess, NULL, nv, 4, body ? &prd : NULL, t);
     CHECK_GT(t->id, 0);
 }
 
@@ -328,8 +323,7 @@ static void streams16(void)
     flush_peer(&c);
     both_t b = {&c, NSTREAMS};
     if (!mem_run_until(&f.loop, all_closed, &b, 10000))
-        NECTAR_FAIL_AT("streams did not finish (server saw %d requests)",
-                       s.n);
+        NECTAR_FAIL_AT("streams did not finish (server saw %d requests)", s.n);
     CHECK(s.answered);
     CHECK_EQ(s.n, NSTREAMS - 1); /* the hijacked one never reached it */
     for (int i = 0; i < s.n; i++) {
@@ -350,7 +344,8 @@ static void streams16(void)
             CHECK(strstr(t->head, "content-length") == NULL);
             CHECK(strstr(t->head, "etag") == NULL);
             CHECK_EQ(count_of((char *)t->body, t->blen,
-                              "<div id=\"nectar-proxy-badge\""), 1);
+                              "<div id=\"nectar-proxy-badge\""),
+                     1);
             CHECK(strstr((char *)t->body, "<body lang=\"en\"><div id=") !=
                   NULL);
         } else if (strncmp(t->path, "/bin/", 5) == 0) {
@@ -363,8 +358,7 @@ static void streams16(void)
             CHECK_MEM_EQ(t->body, "got=102400", 10);
         } else {
             CHECK_STR_EQ(t->path, "/ping");
-            CHECK(strstr(t->head, "content-type: application/json\n") !=
-                  NULL);
+            CHECK(strstr(t->head, "content-type: application/json\n") != NULL);
             CHECK(strstr((char *)t->body, "\"ok\":true") != NULL);
         }
     }

@@ -19,7 +19,8 @@ static const char *html_page =
 
 static const char badge_id[] = "id=\"nectar-proxy-badge\"";
 
-/* ---- observed header, keep-alive, framing ---------------------------------- */
+/* ---- observed header, keep-alive, framing ----------------------------------
+ */
 
 static void header_once(void)
 {
@@ -184,15 +185,16 @@ static void bodiless_answers(void)
     fx_close(&f);
 }
 
-/* ---- badge ----------------------------------------------------------------------- */
+/* ---- badge
+ * ----------------------------------------------------------------------- */
 
 typedef struct badge_case {
-    const char *req_extra;   /* request line + headers */
+    const char *req_extra; /* request line + headers */
     const char *ctype;
-    const char *cenc;        /* NULL: identity */
+    const char *cenc; /* NULL: identity */
     const uint8_t *body;
     size_t body_len;
-    size_t slice;            /* delivery slice towards the relay */
+    size_t slice; /* delivery slice towards the relay */
     bool excluded;
     bool chunked_in;
 } badge_case_t;
@@ -391,8 +393,8 @@ static size_t zcompress(const void *in, size_t len, uint8_t *out, size_t cap,
 }
 
 /* Decompress fully; the stream must end cleanly (Z_STREAM_END). */
-static size_t zdecompress(const void *in, size_t len, uint8_t *out,
-                          size_t cap, int wbits)
+static size_t zdecompress(const void *in, size_t len, uint8_t *out, size_t cap,
+                          int wbits)
 {
     z_stream z = {0};
     CHECK_EQ(inflateInit2(&z, wbits), Z_OK);
@@ -409,8 +411,8 @@ static size_t zdecompress(const void *in, size_t len, uint8_t *out,
 static void badge_coded(const char *cenc, int wbits)
 {
     uint8_t comp[4096];
-    size_t clen = zcompress(html_page, strlen(html_page), comp, sizeof(comp),
-                            wbits);
+    size_t clen =
+        zcompress(html_page, strlen(html_page), comp, sizeof(comp), wbits);
     for (size_t slice = 0; slice <= 5; slice += 5) {
         badge_case_t bc = {.ctype = "text/html",
                            .cenc = cenc,
@@ -422,8 +424,8 @@ static void badge_coded(const char *cenc, int wbits)
         char v[64];
         CHECK_STR_EQ(resp_header(&r, "content-encoding", v, sizeof(v)), cenc);
         uint8_t plain[8192];
-        size_t n = zdecompress(r.body, r.body_len, plain, sizeof(plain) - 1,
-                               wbits);
+        size_t n =
+            zdecompress(r.body, r.body_len, plain, sizeof(plain) - 1, wbits);
         plain[n] = 0;
         check_badged(&r, (const char *)plain, n);
         resp_free(&r, 1);
@@ -441,7 +443,8 @@ static void badge_deflate(void)
     badge_coded("deflate", -15); /* raw, as some servers send */
 }
 
-/* ---- WebSocket --------------------------------------------------------------------- */
+/* ---- WebSocket
+ * --------------------------------------------------------------------- */
 
 /* Append one frame (client frames masked). */
 static size_t ws_frame(uint8_t *out, bool fin, unsigned op, const void *p,
@@ -553,7 +556,8 @@ static void websocket(void)
     fx_close(&f);
 }
 
-/* ---- CONNECT ----------------------------------------------------------------------- */
+/* ---- CONNECT
+ * ----------------------------------------------------------------------- */
 
 static int hook_calls;
 
@@ -587,8 +591,9 @@ static void connect_one_level(void)
     CHECK_EQ(hook_calls, 1);
     const char *s = mem_sink_str(&f.srv_in);
     CHECK_EQ(count_of(s, f.srv_in.len, "x-nectar-observed: test"), 2);
-    mem_send_str(f.srv, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
-                        "Content-Length: 27\r\n\r\n<html><body>x</body></html>");
+    mem_send_str(f.srv,
+                 "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                 "Content-Length: 27\r\n\r\n<html><body>x</body></html>");
     fx_wait_count(&f, &f.cli_in, "</html>", 1);
     const char *c = mem_sink_str(&f.cli_in);
     CHECK(strstr(c, "HTTP/1.1 200 Connection established\r\n") == c);
@@ -599,8 +604,9 @@ static void connect_one_level(void)
     mem_send_str(f.srv, "HTTP/1.1 200 OK\r\n\r\n");
     mem_send_str(f.cli, "GET /raw HTTP/1.1\r\n\r\n");
     fx_wait_count(&f, &f.srv_in, "GET /raw HTTP/1.1\r\n\r\n", 1);
-    CHECK_EQ(count_of(mem_sink_str(&f.srv_in), f.srv_in.len,
-                      "x-nectar-observed"), 3);
+    CHECK_EQ(
+        count_of(mem_sink_str(&f.srv_in), f.srv_in.len, "x-nectar-observed"),
+        3);
     svc_shutdown(f.cli);
     svc_shutdown(f.srv);
     fx_wait_done(&f);
@@ -618,12 +624,15 @@ static void connect_refused(void)
     fx_wait_count(&f, &f.srv_in, "CONNECT nope", 1);
     mem_send_str(f.srv, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
     /* The request after the refused CONNECT is parsed as HTTP again. */
-    fx_wait_count(&f, &f.srv_in, "GET /after HTTP/1.1\r\nHost: h\r\n"
-                                 "x-nectar-observed: test\r\n\r\n", 1);
+    fx_wait_count(&f, &f.srv_in,
+                  "GET /after HTTP/1.1\r\nHost: h\r\n"
+                  "x-nectar-observed: test\r\n\r\n",
+                  1);
     fx_close(&f);
 }
 
-/* ---- hijack ------------------------------------------------------------------------ */
+/* ---- hijack
+ * ------------------------------------------------------------------------ */
 
 static const char test_pem[] =
     "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
@@ -675,8 +684,7 @@ static void hijack_routes(void)
     CHECK_MEM_EQ(r[2].body, test_pem, strlen(test_pem));
     CHECK_EQ(r[3].status, 404);
     CHECK_EQ(r[4].status, 405);
-    CHECK_STR_EQ(resp_header(&r[4], "x-nectar-observed", v, sizeof(v)),
-                 "test");
+    CHECK_STR_EQ(resp_header(&r[4], "x-nectar-observed", v, sizeof(v)), "test");
     resp_free(r, n);
     /* Nothing reached the server. */
     CHECK_EQ(f.srv_in.len, 0);
