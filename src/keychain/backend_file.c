@@ -47,6 +47,7 @@
 #include "keychain/keychain_int.h"
 #include "nectar/log.h"
 #include "vault/crypto.h"
+#include "vault/vault_int.h"
 
 #define DEFAULT_DIR "/var/lib/nectar/keychain"
 #define ITEM_MAGIC "NKI1"
@@ -548,25 +549,6 @@ static int master_load(struct file_state *s, nectar_vault_t *vault,
 
 /* ---- 5. open / close ------------------------------------------------ */
 
-/* mkdir -p with mode 0700 for every component we create. */
-static int make_dirs(const char *dir, nectar_error_t *err)
-{
-    char path[PATH_MAX];
-    if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
-        return nectar_error_set(err, NECTAR_EINVAL, "keychain: path too long");
-    for (char *p = path + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST)
-            return sys_error(err, "mkdir", path);
-        *p = '/';
-    }
-    if (mkdir(path, 0700) != 0 && errno != EEXIST)
-        return sys_error(err, "mkdir", path);
-    return 0;
-}
-
 static int check_dir(const char *dir, nectar_error_t *err)
 {
     struct stat st;
@@ -628,7 +610,7 @@ static int file_open(void *state, const nectar_keychain_options_t *opts,
     s->master = nectar_secret_alloc(32);
     if (s->master == NULL)
         return nectar_error_set(err, NECTAR_ENOMEM, "keychain: out of memory");
-    int rc = make_dirs(s->dir, err);
+    int rc = nectar__mkdirs(s->dir, err);
     if (rc == 0)
         rc = check_dir(s->dir, err);
     if (rc != 0)

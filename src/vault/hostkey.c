@@ -99,7 +99,11 @@ static int create_key(const char *path, nectar_error_t *err)
         char *slash = strrchr(dir, '/');
         if (slash != NULL && slash != dir) {
             *slash = '\0';
-            (void)mkdir(dir, 0700);
+            rc = nectar__mkdirs(dir, err);
+            if (rc != 0) {
+                nectar_wipe(key, sizeof(key));
+                return rc;
+            }
         }
         fd = open(tmp, flags, 0600);
     }
@@ -121,6 +125,27 @@ static int create_key(const char *path, nectar_error_t *err)
         return nectar_error_set(err, -saved, "host key: write %s: %s", path,
                                 strerror(saved));
     return 0;
+}
+
+int nectar__mkdirs(const char *dir, nectar_error_t *err)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
+        return nectar_error_set(err, NECTAR_EINVAL, "path too long: %s", dir);
+    /* Each missing component is created 0700; existing ones are left as
+     * they are (the caller checks the last one). */
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            return nectar_error_set(err, -errno, "mkdir %s: %s", path,
+                                    strerror(errno));
+        *p = saved;
+        if (saved == '\0')
+            return 0;
+    }
 }
 
 int nectar__host_key_load(const char *path, uint8_t key[32],

@@ -59,9 +59,15 @@ struct nectar__vault_backend {
 extern const struct nectar__vault_backend nectar__vault_backend_soft;
 #ifdef NECTAR_HAVE_TSS2
 extern const struct nectar__vault_backend nectar__vault_backend_tpm2;
+/* mkdir -p, creating each missing component with mode 0700. */
+int nectar__mkdirs(const char *dir, nectar_error_t *err);
+
 #endif
 #ifdef __APPLE__
 extern const struct nectar__vault_backend nectar__vault_backend_apple_se;
+/* mkdir -p, creating each missing component with mode 0700. */
+int nectar__mkdirs(const char *dir, nectar_error_t *err);
+
 #endif
 
 /*
@@ -102,5 +108,8 @@ int nectar__envelope_open(const uint8_t recipient[65], nectar__ecdh_fn ecdh,
  * private to this user.  Used by backend_soft.c and the keychain. */
 int nectar__host_key_load(const char *path, uint8_t key[32],
                           nectar_error_t *err);
+
+/* mkdir -p, creating each missing component with mode 0700. */
+int nectar__mkdirs(const char *dir, nectar_error_t *err);
 
 #endif
