@@ -77,9 +77,11 @@ void test_types_roundtrip(void)
     check_roundtrip(nectar_ipc_uuid(all + 100));
 
     /* Distinct types never collapse: int64 5, uint64 5 and date 5. */
-    nectar_ipc_obj_t *u = roundtrip(nectar_ipc_uint64(5));
+    nectar_ipc_obj_t *u5 = nectar_ipc_uint64(5);
+    nectar_ipc_obj_t *u = roundtrip(u5);
     CHECK_EQ(nectar_ipc_type(u), NECTAR_IPC_UINT64);
     nectar_ipc_release(u);
+    nectar_ipc_release(u5);
 
     /* An fd comes back as a different descriptor for the same file. */
     int pfd[2];

@@ -2,6 +2,7 @@
  * rules, the control service and nectarctl. */
 #include "ipc_tests.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
 
@@ -308,13 +309,14 @@ void test_swift_coder_rules(void)
 
 /* ---- control service ------------------------------------------------- */
 
+/* Written on the control thread, read by the test: under lock. */
 struct fake_daemon {
+    pthread_mutex_t lock;
     int settings_calls;
     bool badge;
     char label[64];
     char domains[128];
     bool keylog;
-    int ca_calls;
 };
 
 static int fake_update(void *ctx, const nectar_control_settings_t *s,
@@ -322,6 +324,7 @@ static int fake_update(void *ctx, const nectar_control_settings_t *s,
 {
     struct fake_daemon *d = ctx;
     (void)err;
+    pthread_mutex_lock(&d->lock);
     d->settings_calls++;
     if (s->has_html_badge_enabled)
         d->badge = s->html_badge_enabled;
@@ -335,7 +338,17 @@ static int fake_update(void *ctx, const nectar_control_settings_t *s,
             strcat(d->domains, ";");
         }
     }
+    pthread_mutex_unlock(&d->lock);
     return 0;
+}
+
+/* A consistent copy of what the fake daemon was told. */
+static struct fake_daemon snap(struct fake_daemon *d)
+{
+    pthread_mutex_lock(&d->lock);
+    struct fake_daemon c = *d;
+    pthread_mutex_unlock(&d->lock);
+    return c;
 }
 
 static uint8_t *bytes(const char *s)
@@ -345,7 +358,7 @@ static uint8_t *bytes(const char *s)
 
 static void fake_install(void *ctx, nectar_control_ca_result_t *res)
 {
-    ((struct fake_daemon *)ctx)->ca_calls++;
+    (void)ctx;
     res->ok = true;
     res->cert_der = bytes("\x01\x02\x03");
     res->cert_der_len = 3;
@@ -366,13 +379,16 @@ static void fake_rotate(void *ctx, nectar_control_ca_result_t *res)
 
 static bool fake_set_keylog(void *ctx, bool on)
 {
-    ((struct fake_daemon *)ctx)->keylog = on;
+    struct fake_daemon *d = ctx;
+    pthread_mutex_lock(&d->lock);
+    d->keylog = on;
+    pthread_mutex_unlock(&d->lock);
     return on;
 }
 
 static bool fake_get_keylog(void *ctx)
 {
-    return ((struct fake_daemon *)ctx)->keylog;
+    return snap(ctx).keylog;
 }
 
 static int fake_status(void *ctx, nectar_control_status_t *st)
@@ -382,7 +398,7 @@ static int fake_status(void *ctx, nectar_control_status_t *st)
     st->tcp_flows = 2;
     st->udp_flows = 1;
     st->total_flows = 10;
-    st->tls_keylog = ((struct fake_daemon *)ctx)->keylog;
+    st->tls_keylog = snap(ctx).keylog;
     return 0;
 }
 
@@ -472,7 +488,7 @@ static const char *sfield(const nectar_ipc_obj_t *d, const char *k)
 void test_control_routes(void)
 {
     const char *name = ipc_test_name("control");
-    struct fake_daemon d = {0};
+    struct fake_daemon d = {.lock = PTHREAD_MUTEX_INITIALIZER};
     nectar_control_t *ctl = fake_control(name, &d, NULL);
     nectar_ipc_conn_t *c = client_new(name);
 
@@ -486,10 +502,11 @@ void test_control_routes(void)
     nectar_ipc_dict_set(arg, "exclude_domains", doms, NULL);
     nectar_ipc_obj_t *r = ctl_call(c, "updateSettings:withReply:", arg);
     CHECK(nectar_ipc_bool_value(nectar_ipc_dict_get(r, "ok")));
-    CHECK_EQ(d.settings_calls, 1);
-    CHECK(d.badge);
-    CHECK_STR_EQ(d.label, ""); /* empty label kept the old one */
-    CHECK_STR_EQ(d.domains, "a.com;b.org;");
+    struct fake_daemon seen = snap(&d);
+    CHECK_EQ(seen.settings_calls, 1);
+    CHECK(seen.badge);
+    CHECK_STR_EQ(seen.label, ""); /* empty label kept the old one */
+    CHECK_STR_EQ(seen.domains, "a.com;b.org;");
     nectar_ipc_release(r);
 
     r = ctl_call(c, "installRootCA:withReply:", NULL);
@@ -579,7 +596,7 @@ static bool pred_refuse(const nectar_ipc_peer_t *p, void *ctx)
 void test_nectarctl(void)
 {
     const char *name = ipc_test_name("ctl");
-    struct fake_daemon d = {0};
+    struct fake_daemon d = {.lock = PTHREAD_MUTEX_INITIALIZER};
     nectar_control_t *ctl = fake_control(name, &d, NULL);
     char out[8192], args[512];
 
@@ -613,9 +630,10 @@ void test_nectarctl(void)
              "html_badge_label=hello exclude_domains=x.io,y.io",
              name);
     CHECK_EQ(ctl_run(args, out, sizeof(out)), 0);
-    CHECK(d.badge);
-    CHECK_STR_EQ(d.label, "hello");
-    CHECK_STR_EQ(d.domains, "x.io;y.io;");
+    struct fake_daemon seen = snap(&d);
+    CHECK(seen.badge);
+    CHECK_STR_EQ(seen.label, "hello");
+    CHECK_STR_EQ(seen.domains, "x.io;y.io;");
     snprintf(args, sizeof(args), "--service %s settings set bogus=1", name);
     CHECK_EQ(ctl_run(args, out, sizeof(out)), 2);
     snprintf(args, sizeof(args), "--service %s keylog on", name);
