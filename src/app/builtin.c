@@ -49,8 +49,7 @@ static int builtin_select_app(const uint8_t *json, size_t len,
         strcmp(json_string_value(v), "example") == 0)
         *app = nectar_example_handler();
     else if (v != NULL)
-        rc = nectar_error_set(err, NECTAR_ECONFIG,
-                              "app: expected \"example\"");
+        rc = nectar_error_set(err, NECTAR_ECONFIG, "app: expected \"example\"");
     json_decref(root);
     return rc;
 }

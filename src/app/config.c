@@ -72,33 +72,32 @@ static int fail_nomem(nectar_error_t *err)
 static int check_keys(const json_t *obj, const char *path,
                       const char *const *allowed, nectar_error_t *err)
 {
-    const char *key;
-    json_t *value;
+    json_t *o = (json_t *)obj;
 
-    json_object_foreach((json_t *)obj, key, value) {
+    for (void *it = json_object_iter(o); it != NULL;
+         it = json_object_iter_next(o, it)) {
+        const char *key = json_object_iter_key(it);
         bool known = false;
         for (const char *const *a = allowed; *a != NULL && !known; a++)
             known = strcmp(*a, key) == 0;
         if (!known) {
             char p[PATH_MAX_LEN];
             path_key(p, path, key);
-            (void)value;
             return fail(err, p, "unknown key");
         }
     }
     return 0;
 }
 
-static int expect_object(const json_t *v, const char *path,
-                         nectar_error_t *err)
+static int expect_object(const json_t *v, const char *path, nectar_error_t *err)
 {
     return json_is_object(v) ? 0 : fail(err, path, "expected object");
 }
 
 /* ---- typed getters ------------------------------------------------------ */
 
-static int get_uint(const json_t *v, const char *path, uint64_t lo,
-                    uint64_t hi, uint64_t *out, nectar_error_t *err)
+static int get_uint(const json_t *v, const char *path, uint64_t lo, uint64_t hi,
+                    uint64_t *out, nectar_error_t *err)
 {
     if (!json_is_integer(v) || json_integer_value(v) < 0 ||
         (uint64_t)json_integer_value(v) < lo ||
@@ -202,8 +201,8 @@ static int parse_list(const json_t *arr, const char *key, size_t elem_size,
     for (size_t i = 0; i < n; i++) {
         *len = i + 1;
         path_index(p, key, i);
-        int rc = fn(json_array_get(arr, i), p, (char *)*items + i * elem_size,
-                    err);
+        int rc =
+            fn(json_array_get(arr, i), p, (char *)*items + i * elem_size, err);
         if (rc != 0)
             return rc;
     }
@@ -212,11 +211,11 @@ static int parse_list(const json_t *arr, const char *key, size_t elem_size,
 
 /* ---- actions ------------------------------------------------------------ */
 
-static int parse_match(const json_t *obj, const char *path,
-                       struct app_match *m, nectar_error_t *err)
+static int parse_match(const json_t *obj, const char *path, struct app_match *m,
+                       nectar_error_t *err)
 {
-    static const char *const keys[] = {"protocol", "remote_port",
-                                       "remote_host", "app", NULL};
+    static const char *const keys[] = {"protocol", "remote_port", "remote_host",
+                                       "app", NULL};
     char p[PATH_MAX_LEN];
     const json_t *v;
     int rc;
@@ -292,8 +291,8 @@ static int parse_actions(const json_t *arr, struct app_config *cfg,
                          nectar_error_t *err)
 {
     return parse_list(arr, "actions", sizeof(*cfg->actions),
-                      (void **)&cfg->actions, &cfg->actions_len,
-                      parse_action, err);
+                      (void **)&cfg->actions, &cfg->actions_len, parse_action,
+                      err);
 }
 
 /* ---- rules -------------------------------------------------------------- */
@@ -328,9 +327,8 @@ static int parse_network(const json_t *v, const char *path, char **out,
     return *out != NULL ? 0 : fail_nomem(err);
 }
 
-static int parse_prefix(const json_t *obj, const char *path,
-                        const char *key, int family, int *prefix,
-                        nectar_error_t *err)
+static int parse_prefix(const json_t *obj, const char *path, const char *key,
+                        int family, int *prefix, nectar_error_t *err)
 {
     char p[PATH_MAX_LEN];
     const json_t *v = json_object_get(obj, key);
@@ -381,8 +379,8 @@ static int parse_rule(const json_t *obj, const char *path, void *elem,
             return rc;
         r->local_network = text;
     }
-    if ((rc = parse_prefix(obj, path, "remote_prefix", rfam,
-                           &r->remote_prefix, err)) != 0 ||
+    if ((rc = parse_prefix(obj, path, "remote_prefix", rfam, &r->remote_prefix,
+                           err)) != 0 ||
         (rc = parse_prefix(obj, path, "local_prefix", lfam, &r->local_prefix,
                            err)) != 0)
         return rc;
@@ -416,9 +414,8 @@ static int parse_rules(const json_t *arr, struct app_config *cfg,
                        nectar_error_t *err)
 {
     cfg->has_rules = json_is_array(arr);
-    return parse_list(arr, "rules", sizeof(*cfg->rules),
-                      (void **)&cfg->rules, &cfg->rules_len,
-                      parse_rule, err);
+    return parse_list(arr, "rules", sizeof(*cfg->rules), (void **)&cfg->rules,
+                      &cfg->rules_len, parse_rule, err);
 }
 
 /* ---- proxy -------------------------------------------------------------- */
@@ -449,12 +446,11 @@ static int parse_refusal(const json_t *v, const char *path, uint64_t *out,
         *out = 0;
     else if (s != NULL && strcmp(s, "passthrough") == 0)
         *out = 1;
-    else if (json_is_integer(v) && (json_integer_value(v) == 0 ||
-                                    json_integer_value(v) == 1))
+    else if (json_is_integer(v) &&
+             (json_integer_value(v) == 0 || json_integer_value(v) == 1))
         *out = (uint64_t)json_integer_value(v);
     else
-        return fail(err, path,
-                    "expected 0, 1, \"block\" or \"passthrough\"");
+        return fail(err, path, "expected 0, 1, \"block\" or \"passthrough\"");
     return 0;
 }
 
@@ -552,14 +548,19 @@ static int egress_bool(const json_t *obj, const char *key, bool *has,
 static int parse_egress(const json_t *obj, struct app_config *cfg,
                         nectar_error_t *err)
 {
-    static const char *const keys[] = {
-        "connect_timeout_ms",  "linger_close_ms",
-        "egress_eof_grace_ms", "tcp_no_delay",
-        "keepalive",           "keepalive_idle_secs",
-        "keepalive_interval_secs", "keepalive_count",
-        "maximum_segment_size", "fast_open",
-        "preserve_original_meta_data", "allow_system_proxy",
-        NULL};
+    static const char *const keys[] = {"connect_timeout_ms",
+                                       "linger_close_ms",
+                                       "egress_eof_grace_ms",
+                                       "tcp_no_delay",
+                                       "keepalive",
+                                       "keepalive_idle_secs",
+                                       "keepalive_interval_secs",
+                                       "keepalive_count",
+                                       "maximum_segment_size",
+                                       "fast_open",
+                                       "preserve_original_meta_data",
+                                       "allow_system_proxy",
+                                       NULL};
     RamaTcpEgressConnectOptions *o = &cfg->egress;
     const json_t *v;
     int rc;
@@ -572,12 +573,11 @@ static int parse_egress(const json_t *obj, struct app_config *cfg,
     if ((rc = egress_u32(obj, "connect_timeout_ms", true,
                          &o->has_connect_timeout_ms, &o->connect_timeout_ms,
                          err)) != 0 ||
-        (rc = egress_u32(obj, "linger_close_ms", false,
-                         &o->has_linger_close_ms, &o->linger_close_ms,
-                         err)) != 0 ||
+        (rc = egress_u32(obj, "linger_close_ms", false, &o->has_linger_close_ms,
+                         &o->linger_close_ms, err)) != 0 ||
         (rc = egress_u32(obj, "egress_eof_grace_ms", false,
-                         &o->has_egress_eof_grace_ms,
-                         &o->egress_eof_grace_ms, err)) != 0 ||
+                         &o->has_egress_eof_grace_ms, &o->egress_eof_grace_ms,
+                         err)) != 0 ||
         (rc = egress_u32(obj, "keepalive_idle_secs", false,
                          &o->has_tcp_keepalive_idle_secs,
                          &o->tcp_keepalive_idle_secs, err)) != 0 ||
@@ -585,8 +585,8 @@ static int parse_egress(const json_t *obj, struct app_config *cfg,
                          &o->has_tcp_keepalive_interval_secs,
                          &o->tcp_keepalive_interval_secs, err)) != 0 ||
         (rc = egress_u32(obj, "keepalive_count", false,
-                         &o->has_tcp_keepalive_count,
-                         &o->tcp_keepalive_count, err)) != 0)
+                         &o->has_tcp_keepalive_count, &o->tcp_keepalive_count,
+                         err)) != 0)
         return rc;
     if ((v = json_object_get(obj, "maximum_segment_size")) != NULL) {
         uint64_t mss;
@@ -596,15 +596,15 @@ static int parse_egress(const json_t *obj, struct app_config *cfg,
         o->has_tcp_maximum_segment_size = true;
         o->tcp_maximum_segment_size = (uint32_t)mss;
     }
-    if ((rc = egress_bool(obj, "tcp_no_delay", NULL, &o->tcp_no_delay,
-                          err)) != 0 ||
+    if ((rc = egress_bool(obj, "tcp_no_delay", NULL, &o->tcp_no_delay, err)) !=
+            0 ||
         (rc = egress_bool(obj, "keepalive", NULL, &o->tcp_keepalive_enabled,
                           err)) != 0 ||
         (rc = egress_bool(obj, "fast_open", &o->has_tcp_enable_fast_open,
                           &o->tcp_enable_fast_open, err)) != 0 ||
         (rc = egress_bool(obj, "preserve_original_meta_data", NULL,
-                          &o->parameters.preserve_original_meta_data,
-                          err)) != 0)
+                          &o->parameters.preserve_original_meta_data, err)) !=
+            0)
         return rc;
     return egress_bool(obj, "allow_system_proxy", NULL,
                        &o->parameters.allow_system_proxy, err);

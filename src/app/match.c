@@ -17,8 +17,8 @@
 
 static bool is_v4_mapped(const uint8_t a[16])
 {
-    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff,
-                                       0xff};
+    static const uint8_t prefix[12] = {0, 0, 0, 0, 0,    0,
+                                       0, 0, 0, 0, 0xff, 0xff};
     return memcmp(a, prefix, sizeof(prefix)) == 0;
 }
 
@@ -67,7 +67,7 @@ static unsigned family_bits(int family)
 static void clear_host_bits(struct app_cidr *c)
 {
     for (unsigned bit = c->prefix; bit < 128; bit++)
-        c->addr[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
+        c->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
 }
 
 static int parse_prefix(const char *s, unsigned max, unsigned *out)
@@ -300,8 +300,7 @@ bool nectar__app_match_flow(const struct app_match *m,
                                         meta->remote_hostname) &&
         !nectar__app_host_pattern_match(&m->remote_host, meta->remote.host))
         return false;
-    if (m->app != NULL &&
-        !nectar__app_glob(m->app, meta->signing_identifier))
+    if (m->app != NULL && !nectar__app_glob(m->app, meta->signing_identifier))
         return false;
     return true;
 }

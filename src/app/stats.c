@@ -4,7 +4,6 @@
 
 #include <jansson.h>
 
-
 void nectar__app_stats_decision(struct app_stats *s, nectar_action_t a)
 {
     if (a >= NECTAR_ACTION_INTERCEPT && a <= NECTAR_ACTION_BLOCK)
@@ -42,9 +41,10 @@ json_t *nectar__app_stats_json(const struct app_stats *s)
 {
     return json_pack(
         "{s:s, s:{s:o, s:o, s:o}, s:o, s:o}", "op", "stats", "decisions",
-        "intercept", u64(nectar__app_stats_decisions(s, NECTAR_ACTION_INTERCEPT)),
+        "intercept",
+        u64(nectar__app_stats_decisions(s, NECTAR_ACTION_INTERCEPT)),
         "passthrough",
-        u64(nectar__app_stats_decisions(s, NECTAR_ACTION_PASSTHROUGH)),
-        "block", u64(nectar__app_stats_decisions(s, NECTAR_ACTION_BLOCK)),
-        "tcp", counters_json(&s->tcp), "udp", counters_json(&s->udp));
+        u64(nectar__app_stats_decisions(s, NECTAR_ACTION_PASSTHROUGH)), "block",
+        u64(nectar__app_stats_decisions(s, NECTAR_ACTION_BLOCK)), "tcp",
+        counters_json(&s->tcp), "udp", counters_json(&s->udp));
 }

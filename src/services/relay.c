@@ -32,8 +32,8 @@ struct relay_write {
 struct relay_dir {
     svc_relay_t *relay;
     svc_stream_t *from, *to;
-    uint64_t bytes;  /* completed writes */
-    size_t pending;  /* written, not yet completed */
+    uint64_t bytes; /* completed writes */
+    size_t pending; /* written, not yet completed */
     bool reading;
     bool eof;
     int error; /* the source failed: finish once the backlog is out */
@@ -90,8 +90,8 @@ static void relay_unlink(svc_relay_t *r, struct relay_write *w)
         w->next->prev = w->prev;
 }
 
-static void relay_on_read(svc_stream_t *s, ssize_t nread,
-                          const uint8_t *buf, void *data);
+static void relay_on_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                          void *data);
 
 static void relay_on_write(svc_stream_t *s, int status, void *data)
 {
@@ -105,8 +105,7 @@ static void relay_on_write(svc_stream_t *s, int status, void *data)
     if (status == 0) {
         d->bytes += w->len;
         if (d->counter != NULL)
-            atomic_fetch_add_explicit(d->counter, w->len,
-                                      memory_order_relaxed);
+            atomic_fetch_add_explicit(d->counter, w->len, memory_order_relaxed);
     }
     nectar_free(w);
     if (r->done)
@@ -157,8 +156,8 @@ static int relay_forward(struct relay_dir *d, const uint8_t *buf, size_t len)
     return 0;
 }
 
-static void relay_on_read(svc_stream_t *s, ssize_t nread,
-                          const uint8_t *buf, void *data)
+static void relay_on_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                          void *data)
 {
     struct relay_dir *d = data;
     svc_relay_t *r = d->relay;

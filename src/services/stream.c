@@ -40,8 +40,8 @@ static void wrap_unref(struct wrap *w)
         nectar_free(w);
 }
 
-static void wrap_on_read(nectar_stream_t *s, ssize_t nread,
-                         const uint8_t *buf, void *data)
+static void wrap_on_read(nectar_stream_t *s, ssize_t nread, const uint8_t *buf,
+                         void *data)
 {
     struct wrap *w = data;
 
@@ -214,8 +214,7 @@ static int prefix_read_start(svc_stream_t *base, svc_read_cb cb, void *data)
     p->read_data = data;
     p->reading = true;
     if (p->bytes != NULL)
-        return uv_idle_start(&p->idle, prefix_on_idle) == 0 ? 0
-                                                             : NECTAR_EIO;
+        return uv_idle_start(&p->idle, prefix_on_idle) == 0 ? 0 : NECTAR_EIO;
     return svc_read_start(p->inner, prefix_on_inner_read, p);
 }
 

@@ -89,8 +89,8 @@ static void sock_on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
      * real zero-length datagram.  Truncated datagrams are dropped. */
     if (addr == NULL || (flags & UV_UDP_PARTIAL) != 0)
         return;
-    if (nectar_udp_flow_send(r->flow, (const uint8_t *)buf->base,
-                             (size_t)nread, addr) == 0 &&
+    if (nectar_udp_flow_send(r->flow, (const uint8_t *)buf->base, (size_t)nread,
+                             addr) == 0 &&
         r->counters != NULL)
         svc_counters_add(&r->counters->bytes_to_app, (uint64_t)nread);
 }

@@ -5,8 +5,7 @@
 #include "common/alloc.h"
 #include "harness/test.h"
 
-static int parse(const char *json, struct app_config *cfg,
-                 nectar_error_t *err)
+static int parse(const char *json, struct app_config *cfg, nectar_error_t *err)
 {
     memset(err, 0, sizeof(*err));
     return nectar__app_config_parse((const uint8_t *)json, strlen(json), cfg,
@@ -74,12 +73,10 @@ static void test_default_action(void)
     CHECK_EQ(nectar__app_config_decide(&cfg, &meta), NECTAR_ACTION_BLOCK);
     nectar__app_config_free(&cfg);
     CHECK_EQ(parse("{\"default_action\":\"passthrough\"}", &cfg, &err), 0);
-    CHECK_EQ(nectar__app_config_decide(&cfg, &meta),
-             NECTAR_ACTION_PASSTHROUGH);
+    CHECK_EQ(nectar__app_config_decide(&cfg, &meta), NECTAR_ACTION_PASSTHROUGH);
     nectar__app_config_free(&cfg);
     CHECK_EQ(parse("{\"default_action\":\"intercept\"}", &cfg, &err), 0);
-    CHECK_EQ(nectar__app_config_decide(&cfg, &meta),
-             NECTAR_ACTION_INTERCEPT);
+    CHECK_EQ(nectar__app_config_decide(&cfg, &meta), NECTAR_ACTION_INTERCEPT);
     nectar__app_config_free(&cfg);
     expect_error("{\"default_action\":\"allow\"}",
                  "default_action: expected \"intercept\", \"passthrough\" or "
@@ -309,8 +306,9 @@ static void test_proxy(void)
     /* Only the given fields change. */
     nectar_proxy_config_t px2 = {.flow_pressure_soft_cap = 450,
                                  .flow_refusal_action = 1};
-    CHECK_EQ(parse("{\"proxy\":{\"flow_refusal_action\":\"block\"}}", &cfg,
-                   &err), 0);
+    CHECK_EQ(
+        parse("{\"proxy\":{\"flow_refusal_action\":\"block\"}}", &cfg, &err),
+        0);
     nectar__app_config_apply_proxy(&cfg, &px2);
     CHECK_EQ(px2.flow_refusal_action, 0);
     CHECK_EQ(px2.flow_pressure_soft_cap, 450);
@@ -402,8 +400,7 @@ static void test_egress(void)
     nectar__app_config_free(&cfg);
 
     /* An empty egress object gives the spec defaults; 0 ms = unset. */
-    CHECK_EQ(parse("{\"egress\":{\"connect_timeout_ms\":0}}", &cfg, &err),
-             0);
+    CHECK_EQ(parse("{\"egress\":{\"connect_timeout_ms\":0}}", &cfg, &err), 0);
     CHECK(cfg.has_egress);
     CHECK(!cfg.egress.has_connect_timeout_ms);
     CHECK(cfg.egress.tcp_keepalive_enabled);
@@ -424,8 +421,7 @@ static void test_egress(void)
                  "egress.keepalive_count: expected integer");
     expect_error("{\"egress\":{\"fast_open\":null}}",
                  "egress.fast_open: expected true or false");
-    expect_error("{\"egress\":{\"nagle\":false}}",
-                 "egress.nagle: unknown key");
+    expect_error("{\"egress\":{\"nagle\":false}}", "egress.nagle: unknown key");
 }
 
 static void test_root_errors(void)
@@ -446,8 +442,7 @@ static void test_root_errors(void)
     /* A NUL inside the bytes. */
     struct app_config cfg;
     nectar_error_t err = {0};
-    CHECK_EQ(nectar__app_config_parse((const uint8_t *)"{}\0{}", 5, &cfg,
-                                      &err),
+    CHECK_EQ(nectar__app_config_parse((const uint8_t *)"{}\0{}", 5, &cfg, &err),
              NECTAR_ECONFIG);
     /* Over-long unknown keys still give a bounded, marked path. */
     char json[600];

@@ -35,8 +35,7 @@ static RamaTransparentProxyEngine *engine_with(const char *json)
 }
 
 static RamaTransparentProxyFlowMeta meta_of(uint32_t proto, const char *host,
-                                            uint16_t port,
-                                            const char *hostname,
+                                            uint16_t port, const char *hostname,
                                             const char *app)
 {
     RamaTransparentProxyFlowMeta m;
@@ -89,7 +88,8 @@ static long long stat_of(RamaTransparentProxyEngine *e, const char *group,
     return n;
 }
 
-/* ---- log capture ---------------------------------------------------------- */
+/* ---- log capture ----------------------------------------------------------
+ */
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static char log_text[4096];
@@ -106,7 +106,8 @@ static void log_sink(void *ctx, nectar_log_level_t level, const char *tag,
     pthread_mutex_unlock(&log_mu);
 }
 
-/* ---- tests: creation and decisions ---------------------------------------- */
+/* ---- tests: creation and decisions ----------------------------------------
+ */
 
 static void test_bad_config_fails(void)
 {
@@ -163,8 +164,8 @@ tcp_decision(RamaTransparentProxyEngine *e, const char *host, uint16_t port,
 {
     RamaTransparentProxyFlowMeta m =
         meta_of(RAMA_FLOW_PROTOCOL_TCP, host, port, hostname, app);
-    RamaTransparentProxyTcpSessionCallbacks cbs = {
-        NULL, accept_bytes, noop_ctx, noop_ctx};
+    RamaTransparentProxyTcpSessionCallbacks cbs = {NULL, accept_bytes, noop_ctx,
+                                                   noop_ctx};
     RamaTransparentProxyTcpSessionResult r =
         rama_transparent_proxy_engine_new_tcp_session(e, &m, cbs);
 
@@ -215,7 +216,8 @@ static void test_decisions(void)
         "  \"action\":\"passthrough\"},"
         " {\"match\":{\"protocol\":\"udp\"},\"action\":\"intercept\"},"
         " {\"match\":{\"remote_host\":\".blocked.test\"},\"action\":\"block\"},"
-        " {\"match\":{\"remote_host\":\"10.0.0.0/8\"},\"action\":\"intercept\"},"
+        " {\"match\":{\"remote_host\":\"10.0.0.0/"
+        "8\"},\"action\":\"intercept\"},"
         " {\"match\":{\"remote_host\":\"2001:db8::/32\"},\"action\":\"block\"},"
         " {\"match\":{\"app\":\"com.acme.*\",\"remote_port\":443},"
         "  \"action\":\"intercept\"}]}";
@@ -266,8 +268,8 @@ static void test_egress_options(void)
         "\"keepalive_count\":7,\"fast_open\":true}}");
     RamaTransparentProxyFlowMeta m =
         meta_of(RAMA_FLOW_PROTOCOL_TCP, "10.0.0.1", 80, NULL, NULL);
-    RamaTransparentProxyTcpSessionCallbacks cbs = {NULL, accept_bytes,
-                                                   noop_ctx, noop_ctx};
+    RamaTransparentProxyTcpSessionCallbacks cbs = {NULL, accept_bytes, noop_ctx,
+                                                   noop_ctx};
     RamaTcpEgressConnectOptions o;
 
     CHECK(e != NULL);
@@ -303,7 +305,8 @@ static void test_egress_options(void)
     rama_transparent_proxy_engine_stop(e, 0);
 }
 
-/* ---- tests: app messages and get_config ------------------------------------ */
+/* ---- tests: app messages and get_config ------------------------------------
+ */
 
 static void test_ping_and_stats(void)
 {
@@ -322,9 +325,8 @@ static void test_ping_and_stats(void)
              (long long)strlen(ping));
     CHECK_STR_EQ(json_string_value(json_object_get(j, "acknowledged_source")),
                  "container-app");
-    CHECK_STR_EQ(
-        json_string_value(json_object_get(j, "acknowledged_sent_at")),
-        "2026-11-28T08:00:00Z");
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "acknowledged_sent_at")),
+                 "2026-11-28T08:00:00Z");
     json_decref(j);
     CHECK(app_message(e, "{\"op\":\"reboot\"}") == NULL);
     CHECK(app_message(e, "garbage") == NULL);
@@ -345,16 +347,16 @@ static bool text_is(const char *p, size_t len, const char *want)
 
 static void test_get_config(void)
 {
-    RamaTransparentProxyEngine *e = engine_with(
-        "{\"rules\":[{\"protocol\":\"tcp\"},"
-        "{\"remote_network\":\"192.168.7.9/16\",\"exclude\":true},"
-        "{\"remote_network\":\"2001:db8::\",\"remote_prefix\":32,"
-        "\"remote_port\":0,\"local_network\":\"10.0.0.1\","
-        "\"protocol\":\"udp\"}],"
-        "\"proxy\":{\"tunnel_remote_address\":\"10.255.0.1\","
-        "\"tcp_write_pump_max_pending_bytes\":99999999,"
-        "\"flow_pressure_soft_cap\":7,\"flow_refusal_action\":"
-        "\"passthrough\",\"tcp_breaker_connect_timeout_ms\":42}}");
+    RamaTransparentProxyEngine *e =
+        engine_with("{\"rules\":[{\"protocol\":\"tcp\"},"
+                    "{\"remote_network\":\"192.168.7.9/16\",\"exclude\":true},"
+                    "{\"remote_network\":\"2001:db8::\",\"remote_prefix\":32,"
+                    "\"remote_port\":0,\"local_network\":\"10.0.0.1\","
+                    "\"protocol\":\"udp\"}],"
+                    "\"proxy\":{\"tunnel_remote_address\":\"10.255.0.1\","
+                    "\"tcp_write_pump_max_pending_bytes\":99999999,"
+                    "\"flow_pressure_soft_cap\":7,\"flow_refusal_action\":"
+                    "\"passthrough\",\"tcp_breaker_connect_timeout_ms\":42}}");
     RamaTransparentProxyConfig *c;
 
     CHECK(e != NULL);
@@ -416,7 +418,8 @@ static void test_get_config(void)
     rama_transparent_proxy_engine_stop(e, 0);
 }
 
-/* ---- a small TCP host ------------------------------------------------------ */
+/* ---- a small TCP host ------------------------------------------------------
+ */
 
 struct bytes {
     uint8_t *p;
@@ -534,9 +537,8 @@ static bool feed_step(RamaTransparentProxyTcpSession *s, struct feeder *f,
                 ? rama_transparent_proxy_tcp_session_on_egress_bytes(s, v)
                 : rama_transparent_proxy_tcp_session_on_client_bytes(s, v);
         if (st == RAMA_TCP_DELIVER_CLOSED)
-            NECTAR_FAIL_AT("%s bytes CLOSED at %zu", f->egress ? "egress"
-                                                                : "client",
-                           f->off);
+            NECTAR_FAIL_AT("%s bytes CLOSED at %zu",
+                           f->egress ? "egress" : "client", f->off);
         if (st == RAMA_TCP_DELIVER_ACCEPTED) {
             f->off += n;
         } else {
@@ -590,8 +592,7 @@ static void drive(RamaTransparentProxyTcpSession *s, struct tcp_host *h,
             progress |= feed_step(s, down, &h->egress_demand);
         if (nectar_test_now_ms() > deadline)
             NECTAR_FAIL_AT("host stalled: to remote %zu, to app %zu",
-                           sink_len(&h->remote, NULL),
-                           sink_len(&h->app, NULL));
+                           sink_len(&h->remote, NULL), sink_len(&h->app, NULL));
         if (!progress)
             sched_yield();
     }
@@ -618,8 +619,8 @@ static bool reached(struct tcp_host *h, void *arg)
     const struct want *w = arg;
     int rc, ac;
     size_t rl = sink_len(&h->remote, &rc), al = sink_len(&h->app, &ac);
-    return rl >= w->remote_len && rc >= w->remote_closed &&
-           al >= w->app_len && ac >= w->app_closed;
+    return rl >= w->remote_len && rc >= w->remote_closed && al >= w->app_len &&
+           ac >= w->app_closed;
 }
 
 static void host_init(struct tcp_host *h, unsigned pause_app,
@@ -640,8 +641,8 @@ static void host_fini(struct tcp_host *h)
     pthread_mutex_destroy(&h->remote.mu);
 }
 
-static RamaTransparentProxyTcpSession *
-open_relay(RamaTransparentProxyEngine *e, struct tcp_host *h)
+static RamaTransparentProxyTcpSession *open_relay(RamaTransparentProxyEngine *e,
+                                                  struct tcp_host *h)
 {
     RamaTransparentProxyFlowMeta m =
         meta_of(RAMA_FLOW_PROTOCOL_TCP, "198.51.100.7", 443, NULL, NULL);
@@ -672,10 +673,13 @@ static void test_tcp_relay_half_close(void)
     fill(down, DOWN, 2);
     host_init(&h, 3, 4);
     RamaTransparentProxyTcpSession *s = open_relay(e, &h);
-    struct feeder fu = {.data = up, .len = UP, .chunk = 16384,
-                        .send_eof = true};
-    struct feeder fd = {.data = down, .len = DOWN, .chunk = 7000,
-                        .send_eof = true, .egress = true};
+    struct feeder fu = {
+        .data = up, .len = UP, .chunk = 16384, .send_eof = true};
+    struct feeder fd = {.data = down,
+                        .len = DOWN,
+                        .chunk = 7000,
+                        .send_eof = true,
+                        .egress = true};
 
     struct want w1 = {.remote_len = UP, .remote_closed = 1};
     drive(s, &h, &fu, NULL, reached, &w1);
@@ -686,8 +690,8 @@ static void test_tcp_relay_half_close(void)
     CHECK_EQ(closed, 1);
     CHECK_MEM_EQ(h.remote.got.p, up, UP);
 
-    struct want w2 = {.remote_len = UP, .remote_closed = 1, .app_len = DOWN,
-                      .app_closed = 1};
+    struct want w2 = {
+        .remote_len = UP, .remote_closed = 1, .app_len = DOWN, .app_closed = 1};
     drive(s, &h, NULL, &fd, reached, &w2);
     CHECK_EQ(sink_len(&h.app, &closed), DOWN);
     CHECK_EQ(closed, 1);
@@ -724,12 +728,15 @@ static void test_tcp_relay_both_ways(void)
     fill(down, DOWN, 4);
     host_init(&h, 2, 3);
     RamaTransparentProxyTcpSession *s = open_relay(e, &h);
-    struct feeder fu = {.data = up, .len = UP, .chunk = 65536,
-                        .send_eof = true};
-    struct feeder fd = {.data = down, .len = DOWN, .chunk = 1500,
-                        .send_eof = true, .egress = true};
-    struct want w = {.remote_len = UP, .remote_closed = 1, .app_len = DOWN,
-                     .app_closed = 1};
+    struct feeder fu = {
+        .data = up, .len = UP, .chunk = 65536, .send_eof = true};
+    struct feeder fd = {.data = down,
+                        .len = DOWN,
+                        .chunk = 1500,
+                        .send_eof = true,
+                        .egress = true};
+    struct want w = {
+        .remote_len = UP, .remote_closed = 1, .app_len = DOWN, .app_closed = 1};
 
     drive(s, &h, &fu, &fd, reached, &w);
     CHECK_EQ(h.remote.got.len, UP);
@@ -753,15 +760,16 @@ static void test_tcp_relay_egress_error(void)
 
     host_init(&h, 0, 0);
     RamaTransparentProxyTcpSession *s = open_relay(e, &h);
-    struct feeder fu = {.data = (const uint8_t *)"hello", .len = 5,
-                        .chunk = 5};
-    struct feeder fd = {.data = (const uint8_t *)"last words", .len = 10,
-                        .chunk = 10, .egress = true};
+    struct feeder fu = {.data = (const uint8_t *)"hello", .len = 5, .chunk = 5};
+    struct feeder fd = {.data = (const uint8_t *)"last words",
+                        .len = 10,
+                        .chunk = 10,
+                        .egress = true};
     struct want w = {.remote_len = 5, .app_len = 10};
     drive(s, &h, &fu, &fd, reached, &w);
     rama_transparent_proxy_tcp_session_on_egress_error(s);
-    struct want w2 = {.remote_len = 5, .remote_closed = 1, .app_len = 10,
-                      .app_closed = 1};
+    struct want w2 = {
+        .remote_len = 5, .remote_closed = 1, .app_len = 10, .app_closed = 1};
     drive(s, &h, NULL, NULL, reached, &w2);
     CHECK_MEM_EQ(h.app.got.p, "last words", 10);
     rama_transparent_proxy_tcp_session_cancel(s);
@@ -771,7 +779,8 @@ static void test_tcp_relay_egress_error(void)
     host_fini(&h);
 }
 
-/* ---- UDP: real loopback echo peers ----------------------------------------- */
+/* ---- UDP: real loopback echo peers -----------------------------------------
+ */
 
 #define PEERS 8 /* 4 IPv4, 4 IPv6 */
 
@@ -806,8 +815,7 @@ static void *echo_main(void *arg)
                                  (struct sockaddr *)&from, &fl);
             if (n < 0)
                 continue;
-            sendto(ec->fd[i], buf, (size_t)n, 0, (struct sockaddr *)&from,
-                   fl);
+            sendto(ec->fd[i], buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
             atomic_fetch_add(&ec->echoed, 1);
         }
     }
@@ -818,8 +826,8 @@ static void echo_start(struct echo *ec)
     memset(ec, 0, sizeof(*ec));
     for (int i = 0; i < PEERS; i++) {
         int v6 = i >= PEERS / 2;
-        socklen_t len = v6 ? sizeof(struct sockaddr_in6)
-                           : sizeof(struct sockaddr_in);
+        socklen_t len =
+            v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
         ec->fd[i] = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM, 0);
         CHECK_GE(ec->fd[i], 0);
         if (v6) {
@@ -832,8 +840,7 @@ static void echo_start(struct echo *ec)
             a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         }
         CHECK_EQ(bind(ec->fd[i], (struct sockaddr *)&ec->addr[i], len), 0);
-        CHECK_EQ(getsockname(ec->fd[i], (struct sockaddr *)&ec->addr[i],
-                             &len),
+        CHECK_EQ(getsockname(ec->fd[i], (struct sockaddr *)&ec->addr[i], &len),
                  0);
     }
     CHECK_EQ(pipe(ec->stop), 0);
@@ -941,9 +948,9 @@ static void send_dgram(RamaTransparentProxyUdpSession *s, const char *text,
     rama_transparent_proxy_udp_session_on_client_datagram(s, b, p);
 }
 
-static RamaTransparentProxyUdpSession *
-open_udp(RamaTransparentProxyEngine *e, struct udp_host *h, const char *host,
-         uint16_t port)
+static RamaTransparentProxyUdpSession *open_udp(RamaTransparentProxyEngine *e,
+                                                struct udp_host *h,
+                                                const char *host, uint16_t port)
 {
     RamaTransparentProxyFlowMeta m =
         meta_of(RAMA_FLOW_PROTOCOL_UDP, host, port, NULL, NULL);
@@ -1090,8 +1097,7 @@ static void test_udp_relay_many_flows(void)
             char msg[32];
             int n = snprintf(msg, sizeof(msg), "peer=%d flow=%d", i, f);
             send_dgram(s[f], msg, (size_t)n,
-                       i < PEERS / 2 ? "127.0.0.1" : "::1",
-                       peer_port(&ec, i));
+                       i < PEERS / 2 ? "127.0.0.1" : "::1", peer_port(&ec, i));
         }
     }
     for (int f = 0; f < FLOWS; f++) {

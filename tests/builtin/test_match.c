@@ -59,8 +59,7 @@ static void test_cidr_parse(void)
     CHECK_EQ(c.family, AF_INET);
     CHECK_EQ(c.prefix, 8);
     /* Host bits are dropped, as the spec's CIDR setter does. */
-    CHECK_STR_EQ(nectar__app_cidr_addr_text(&c, buf, sizeof(buf)),
-                 "10.0.0.0");
+    CHECK_STR_EQ(nectar__app_cidr_addr_text(&c, buf, sizeof(buf)), "10.0.0.0");
     CHECK_EQ(nectar__app_cidr_parse("2001:db8:ffff::1/33", &c), 0);
     CHECK_EQ(c.prefix, 33);
     CHECK_STR_EQ(nectar__app_cidr_addr_text(&c, buf, sizeof(buf)),
@@ -191,8 +190,8 @@ static void test_match_flow(void)
 {
     struct app_match m = {.remote_port = -1};
     const char *why;
-    nectar_flow_meta_t meta = meta_tcp("93.184.216.34", 443, "example.com",
-                                       "com.apple.curl");
+    nectar_flow_meta_t meta =
+        meta_tcp("93.184.216.34", 443, "example.com", "com.apple.curl");
 
     /* Empty match holds for everything. */
     CHECK(nectar__app_match_flow(&m, &meta));
@@ -207,15 +206,17 @@ static void test_match_flow(void)
     CHECK(nectar__app_match_flow(&m, &meta));
 
     /* remote_host is tried against the hostname and the endpoint host. */
-    CHECK_EQ(nectar__app_host_pattern_parse(".example.com", &m.remote_host,
-                                            &why), 0);
+    CHECK_EQ(
+        nectar__app_host_pattern_parse(".example.com", &m.remote_host, &why),
+        0);
     m.has_remote_host = true;
     CHECK(nectar__app_match_flow(&m, &meta));
     meta.remote_hostname = NULL;
     CHECK(!nectar__app_match_flow(&m, &meta));
     nectar__app_host_pattern_free(&m.remote_host);
-    CHECK_EQ(nectar__app_host_pattern_parse("93.184.0.0/16", &m.remote_host,
-                                            &why), 0);
+    CHECK_EQ(
+        nectar__app_host_pattern_parse("93.184.0.0/16", &m.remote_host, &why),
+        0);
     CHECK(nectar__app_match_flow(&m, &meta));
     meta.remote_hostname = "10.0.0.1"; /* a literal hostname also counts */
     meta.remote.host = "8.8.8.8";

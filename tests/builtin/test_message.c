@@ -51,9 +51,8 @@ static void test_ping(void)
     CHECK_EQ(get_int(j, "received_bytes"), (long long)strlen(msg));
     CHECK_STR_EQ(json_string_value(json_object_get(j, "acknowledged_source")),
                  "container-app");
-    CHECK_STR_EQ(
-        json_string_value(json_object_get(j, "acknowledged_sent_at")),
-        "2026-11-28T08:00:00Z");
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "acknowledged_sent_at")),
+                 "2026-11-28T08:00:00Z");
     json_decref(j);
 
     /* Missing fields are acknowledged as null. */
@@ -141,8 +140,8 @@ static void *count_thread(void *arg)
         if (i % 100 == 0) {
             uint8_t *out = NULL;
             size_t len = 0;
-            nectar__app_message_reply((const uint8_t *)"{\"op\":\"stats\"}",
-                                      14, &shared_stats, &out, &len);
+            nectar__app_message_reply((const uint8_t *)"{\"op\":\"stats\"}", 14,
+                                      &shared_stats, &out, &len);
             nectar_free(out);
         }
     }
@@ -158,9 +157,9 @@ static void test_stats_threads(void)
         CHECK_EQ(pthread_create(&t[i], NULL, count_thread, NULL), 0);
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
-    CHECK_EQ(nectar__app_stats_decisions(&shared_stats,
-                                         NECTAR_ACTION_PASSTHROUGH),
-             40000);
+    CHECK_EQ(
+        nectar__app_stats_decisions(&shared_stats, NECTAR_ACTION_PASSTHROUGH),
+        40000);
     CHECK_EQ(atomic_load(&shared_stats.udp.bytes_to_app), 120000);
 }
 
@@ -171,8 +170,8 @@ static void test_alloc_failure(void)
     size_t len = 3;
 
     nectar__alloc_fail_after(0);
-    int rc = nectar__app_message_reply((const uint8_t *)"{\"op\":\"ping\"}",
-                                       13, &st, &out, &len);
+    int rc = nectar__app_message_reply((const uint8_t *)"{\"op\":\"ping\"}", 13,
+                                       &st, &out, &len);
     nectar__alloc_fail_after(-1);
     CHECK_EQ(rc, NECTAR_ENOMEM);
     CHECK(out == NULL);

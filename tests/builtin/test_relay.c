@@ -202,8 +202,7 @@ static void fixture_init(struct fixture *f)
 
 static void fixture_start(struct fixture *f, size_t max_pending)
 {
-    f->relay = svc_relay_start(&f->a.base, &f->b.base, max_pending, on_done,
-                               f);
+    f->relay = svc_relay_start(&f->a.base, &f->b.base, max_pending, on_done, f);
     CHECK(f->relay != NULL);
 }
 
@@ -427,7 +426,8 @@ static void test_free_while_running(void)
     fixture_fini(&f);
 }
 
-/* ---- prefix --------------------------------------------------------------- */
+/* ---- prefix ---------------------------------------------------------------
+ */
 
 struct prefix_reader {
     uint8_t got[256];
