@@ -44,13 +44,14 @@ static struct hm *live(void *ctx)
 
 static RamaTcpDeliverStatus write_side(struct hm *h, struct hm_buf *b,
                                        bool *need_drain, RamaBytesView v,
-                                       bool forever)
+                                       bool forever, int *calls, int pause_at)
 {
     RamaTcpDeliverStatus rc;
 
     CHECK(v.len > 0 && v.ptr != NULL); /* never called with empty bytes */
     pthread_mutex_lock(&h->mu);
-    if (forever || should_pause(h)) {
+    ++*calls;
+    if (forever || *calls == pause_at || should_pause(h)) {
         *need_drain = true;
         h->paused_count++;
         rc = RAMA_TCP_DELIVER_PAUSED;
@@ -68,13 +69,15 @@ static RamaTcpDeliverStatus on_server_bytes(void *ctx, RamaBytesView v)
     struct hm *h = live(ctx);
     if (h->app_status_override != 0)
         return h->app_status_override;
-    return write_side(h, &h->app, &h->need_app_drain, v, h->pause_forever_app);
+    return write_side(h, &h->app, &h->need_app_drain, v, h->pause_forever_app,
+                      &h->app_calls, h->pause_at_app);
 }
 
 static RamaTcpDeliverStatus on_write_to_egress(void *ctx, RamaBytesView v)
 {
     struct hm *h = live(ctx);
-    return write_side(h, &h->remote, &h->need_remote_drain, v, false);
+    return write_side(h, &h->remote, &h->need_remote_drain, v, false,
+                      &h->remote_calls, h->pause_at_remote);
 }
 
 static void bump(struct hm *h, int *field)

@@ -41,6 +41,11 @@ struct hm {
     int pause_pct;
     uint32_t rng;
     bool pause_forever_app;      /* on_server_bytes always PAUSED */
+    /* Deterministic: PAUSED on exactly the n-th call (1-based; 0 = off). */
+    int pause_at_app;
+    int pause_at_remote;
+    int app_calls;
+    int remote_calls;
     uint8_t app_status_override; /* nonzero: return this raw byte */
     bool need_app_drain;
     bool need_remote_drain;

@@ -78,8 +78,8 @@ static void *feeder_main(void *arg)
 }
 
 /* Both directions at once through the relay, checked byte for byte. */
-static void run_exact(uint32_t capacity, int pause_pct, size_t len,
-                      size_t chunk, uint32_t seed)
+static void run_exact_at(uint32_t capacity, int pause_pct, size_t len,
+                         size_t chunk, uint32_t seed, int pause_at)
 {
     nectar_engine_options_t o;
     struct pair p;
@@ -93,6 +93,8 @@ static void run_exact(uint32_t capacity, int pause_pct, size_t len,
     p.e = th_engine(&o);
     open_session(&p, true);
     p.h.pause_pct = pause_pct;
+    p.h.pause_at_app = pause_at;
+    p.h.pause_at_remote = pause_at;
     p.h.rng ^= seed;
     hm_start_drainer(&p.h);
     th_fill(up, len, seed);
@@ -118,6 +120,8 @@ static void run_exact(uint32_t capacity, int pause_pct, size_t len,
     CHECK_MEM_EQ(p.h.app.p, down, len);
     pthread_mutex_unlock(&p.h.mu);
     wait_destroyed(1);
+    if (pause_at > 0)
+        CHECK_GE(p.h.paused_count, 2); /* the forced pauses happened */
     /* At most once each, even after the service finished. */
     th_sleep_ms(20);
     CHECK_EQ(p.h.egress_closed, 1);
@@ -127,6 +131,21 @@ static void run_exact(uint32_t capacity, int pause_pct, size_t len,
     CHECK_EQ(atomic_load(&th_stats.handler_destroyed), 1);
     free(up);
     free(down);
+}
+
+static void run_exact(uint32_t capacity, int pause_pct, size_t len,
+                      size_t chunk, uint32_t seed)
+{
+    run_exact_at(capacity, pause_pct, len, chunk, seed, 0);
+}
+
+/* PAUSED forced at each write position in turn (both directions), with a
+ * capacity-1 queue so deliveries see PAUSED too: every point of the
+ * state machine is crossed with a pause, and the bytes stay exact. */
+static void test_paused_at_each_point(void)
+{
+    for (int k = 1; k <= 24; k++)
+        run_exact_at(1, 0, 24 * 100, 100, (uint32_t)k, k);
 }
 
 static void test_relay_exact(void)
@@ -487,15 +506,16 @@ static void test_drain_renews_backstop(void)
 
     th_reset();
     th_options(&o);
-    o.paused_drain_max_wait_ms = 200;
+    o.paused_drain_max_wait_ms = 500;
     p.e = th_engine(&o);
     open_session(&p, true);
     p.h.pause_forever_app = true;
     th_fill(down, sizeof(down), 5);
     CHECK_EQ(hm_feed(&p.h, 1, down, sizeof(down), 64), sizeof(down));
-    /* Drains every 60 ms start fresh pause episodes: no timeout. */
+    /* Drains every 100 ms start fresh pause episodes: no timeout, although
+     * the whole run outlasts the backstop. */
     for (int i = 0; i < 8; i++) {
-        th_sleep_ms(60);
+        th_sleep_ms(100);
         rama_transparent_proxy_tcp_session_signal_server_drain(p.h.s);
     }
     CHECK_EQ(p.h.server_closed, 0);
@@ -741,6 +761,7 @@ static void test_stop_with_live_sessions(void)
 static const nectar_test_t tests[] = {
     {"relay_exact", test_relay_exact},
     {"backpressure_paused_everywhere", test_backpressure_paused_everywhere},
+    {"paused_at_each_point", test_paused_at_each_point},
     {"lost_wakeup_capacity1", test_lost_wakeup_capacity1},
     {"owned_release", test_owned_release},
     {"options_and_activate_edges", test_options_and_activate_edges},
