@@ -15,7 +15,7 @@ struct nectar_keychain {
 };
 
 static const struct nectar__keychain_backend *const backends[] = {
-#ifdef __APPLE__
+#ifdef NECTAR_HAVE_APPLE_KEYCHAIN
     &nectar__keychain_backend_apple, /* first: the platform default */
 #endif
     &nectar__keychain_backend_file,

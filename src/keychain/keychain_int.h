@@ -47,7 +47,7 @@ struct nectar__keychain_backend {
 };
 
 extern const struct nectar__keychain_backend nectar__keychain_backend_file;
-#ifdef __APPLE__
+#ifdef NECTAR_HAVE_APPLE_KEYCHAIN
 extern const struct nectar__keychain_backend nectar__keychain_backend_apple;
 #endif
 

@@ -19,7 +19,7 @@ struct nectar_vault {
 
 /* Every backend built into this library, hardware first. */
 static const struct nectar__vault_backend *const backends[] = {
-#ifdef __APPLE__
+#ifdef NECTAR_HAVE_SECURE_ENCLAVE
     &nectar__vault_backend_apple_se,
 #endif
 #ifdef NECTAR_HAVE_TSS2

@@ -63,7 +63,7 @@ extern const struct nectar__vault_backend nectar__vault_backend_tpm2;
 int nectar__mkdirs(const char *dir, nectar_error_t *err);
 
 #endif
-#ifdef __APPLE__
+#ifdef NECTAR_HAVE_SECURE_ENCLAVE
 extern const struct nectar__vault_backend nectar__vault_backend_apple_se;
 /* mkdir -p, creating each missing component with mode 0700. */
 int nectar__mkdirs(const char *dir, nectar_error_t *err);
