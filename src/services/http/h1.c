@@ -1052,8 +1052,8 @@ static void on_read(h1_t *h, bool client, ssize_t nread, const uint8_t *buf)
     }
     if (h->err != 0)
         nectar__http_finish(b, h->err);
-    else if (!b->finishing)
-        flush(h);
+    else
+        flush(h); /* also after a clean finish: the last bytes go out */
     nectar__http_leave(b);
 }
 

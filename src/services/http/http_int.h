@@ -174,8 +174,8 @@ typedef struct tunnel tunnel_t;
 
 /* A stream view over `parent` (owned by the relay): replays `prefix`,
  * then parent's reads (or EOF at once when eof: the parent already ended);
- * writes go to parent.  close() frees the view and
- * calls on_close(arg).  NULL on ENOMEM. */
+ * writes go to parent.  close() calls on_close(arg)
+ * on a later loop turn (unless detached first).  NULL on ENOMEM. */
 svc_stream_t *nectar__http_tunnel_new(svc_stream_t *parent,
                                       const uint8_t *prefix, size_t plen,
                                       bool eof, void (*on_close)(void *arg),

@@ -82,7 +82,15 @@ static void on_idle(uv_idle_t *h)
 {
     view_t *v = h->data;
     uv_idle_stop(h);
-    if (!v->reading || v->closed)
+    if (v->closed) {
+        /* Tell the relay now, outside the caller's close(). */
+        void (*cb)(void *) = v->on_close;
+        v->on_close = NULL;
+        if (cb != NULL)
+            cb(v->arg); /* may detach: the memory stays until uv_close */
+        return;
+    }
+    if (!v->reading)
         return;
     if (v->prefix.len > 0) {
         hbuf_t p = v->prefix;
@@ -192,18 +200,15 @@ static void v_close(svc_stream_t *s)
         return;
     v_read_stop(s);
     v->closed = true;
-    void (*cb)(void *) = v->on_close;
-    void *arg = v->arg;
-    v->on_close = NULL;
-    /* on_close may detach (and so free) the view: touch nothing after. */
     if (v->parent == NULL) {
+        v->on_close = NULL;
         maybe_free(v);
-        if (cb != NULL)
-            cb(arg);
         return;
     }
-    if (cb != NULL)
-        cb(arg);
+    /* The relay hears of it on the next loop turn, so closing a view never
+     * re-enters the caller (e.g. through the relay's done_cb). */
+    if (v->on_close != NULL)
+        uv_idle_start(&v->idle, on_idle);
 }
 
 static const svc_stream_ops_t view_ops = {

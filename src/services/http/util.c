@@ -180,7 +180,9 @@ int nectar__http_write(http_base_t *b, svc_stream_t *s, hbuf_t *out)
 {
     if (out->len == 0)
         return 0;
-    if (s == NULL || b->finishing) {
+    /* After an error nothing more goes out; a clean finish still
+     * delivers what was produced before it. */
+    if (s == NULL || b->finished || (b->finishing && b->finish_status < 0)) {
         out->len = 0;
         return 0;
     }

@@ -265,6 +265,8 @@ static int run_badge(const badge_case_t *bc, resp_t *r, bool head)
     return n;
 }
 
+static void check_badged_plain(const char *plain, size_t plen);
+
 static void check_badged(resp_t *r, const char *plain, size_t plen)
 {
     char v[64];
@@ -272,6 +274,11 @@ static void check_badged(resp_t *r, const char *plain, size_t plen)
     CHECK(resp_header(r, "etag", v, sizeof(v)) == NULL);
     CHECK(resp_header(r, "last-modified", v, sizeof(v)) == NULL);
     CHECK(r->chunked);
+    check_badged_plain(plain, plen);
+}
+
+static void check_badged_plain(const char *plain, size_t plen)
+{
     /* The badge exactly once, right after the opening body tag. */
     const char *tag = "<BODY class=\"a>b\" data-x='1'>";
     char *at = memmem(plain, plen, tag, strlen(tag));
@@ -691,6 +698,23 @@ static void hijack_routes(void)
     fx_close(&f);
 }
 
+/* "Connection: close" to the hijack host: the answer, then the end. */
+static void hijack_close(void)
+{
+    fx_t f;
+    fx_init(&f);
+    fx_start(&f, false);
+    mem_send_str(f.cli, "GET /ping HTTP/1.1\r\nHost: nectar.localhost\r\n"
+                        "Connection: close\r\n\r\n");
+    fx_wait_eof(&f, &f.cli_in);
+    fx_wait_done(&f);
+    const char *c = mem_sink_str(&f.cli_in);
+    CHECK(strstr(c, "Connection: close\r\n") != NULL);
+    CHECK(strstr(c, "\"ok\":true") != NULL);
+    CHECK_EQ(f.status, 0);
+    fx_close(&f);
+}
+
 /* Hijack answers stay in order with relayed responses. */
 static void hijack_ordering(void)
 {
@@ -706,6 +730,150 @@ static void hijack_ordering(void)
     fx_wait_count(&f, &f.cli_in, "\"ok\":true", 1);
     const char *c = mem_sink_str(&f.cli_in);
     CHECK(strstr(c, "up") < strstr(c, "\"ok\":true"));
+    fx_close(&f);
+}
+
+/* ---- a CONNECT hook that takes the tunnel (as the TLS layer does) ------ */
+
+typedef struct hooked {
+    svc_stream_t *v[2]; /* client view, server view */
+    bool eof[2];
+    bool closed;
+    char authority[64];
+} hooked_t;
+
+static hooked_t hk;
+
+static void hooked_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
+                        void *data)
+{
+    (void)data;
+    int i = s == hk.v[0] ? 0 : 1;
+    if (nread < 0) {
+        hk.eof[i] = true;
+        svc_shutdown(hk.v[1 - i]);
+        if (hk.eof[0] && hk.eof[1] && !hk.closed) {
+            hk.closed = true;
+            svc_close(hk.v[0]);
+            svc_close(hk.v[1]);
+        }
+        return;
+    }
+    /* Tag what crosses the tunnel so the test sees the hook relayed it. */
+    char tagged[512];
+    int n = snprintf(tagged, sizeof(tagged), "[%.*s]", (int)nread, buf);
+    mem_send(hk.v[1 - i], tagged, (size_t)n);
+}
+
+static int owning_hook(void *data, svc_stream_t *ci, svc_stream_t *si,
+                       const char *authority, const svc_http_opts_t *opts)
+{
+    (void)data;
+    (void)opts;
+    memset(&hk, 0, sizeof(hk));
+    hk.v[0] = ci;
+    hk.v[1] = si;
+    snprintf(hk.authority, sizeof(hk.authority), "%s", authority);
+    svc_read_start(ci, hooked_read, NULL);
+    svc_read_start(si, hooked_read, NULL);
+    return 0;
+}
+
+static void connect_hook_owns(void)
+{
+    fx_t f;
+    fx_init(&f);
+    f.opts.connect_hook = owning_hook;
+    fx_start(&f, false);
+    mem_send_str(f.cli, "CONNECT tls.test:443 HTTP/1.1\r\nHost: tls.test\r\n"
+                        "\r\nhello");
+    fx_wait_count(&f, &f.srv_in, "\r\n\r\n", 1);
+    mem_send_str(f.srv, "HTTP/1.1 200 OK\r\n\r\nworld");
+    fx_wait_count(&f, &f.srv_in, "[hello]", 1);
+    fx_wait_count(&f, &f.cli_in, "[world]", 1);
+    CHECK_STR_EQ(hk.authority, "tls.test:443");
+    CHECK(strstr(mem_sink_str(&f.cli_in), "HTTP/1.1 200 OK\r\n") ==
+          mem_sink_str(&f.cli_in));
+    mem_send_str(f.cli, "more");
+    fx_wait_count(&f, &f.srv_in, "[more]", 1);
+    /* Both ends finish; the hook closes its views; then the relay ends. */
+    svc_shutdown(f.cli);
+    svc_shutdown(f.srv);
+    fx_wait_done(&f);
+    CHECK(hk.closed);
+    CHECK_EQ(f.status, 0);
+    fx_close(&f);
+}
+
+/* HTTP/1.0 client: a badged body cannot be chunked, so it is delimited by
+ * closing the connection. */
+static void http10_badge(void)
+{
+    fx_t f;
+    fx_init(&f);
+    f.opts.badge_label = "nectar <test>";
+    fx_start(&f, false);
+    mem_send_str(f.cli, "GET / HTTP/1.0\r\nHost: h\r\n\r\n");
+    fx_wait_count(&f, &f.srv_in, "GET / HTTP/1.0\r\n", 1);
+    char hdr[128];
+    snprintf(hdr, sizeof(hdr),
+             "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+             "Content-Length: %zu\r\n\r\n",
+             strlen(html_page));
+    mem_send_str(f.srv, hdr);
+    mem_send_str(f.srv, html_page);
+    fx_wait_eof(&f, &f.cli_in);
+    const char *c = mem_sink_str(&f.cli_in);
+    CHECK(strstr(c, "Connection: close\r\n") != NULL);
+    CHECK(strstr(c, "Transfer-Encoding") == NULL);
+    CHECK(strstr(c, "Content-Length") == NULL);
+    const char *body = strstr(c, "\r\n\r\n") + 4;
+    check_badged_plain(body, strlen(body));
+    fx_close(&f);
+}
+
+/* No server stream: the hijack host is served, anything else gets 502. */
+static void no_server(void)
+{
+    fx_t f;
+    fx_init(&f);
+    svc_close(f.rs);
+    f.rs = NULL;
+    fx_start(&f, false);
+    mem_send_str(f.cli, "GET /ping HTTP/1.1\r\nHost: nectar.localhost\r\n\r\n"
+                        "GET / HTTP/1.1\r\nHost: other.test\r\n\r\n");
+    fx_wait_count(&f, &f.cli_in, "HTTP/1.1 502", 1);
+    CHECK(strstr(mem_sink_str(&f.cli_in), "HTTP/1.1 200 OK") != NULL);
+    svc_shutdown(f.cli);
+    fx_wait_done(&f);
+    CHECK_EQ(f.status, 0);
+    fx_close(&f);
+}
+
+static void cancel_done(int status, void *data)
+{
+    (void)status;
+    (void)data;
+    NECTAR_FAIL_AT("done_cb ran after svc_http_cancel");
+}
+
+/* Cancel: both streams close at once and done_cb never runs. */
+static void cancel(void)
+{
+    fx_t f;
+    fx_init(&f);
+    svc_http_t *h = NULL;
+    CHECK_EQ(svc_http1_start(f.rc, f.rs, &f.opts, NULL, NULL, &h),
+             NECTAR_EINVAL);
+    CHECK_EQ(svc_http1_start(f.rc, f.rs, &f.opts, cancel_done, &f, &h), 0);
+    mem_send_str(f.cli, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    fx_wait_count(&f, &f.srv_in, "\r\n\r\n", 1);
+    svc_http_cancel(h);
+    fx_wait_eof(&f, &f.cli_in);
+    fx_wait_eof(&f, &f.srv_in);
+    mem_run_turns(&f.loop, 10);
+    CHECK(!f.done);
+    f.done = true; /* nothing to wait for in fx_close */
     fx_close(&f);
 }
 
@@ -774,7 +942,12 @@ static const nectar_test_t tests[] = {
     {"connect_one_level", connect_one_level},
     {"connect_refused", connect_refused},
     {"hijack_routes", hijack_routes},
+    {"hijack_close", hijack_close},
     {"hijack_ordering", hijack_ordering},
+    {"connect_hook_owns", connect_hook_owns},
+    {"http10_badge", http10_badge},
+    {"no_server", no_server},
+    {"cancel", cancel},
     {"raw_fallback", raw_fallback},
     {"large_body", large_body},
     {NULL, NULL},
