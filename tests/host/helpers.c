@@ -379,6 +379,9 @@ static void client_send(struct cstate *c)
     }
 }
 
+int client_rcvbuf;
+int client_read_sleep_us;
+
 int client_run(int family, uint16_t port, int mode, uint32_t seed, uint64_t n,
                uint64_t up_n, bool send_after_eof, struct client_result *r)
 {
@@ -388,6 +391,9 @@ int client_run(int family, uint16_t port, int mode, uint32_t seed, uint64_t n,
     r->down_ok = true;
     struct cstate c = {0};
     c.fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (client_rcvbuf > 0)
+        setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &client_rcvbuf,
+                   sizeof(client_rcvbuf));
     if (connect(c.fd, (struct sockaddr *)&ss, len) != 0) {
         int e = errno;
         close(c.fd);
@@ -445,6 +451,8 @@ int client_run(int family, uint16_t port, int mode, uint32_t seed, uint64_t n,
             r->down_ok = false;
         }
         r->down += (uint64_t)got;
+        if (client_read_sleep_us > 0)
+            usleep((useconds_t)client_read_sleep_us);
     }
     close(c.fd);
     free(buf);

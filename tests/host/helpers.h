@@ -46,6 +46,11 @@ struct client_result {
     bool reset;     /* the connection was reset */
 };
 
+/* Slow-reader knobs for client_run (0 = off): a small SO_RCVBUF and a
+ * sleep after every read, so the proxy's write pumps fill and pause. */
+extern int client_rcvbuf;
+extern int client_read_sleep_us;
+
 /* Connect to port on loopback (family), send the header and up_n bytes of
  * pattern(seed), shut down the write half (after the server's EOF when
  * send_after_eof), read to EOF checking pattern(down_seed) unless the mode

@@ -263,9 +263,15 @@ static void test_paused_drain(void)
            NULL);
     CHECK_EQ(nectar__host_write_pump_cap(nectar_sim_host(fx.sim)), 1);
     struct client_result r;
-    CHECK_EQ(client_run(AF_INET, fx.port, M_DOWNLOAD, 31, 3 * MB, 0, false,
+    /* A slow reader fills the client socket, so the client write pump
+     * must refuse (PAUSED) and later signal the drain. */
+    client_rcvbuf = 4096;
+    client_read_sleep_us = 200;
+    CHECK_EQ(client_run(AF_INET, fx.port, M_DOWNLOAD, 31, 16 * MB, 0, false,
                         &r), 0);
-    CHECK_EQ(r.down, 3 * MB);
+    client_rcvbuf = 0;
+    client_read_sleep_us = 0;
+    CHECK_EQ(r.down, 16 * MB);
     CHECK(r.down_ok);
     CHECK_EQ(client_run(AF_INET, fx.port, M_ECHO, 32, 0, 3 * MB, false, &r),
              0);

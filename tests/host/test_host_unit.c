@@ -114,6 +114,14 @@ static void test_wpump_budget(void)
     CHECK_MEM_EQ(got, big, sizeof(big));
     CHECK_MEM_EQ(got + 1000, small, sizeof(small));
 
+    /* Idle and open: the fast path writes on the calling thread, no loop
+     * turn needed. */
+    CHECK_EQ(wpump_enqueue(&p, small, 7), RAMA_TCP_DELIVER_ACCEPTED);
+    CHECK(p.head == NULL);
+    read_exact(sv[1], got, 7);
+    CHECK_MEM_EQ(got, small, 7);
+    CHECK_EQ(wpump_written(&p), 1017);
+
     /* Close when drained: fires once the queue is empty; then CLOSED. */
     CHECK_EQ(wpump_enqueue(&p, small, 5), RAMA_TCP_DELIVER_ACCEPTED);
     wpump_close_when_drained(&p, p_drained);

@@ -235,7 +235,7 @@ void nectar__tcp_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     c->len = (size_t)nread;
     c = wchunk_fit(c);
-    f->last_activity = nectar__host_now_ms();
+    atomic_store(&f->last_activity, nectar__host_now_ms());
     if (f->mode == MODE_ENGINE)
         engine_read(f, client, c);
     else
@@ -289,7 +289,7 @@ static void pump_written(struct wpump *p, size_t n)
 {
     (void)n;
     struct tcp_flow *f = p->owner;
-    f->last_activity = nectar__host_now_ms();
+    atomic_store(&f->last_activity, nectar__host_now_ms());
 }
 
 static void client_write_error(struct wpump *p, int err)
@@ -344,7 +344,7 @@ static void on_connect(uv_connect_t *req, int status)
     }
     uv_timer_stop(&f->timer);
     f->egress_ready = true;
-    f->last_activity = nectar__host_now_ms();
+    atomic_store(&f->last_activity, nectar__host_now_ms());
     if (f->mode == MODE_DIRECT)
         nectar__fwd_start_direct(f);
     else
@@ -388,6 +388,9 @@ static void start(struct tcp_flow *f)
         return;
     }
     f->client_fd = -1;
+    /* The app side is a socket here (an NE flow has no Nagle): never let
+     * small engine writes wait for an ACK. */
+    uv_tcp_nodelay(&f->client, 1);
 
     RamaTcpEgressConnectOptions o;
     bool have = false;
@@ -486,7 +489,7 @@ static void on_backstop(uv_timer_t *t)
     f->backstop_armed = false;
     if (f->done || !drain_pending(f))
         return;
-    uint64_t idle = nectar__host_now_ms() - f->last_activity;
+    uint64_t idle = nectar__host_now_ms() - atomic_load(&f->last_activity);
     if (idle < f->linger_ms) {
         /* A live half-close (the other direction still moving bytes) is
          * never truncated. */
@@ -560,8 +563,8 @@ static void finalize(struct tcp_flow *f)
         .protocol = IPPROTO_TCP,
         .decision = f->decision,
         .promoted = f->promoted,
-        .bytes_c2s = f->ewp.written,
-        .bytes_s2c = f->cwp.written,
+        .bytes_c2s = wpump_written(&f->ewp),
+        .bytes_s2c = wpump_written(&f->cwp),
         .duration_ms = nectar__host_now_ms() - f->start_ms,
         .error = f->end_error,
         .reason = f->end_reason,
@@ -687,7 +690,8 @@ static struct tcp_flow *flow_new(nectar_host_t *h, int fd,
     f->obj.protocol = IPPROTO_TCP;
     f->host = h;
     f->client_fd = fd;
-    f->start_ms = f->last_activity = nectar__host_now_ms();
+    f->start_ms = nectar__host_now_ms();
+    atomic_init(&f->last_activity, f->start_ms);
     f->linger_ms = h->opts.linger_close_ms;
     size_t alen = meta->remote->sa_family == AF_INET
                       ? sizeof(struct sockaddr_in)
@@ -701,6 +705,8 @@ static struct tcp_flow *flow_new(nectar_host_t *h, int fd,
     wpump_init(&f->ewp, h->wp_cap, f, &egress_ops, post_egress_flush);
     f->cwp.paused_count = &h->pump_paused;
     f->ewp.paused_count = &h->pump_paused;
+    f->cwp.activity = &f->last_activity;
+    f->ewp.activity = &f->last_activity;
     return f;
 }
 

@@ -70,7 +70,8 @@ struct tcp_flow {
     bool backstop_armed;
     bool promoted;
     uint32_t connect_timeout_ms, linger_ms;
-    uint64_t start_ms, last_activity;
+    uint64_t start_ms;
+    atomic_uint_fast64_t last_activity; /* also bumped by direct writes */
     int end_error;
     const char *end_reason;
 };

@@ -68,7 +68,7 @@ void nectar__fwd_promote(struct tcp_flow *f)
 {
     f->mode = MODE_PROMOTED;
     f->promoted = true;
-    f->last_activity = nectar__host_now_ms(); /* fresh idle budget */
+    atomic_store(&f->last_activity, nectar__host_now_ms()); /* fresh idle budget */
     carry(&f->crp, &f->c2s);
     carry(&f->erp, &f->s2c);
 }

@@ -9,7 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/socket.h>
+
 #include "common/alloc.h"
+
+uint64_t nectar__host_now_ms(void);
 
 struct wchunk *wchunk_new(size_t cap)
 {
@@ -59,6 +63,7 @@ void wpump_init(struct wpump *p, size_t cap, void *owner,
     p->ops = ops;
     p->post_flush = post_flush;
     p->lifecycle = WP_PENDING;
+    p->direct_fd = -1;
 }
 
 void wpump_destroy(struct wpump *p)
@@ -99,6 +104,24 @@ RamaTcpDeliverStatus wpump_enqueue(struct wpump *p, const uint8_t *buf,
         if (p->paused_count != NULL)
             atomic_fetch_add(p->paused_count, 1);
         return RAMA_TCP_DELIVER_PAUSED;
+    }
+    if (p->direct_fd >= 0 && !p->busy && p->head == NULL) {
+        ssize_t n = send(p->direct_fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            p->direct_written += (size_t)n;
+            if (p->activity != NULL)
+                atomic_store(p->activity, nectar__host_now_ms());
+        }
+        if (n == (ssize_t)len) {
+            pthread_mutex_unlock(&p->lock);
+            return RAMA_TCP_DELIVER_ACCEPTED;
+        }
+        /* Partial, EAGAIN or an error: the loop writes the rest (and
+         * reports any error through the normal write path). */
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+        }
     }
     struct wchunk *c = wchunk_new(len);
     if (c == NULL) {
@@ -141,7 +164,22 @@ void wpump_open(struct wpump *p, uv_stream_t *stream)
     p->stream = stream;
     if (p->lifecycle == WP_PENDING)
         p->lifecycle = WP_OPEN;
+    uv_os_fd_t fd;
+    if (p->lifecycle == WP_OPEN && uv_fileno((uv_handle_t *)stream, &fd) == 0) {
+        pthread_mutex_lock(&p->lock);
+        if (!p->closed)
+            p->direct_fd = fd;
+        pthread_mutex_unlock(&p->lock);
+    }
     wpump_flush(p);
+}
+
+uint64_t wpump_written(struct wpump *p)
+{
+    pthread_mutex_lock(&p->lock);
+    uint64_t n = p->written + p->direct_written;
+    pthread_mutex_unlock(&p->lock);
+    return n;
 }
 
 bool wpump_is_closed(struct wpump *p)
@@ -203,6 +241,7 @@ void wpump_flush(struct wpump *p)
         p->tail = NULL;
     last->next = NULL;
     p->pending -= total;
+    p->busy = true;
     bool edge_engine = false, edge_fwd = false;
     if (p->pending < p->cap) {
         edge_engine = p->paused_signaled;
@@ -222,6 +261,9 @@ void wpump_flush(struct wpump *p)
         p->ops->drain_edge(p, edge_engine, edge_fwd);
     if (rc != 0) {
         p->writing = false;
+        pthread_mutex_lock(&p->lock);
+        p->busy = false;
+        pthread_mutex_unlock(&p->lock);
         free_list(p->inflight);
         p->inflight = NULL;
         wpump_cancel(p);
@@ -238,14 +280,19 @@ static void on_write(uv_write_t *req, int status)
     free_list(p->inflight);
     p->inflight = NULL;
     p->writing = false;
-    if (wpump_is_closed(p))
+    pthread_mutex_lock(&p->lock);
+    p->busy = false;
+    bool closed = p->closed;
+    if (!closed && status >= 0)
+        p->written += n;
+    pthread_mutex_unlock(&p->lock);
+    if (closed)
         return; /* cancelled meanwhile: do not resurrect anything */
     if (status < 0) {
         wpump_cancel(p);
         p->ops->error(p, status);
         return;
     }
-    p->written += n;
     p->ops->written(p, n);
     wpump_flush(p);
 }
@@ -258,6 +305,9 @@ void wpump_close_when_drained(struct wpump *p, wpump_drained_cb cb)
     }
     p->drained = cb;
     p->lifecycle = WP_DRAINING;
+    pthread_mutex_lock(&p->lock);
+    p->direct_fd = -1; /* the FIN must follow every byte */
+    pthread_mutex_unlock(&p->lock);
     wpump_flush(p);
 }
 
@@ -268,6 +318,7 @@ void wpump_cancel(struct wpump *p)
     p->head = p->tail = NULL;
     p->pending = 0;
     p->closed = true;
+    p->direct_fd = -1;
     pthread_mutex_unlock(&p->lock);
     free_list(q);
     fire_drained(p);

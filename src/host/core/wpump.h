@@ -81,6 +81,11 @@ struct wpump {
     const struct wpump_ops *ops;
     void (*post_flush)(void *owner); /* ask the loop to run wpump_flush */
     atomic_uint_fast64_t *paused_count; /* optional: PAUSED returns */
+    atomic_uint_fast64_t *activity;     /* optional: ms of the last write */
+    /* guarded by lock: the direct-write fast path (see wpump_enqueue) */
+    int direct_fd;      /* >= 0 while open and not draining */
+    bool busy;          /* a loop-side write is in flight */
+    uint64_t direct_written;
     /* loop thread only */
     enum wpump_lifecycle lifecycle;
     bool writing;
@@ -96,8 +101,13 @@ void wpump_init(struct wpump *p, size_t cap, void *owner,
                 const struct wpump_ops *ops, void (*post_flush)(void *));
 void wpump_destroy(struct wpump *p);
 
-/* Engine side: ACCEPTED (copied), PAUSED (not taken; a drain edge will
- * follow) or CLOSED.  The first chunk is always accepted. */
+/* Engine side: ACCEPTED (copied or written), PAUSED (not taken; a drain
+ * edge will follow) or CLOSED.  The first chunk is always accepted.
+ * Fast path: when the pump is open, its queue empty and no write in
+ * flight, the bytes are sent right here with a non-blocking send() (under
+ * the pump mutex, so FIFO order holds); only what the socket does not take
+ * is queued for the loop.  This saves the hop to the flow's loop, which is
+ * most of the relay's added latency. */
 RamaTcpDeliverStatus wpump_enqueue(struct wpump *p, const uint8_t *buf,
                                    size_t len);
 
@@ -115,5 +125,7 @@ void wpump_close_when_drained(struct wpump *p, wpump_drained_cb cb);
  * stored) fires so a waiting teardown chain always resolves. */
 void wpump_cancel(struct wpump *p);
 bool wpump_is_closed(struct wpump *p);
+/* Bytes that reached the socket (loop writes and direct writes). */
+uint64_t wpump_written(struct wpump *p);
 
 #endif
