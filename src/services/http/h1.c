@@ -653,7 +653,8 @@ static bool badge_applies(h1_t *h, http_parser *p, pending_t *pd, int *enc)
 {
     const msg_t *m = &h->rs;
     int st = p->status_code;
-    if (!pd->badge_ok || pd->head || st < 200 || st == 204 || st == 304)
+    if (!pd->badge_ok || pd->head || st < 200 || st == 204 || st == 206 ||
+        st == 304)
         return false;
     size_t ctl, cel;
     const char *ct = msg_header(m, "content-type", &ctl);

@@ -607,7 +607,7 @@ static int submit_response(h2_t *h, h2s_t *st, bool end)
     const char *ce = fields_get(&st->res, "content-encoding", &cel);
     int enc = BADGE_ENC_IDENTITY;
     bool badge = st->badge_ok && !st->head && !end && code >= 200 &&
-                 code != 204 && code != 304 &&
+                 code != 204 && code != 206 && code != 304 &&
                  nectar__http_badge_candidate(ct, ctl, ce, cel, &enc);
     if (badge) {
         st->badge = nectar__http_badge_new(enc, h->base.opts.badge_label);
