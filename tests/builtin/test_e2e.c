@@ -779,6 +779,71 @@ static void test_tcp_relay_egress_error(void)
     host_fini(&h);
 }
 
+/* Several host threads, each owning its own sessions (the ABI's
+ * single-owner rule), relay at once over the engine's loops. */
+struct relay_job {
+    RamaTransparentProxyEngine *e;
+    unsigned seed;
+};
+
+static void *relay_thread(void *arg)
+{
+    enum { FLOWS = 6, UP = 96 * 1024 + 1, DOWN = 64 * 1024 + 9 };
+    struct relay_job *job = arg;
+    uint8_t *up = malloc(UP), *down = malloc(DOWN);
+
+    for (int k = 0; k < FLOWS; k++) {
+        struct tcp_host h;
+        fill(up, UP, job->seed * 100 + (unsigned)k);
+        fill(down, DOWN, job->seed * 100 + (unsigned)k + 50);
+        host_init(&h, 2 + (unsigned)k % 3, 3);
+        RamaTransparentProxyTcpSession *s = open_relay(job->e, &h);
+        struct feeder fu = {
+            .data = up, .len = UP, .chunk = 8192, .send_eof = true};
+        struct feeder fd = {.data = down,
+                            .len = DOWN,
+                            .chunk = 3000,
+                            .send_eof = true,
+                            .egress = true};
+        struct want w = {.remote_len = UP,
+                         .remote_closed = 1,
+                         .app_len = DOWN,
+                         .app_closed = 1};
+        drive(s, &h, &fu, &fd, reached, &w);
+        rama_transparent_proxy_tcp_session_cancel(s);
+        rama_transparent_proxy_tcp_session_free(s);
+        CHECK_EQ(h.remote.got.len, UP);
+        CHECK_MEM_EQ(h.remote.got.p, up, UP);
+        CHECK_EQ(h.app.got.len, DOWN);
+        CHECK_MEM_EQ(h.app.got.p, down, DOWN);
+        host_fini(&h);
+    }
+    free(up);
+    free(down);
+    return NULL;
+}
+
+static void test_tcp_relay_threads(void)
+{
+    enum { THREADS = 4 };
+    RamaTransparentProxyEngine *e = engine_with(NULL);
+    pthread_t t[THREADS];
+    struct relay_job jobs[THREADS];
+
+    for (int i = 0; i < THREADS; i++) {
+        jobs[i] = (struct relay_job){e, (unsigned)i + 1};
+        CHECK_EQ(pthread_create(&t[i], NULL, relay_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    CHECK_EQ(stat_of(e, "tcp", "opened"), THREADS * 6);
+    CHECK_EQ(stat_of(e, "tcp", "bytes_to_remote"),
+             THREADS * 6 * (96 * 1024 + 1));
+    CHECK_EQ(stat_of(e, "tcp", "bytes_to_app"), THREADS * 6 * (64 * 1024 + 9));
+    CHECK(nectar_test_poll(live_zero, e, WAIT_MS));
+    rama_transparent_proxy_engine_stop(e, 0);
+}
+
 /* ---- UDP: real loopback echo peers -----------------------------------------
  */
 
@@ -1134,6 +1199,7 @@ static const nectar_test_t tests[] = {
     {"tcp_relay_half_close", test_tcp_relay_half_close},
     {"tcp_relay_both_ways", test_tcp_relay_both_ways},
     {"tcp_relay_egress_error", test_tcp_relay_egress_error},
+    {"tcp_relay_threads", test_tcp_relay_threads},
     {"udp_relay_peers", test_udp_relay_peers},
     {"udp_relay_send_error", test_udp_relay_send_error},
     {"udp_relay_many_flows", test_udp_relay_many_flows},
