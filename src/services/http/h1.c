@@ -719,6 +719,33 @@ static int rs_headers_complete(http_parser *p)
     return 0;
 }
 
+/* Rewritten bytes go straight into to_client: when chunked, behind a
+ * fixed-width size line patched afterwards (leading zeros are valid), so
+ * the body is copied once. */
+static int badge_out(h1_t *h, msg_t *m, const uint8_t *in, size_t len, bool fin)
+{
+    hbuf_t *out = &h->to_client;
+    size_t mark = out->len;
+    int rc = 0;
+    if (m->out_chunked)
+        rc = nectar__http_buf_adds(out, "00000000\r\n");
+    if (rc == 0 && fin)
+        rc = nectar__http_badge_finish(m->badge, out);
+    else if (rc == 0)
+        rc = nectar__http_badge_feed(m->badge, in, len, out);
+    if (rc != 0 || !m->out_chunked)
+        return rc;
+    size_t n = out->len - mark - 10;
+    if (n == 0) {
+        out->len = mark; /* an empty chunk would end the body */
+        return 0;
+    }
+    char line[24];
+    snprintf(line, sizeof(line), "%08zx\r\n", n & 0xffffffffu);
+    memcpy(out->data + mark, line, 10);
+    return nectar__http_buf_adds(out, "\r\n");
+}
+
 static int rs_body(http_parser *p, const char *at, size_t len)
 {
     h1_t *h = p->data;
@@ -729,13 +756,7 @@ static int rs_body(http_parser *p, const char *at, size_t len)
     } else if (m->body == BODY_CHUNKED) {
         rc = add_chunk(&h->to_client, (const uint8_t *)at, len);
     } else if (m->body == BODY_BADGE) {
-        hbuf_t tmp = {0};
-        rc = nectar__http_badge_feed(m->badge, (const uint8_t *)at, len, &tmp);
-        if (rc == 0 && m->out_chunked)
-            rc = add_chunk(&h->to_client, tmp.data, tmp.len);
-        else if (rc == 0)
-            rc = nectar__http_buf_add(&h->to_client, tmp.data, tmp.len);
-        nectar__http_buf_free(&tmp);
+        rc = badge_out(h, m, (const uint8_t *)at, len, false);
     }
     if (rc != 0) {
         h->err = rc;
@@ -746,13 +767,7 @@ static int rs_body(http_parser *p, const char *at, size_t len)
 
 static int finish_badge_body(h1_t *h, msg_t *m)
 {
-    hbuf_t tmp = {0};
-    int rc = nectar__http_badge_finish(m->badge, &tmp);
-    if (rc == 0 && m->out_chunked)
-        rc = add_chunk(&h->to_client, tmp.data, tmp.len);
-    else if (rc == 0)
-        rc = nectar__http_buf_add(&h->to_client, tmp.data, tmp.len);
-    nectar__http_buf_free(&tmp);
+    int rc = badge_out(h, m, NULL, 0, true);
     if (rc == 0 && m->out_chunked)
         rc = nectar__http_buf_adds(&h->to_client, "0\r\n\r\n");
     nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "badge %s",
