@@ -6,7 +6,7 @@ PKGS="build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev llvm
 libuv1-dev libssl-dev openssl libjansson-dev libcbor-dev libnftables-dev nftables
 libtss2-dev swtpm swtpm-tools tpm2-tools libnghttp2-dev libhttp-parser-dev
 zlib1g-dev iproute2 curl socat iperf3 haproxy valgrind python3
-python3-cryptography python3-websockets nghttp2-client procps psmisc kmod"
+python3-cryptography python3-websockets nghttp2-client nghttp2-server procps psmisc kmod"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then

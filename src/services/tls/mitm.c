@@ -386,6 +386,17 @@ tls_mitm_flow_t *tls_mitm_flow_start(tls_mitm_t *m, svc_stream_t *client,
 
 void tls_mitm_flow_cancel(tls_mitm_flow_t *f)
 {
-    if (f != NULL)
-        flow_free(f);
+    if (f == NULL)
+        return;
+    /* Torn down (the host saw the app reset the connection) right after
+     * our certificate went out: what many clients do to reject it. */
+    if (f->client_tls != NULL && !f->refuse &&
+        svc_tls_awaiting_peer_verdict(f->client_tls)) {
+        tls_mitm_mark_rejected(f->m, f->host);
+        nectar_log(NECTAR_LOG_INFO, TAG,
+                   "flow=%llu app left right after the minted certificate "
+                   "for %s; later flows to it are not intercepted",
+                   (unsigned long long)f->flow_id, f->host);
+    }
+    flow_free(f);
 }

@@ -90,7 +90,9 @@ tls_mitm_flow_t *tls_mitm_flow_start(tls_mitm_t *m, svc_stream_t *client,
                                      uint64_t flow_id, tls_mitm_done_cb cb,
                                      void *data);
 
-/* Abort: closes everything; cb does not run. */
+/* Abort: closes everything; cb does not run.  A cancel while the app's
+ * handshake waits for its verdict on our certificate counts as a
+ * rejection (the host tears a flow down when the app resets it). */
 void tls_mitm_flow_cancel(tls_mitm_flow_t *f);
 
 #endif

@@ -72,6 +72,10 @@ SSL *svc_tls_ssl(svc_stream_t *tls);
 svc_tls_fail_t svc_tls_failure(const svc_stream_t *tls);
 const char *svc_tls_failure_text(const svc_stream_t *tls);
 
+/* True while the handshake runs and our first flight has gone out (a
+ * peer vanishing now most likely rejected our certificate). */
+bool svc_tls_awaiting_peer_verdict(const svc_stream_t *tls);
+
 /* Ciphertext bytes read from / written to the inner stream so far. */
 uint64_t svc_tls_bytes_in(const svc_stream_t *tls);
 uint64_t svc_tls_bytes_out(const svc_stream_t *tls);

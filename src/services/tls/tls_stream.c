@@ -512,6 +512,12 @@ const char *svc_tls_failure_text(const svc_stream_t *s)
     return ((const struct tls_stream *)s)->fail_text;
 }
 
+bool svc_tls_awaiting_peer_verdict(const svc_stream_t *s)
+{
+    const struct tls_stream *ts = (const struct tls_stream *)s;
+    return ts->state == ST_HANDSHAKE && ts->flight_sent;
+}
+
 uint64_t svc_tls_bytes_in(const svc_stream_t *s)
 {
     return ((const struct tls_stream *)s)->bytes_in;
