@@ -136,19 +136,22 @@ static int relay_forward(struct relay_dir *d, const uint8_t *buf, size_t len)
         return NECTAR_ENOMEM;
     w->dir = d;
     w->len = len;
-    w->prev = NULL;
     if (copy)
         memcpy(w->bytes, buf, len);
-    rc = svc_write(d->to, copy ? w->bytes : buf, len, relay_on_write, w);
-    if (rc != 0) {
-        nectar_free(w);
-        return rc;
-    }
+    /* Linked before the write so a completion always finds it listed. */
+    w->prev = NULL;
     w->next = r->writes;
     if (r->writes != NULL)
         r->writes->prev = w;
     r->writes = w;
     d->pending += len;
+    rc = svc_write(d->to, copy ? w->bytes : buf, len, relay_on_write, w);
+    if (rc != 0) {
+        d->pending -= len;
+        relay_unlink(r, w);
+        nectar_free(w);
+        return rc;
+    }
     if (d->pending > r->max_pending) {
         svc_read_stop(d->from);
         d->reading = false;

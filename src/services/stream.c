@@ -94,13 +94,15 @@ static int wrap_write(svc_stream_t *base, const uint8_t *buf, size_t len,
     req->data = data;
     if (len > 0)
         memcpy(req->bytes, buf, len);
+    /* The request's reference is taken first, so even a completion that
+     * arrived early would find the wrapper alive. */
+    w->refs++;
     rc = nectar_stream_write(w->s, req->bytes, len, wrap_on_write, req);
     if (rc != 0) {
+        w->refs--;
         nectar_free(req);
-        return rc;
     }
-    w->refs++;
-    return 0;
+    return rc;
 }
 
 static int wrap_shutdown(svc_stream_t *base)

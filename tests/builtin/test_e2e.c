@@ -855,7 +855,23 @@ struct echo {
     int stop[2];
     pthread_t thread;
     atomic_int echoed;
+    /* Source ports seen per family ([0] IPv4, [1] IPv6): one relay socket
+     * per family means one port each. */
+    atomic_int src_port[2];
+    atomic_bool src_ports_differ;
 };
+
+static void echo_note_source(struct echo *ec, const struct sockaddr *from)
+{
+    int v6 = from->sa_family == AF_INET6;
+    int port = v6 ? ntohs(((const struct sockaddr_in6 *)from)->sin6_port)
+                  : ntohs(((const struct sockaddr_in *)from)->sin_port);
+    int expected = 0;
+
+    if (!atomic_compare_exchange_strong(&ec->src_port[v6], &expected, port) &&
+        expected != port)
+        atomic_store(&ec->src_ports_differ, true);
+}
 
 static void *echo_main(void *arg)
 {
@@ -880,6 +896,7 @@ static void *echo_main(void *arg)
                                  (struct sockaddr *)&from, &fl);
             if (n < 0)
                 continue;
+            echo_note_source(ec, (struct sockaddr *)&from);
             sendto(ec->fd[i], buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
             atomic_fetch_add(&ec->echoed, 1);
         }
@@ -1101,6 +1118,10 @@ static void test_udp_relay_peers(void)
     pthread_mutex_unlock(&h.mu);
     struct echo_wait ew = {&ec, sent};
     CHECK(nectar_test_poll(echoed_all, &ew, WAIT_MS));
+    /* One unconnected socket per family served all four peers. */
+    CHECK(!atomic_load(&ec.src_ports_differ));
+    CHECK_NE(atomic_load(&ec.src_port[0]), 0);
+    CHECK_NE(atomic_load(&ec.src_port[1]), 0);
     CHECK_GT(atomic_load(&h.demand), 0);
     CHECK_EQ(stat_of(e, "udp", "opened"), 1);
     CHECK_EQ(stat_of(e, "udp", "live"), 1);
