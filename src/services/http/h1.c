@@ -33,8 +33,7 @@
 /* Header block limit per message (request line and headers). */
 #define H1_MAX_HEAD (64 * 1024)
 
-/* ---- 1. state
- * ---------------------------------------------------------------- */
+/* ---- 1. state ------------------------------------------------------------ */
 
 /* One request whose response has not been relayed yet. */
 typedef struct pending {
@@ -179,8 +178,7 @@ static bool value_has_token(const char *v, size_t len, const char *token)
     return false;
 }
 
-/* ---- 2. output helpers
- * ------------------------------------------------------- */
+/* ---- 2. output helpers --------------------------------------------------- */
 
 static int add_chunk(hbuf_t *out, const uint8_t *p, size_t n)
 {
@@ -388,8 +386,7 @@ static int add_headers(h1_t *h, hbuf_t *out, const msg_t *m,
     return rc;
 }
 
-/* ---- 3. request callbacks
- * ------------------------------------------------------ */
+/* ---- 3. request callbacks ------------------------------------------------ */
 
 static int rq_begin(http_parser *p)
 {
@@ -609,8 +606,7 @@ static int rq_complete(http_parser *p)
     return 0;
 }
 
-/* ---- 4. response callbacks
- * ------------------------------------------------------ */
+/* ---- 4. response callbacks ----------------------------------------------- */
 
 static int rs_begin(http_parser *p)
 {
@@ -821,8 +817,7 @@ static int rs_complete(http_parser *p)
     return 0;
 }
 
-/* ---- 5. tunnels
- * -------------------------------------------------------------------- */
+/* ---- 5. tunnels ---------------------------------------------------------- */
 
 static void on_view_closed(void *arg)
 {
@@ -920,8 +915,7 @@ static void upgrade_answered(h1_t *h, const uint8_t *s_left, size_t s_len)
     pending_free(pd);
 }
 
-/* ---- 6. stream callbacks
- * -------------------------------------------------------------- */
+/* ---- 6. stream callbacks ------------------------------------------------- */
 
 static void tunnel_data(h1_t *h, bool from_client, const uint8_t *buf,
                         size_t len)

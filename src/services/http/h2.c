@@ -32,8 +32,7 @@
 #define H2_CONN_WINDOW   (4 * 1024 * 1024)
 #define H2_MAX_HEAD      (64 * 1024)
 
-/* ---- 1. per-stream state
- * ----------------------------------------------------- */
+/* ---- 1. per-stream state ------------------------------------------------- */
 
 typedef struct hfields {
     hbuf_t raw; /* name\0value\0 pairs */
@@ -197,8 +196,7 @@ static void stream_maybe_free(h2_t *h, h2s_t *st)
         stream_free(h, st);
 }
 
-/* ---- 2. I/O pump
- * ------------------------------------------------------------------ */
+/* ---- 2. I/O pump --------------------------------------------------------- */
 
 static void update_reading(h2_t *h)
 {
@@ -309,8 +307,7 @@ static void consume(nghttp2_session *sess, int32_t id, hbuf_t *buf,
     }
 }
 
-/* ---- 3. data providers
- * ------------------------------------------------------------ */
+/* ---- 3. data providers --------------------------------------------------- */
 
 static ssize_t read_up(nghttp2_session *sess, int32_t id, uint8_t *buf,
                        size_t len, uint32_t *flags, nghttp2_data_source *src,
@@ -389,8 +386,7 @@ static void resume_down(h2_t *h, h2s_t *st)
     }
 }
 
-/* ---- 4. client side: requests
- * ------------------------------------------------------ */
+/* ---- 4. client side: requests -------------------------------------------- */
 
 static int c_begin_headers(nghttp2_session *sess, const nghttp2_frame *fr,
                            void *user)
@@ -570,8 +566,7 @@ static int c_stream_close(nghttp2_session *sess, int32_t id, uint32_t code,
     return 0;
 }
 
-/* ---- 5. server side: responses
- * -------------------------------------------------------- */
+/* ---- 5. server side: responses ------------------------------------------- */
 
 static int s_header(nghttp2_session *sess, const nghttp2_frame *fr,
                     const uint8_t *name, size_t nl, const uint8_t *value,
@@ -702,8 +697,7 @@ static int s_stream_close(nghttp2_session *sess, int32_t id, uint32_t code,
     return 0;
 }
 
-/* ---- 6. stream callbacks, start, teardown
- * ------------------------------------------- */
+/* ---- 6. stream callbacks, start, teardown -------------------------------- */
 
 static void on_read(h2_t *h, bool client, ssize_t nread, const uint8_t *buf)
 {

@@ -110,8 +110,7 @@ bool nectar__http_host_norm(const char *in, size_t len, char *out, size_t n);
 bool nectar__http_badge_candidate(const char *ctype, size_t ctlen,
                                   const char *cenc, size_t celen, int *enc);
 
-/* ---- HTML badge body rewriter ---------------------------------------------
- */
+/* ---- HTML badge body rewriter -------------------------------------------- */
 
 enum { BADGE_ENC_IDENTITY = 0, BADGE_ENC_GZIP = 1, BADGE_ENC_DEFLATE = 2 };
 
@@ -131,8 +130,7 @@ void nectar__http_badge_free(badge_t *bd);
 /* The badge element for a label (HTML-escaped), appended to out. */
 int nectar__http_badge_element(const char *label, hbuf_t *out);
 
-/* ---- hijack ----------------------------------------------------------------
- */
+/* ---- hijack -------------------------------------------------------------- */
 
 typedef struct hijack_resp {
     int status;
@@ -149,8 +147,7 @@ int nectar__http_hijack_answer(const svc_http_opts_t *o, const char *method,
                                const char *path, size_t plen,
                                hijack_resp_t *resp);
 
-/* ---- WebSocket frame logging -----------------------------------------------
- */
+/* ---- WebSocket frame logging --------------------------------------------- */
 
 typedef struct ws_parser {
     uint8_t hdr[14];
@@ -167,8 +164,7 @@ void nectar__http_ws_observe(http_base_t *b, ws_parser_t *p, const char *dir,
                              const uint8_t *buf, size_t len);
 const char *nectar__http_ws_kind_name(unsigned opcode);
 
-/* ---- tunnel stream
- * ----------------------------------------------------------- */
+/* ---- tunnel stream ------------------------------------------------------- */
 
 typedef struct tunnel tunnel_t;
 

@@ -23,8 +23,7 @@
 #include "nectar/error.h"
 #include "services/http/http_int.h"
 
-/* ---- hbuf ------------------------------------------------------------------
- */
+/* ---- hbuf ---------------------------------------------------------------- */
 
 static int hbuf_reserve(hbuf_t *b, size_t extra)
 {
@@ -97,8 +96,7 @@ void nectar__http_buf_free(hbuf_t *b)
     b->len = b->cap = 0;
 }
 
-/* ---- options ---------------------------------------------------------------
- */
+/* ---- options ------------------------------------------------------------- */
 
 void svc_http_opts_defaults(svc_http_opts_t *o)
 {
@@ -109,8 +107,7 @@ void svc_http_opts_defaults(svc_http_opts_t *o)
     o->hijack_host = "nectar.localhost";
 }
 
-/* ---- relay base
- * -------------------------------------------------------------- */
+/* ---- relay base ---------------------------------------------------------- */
 
 typedef struct wreq {
     struct wreq *next;
@@ -283,8 +280,7 @@ void nectar__http_log(const http_base_t *b, nectar_log_level_t lvl,
     nectar_log(lvl, b->opts.log_tag, "%s%s", b->prefix, line);
 }
 
-/* ---- strings
- * ----------------------------------------------------------------- */
+/* ---- strings ------------------------------------------------------------- */
 
 static char lower(char c)
 {

@@ -98,8 +98,7 @@ void fx_close(fx_t *f)
     CHECK_EQ(mem_loop_close(&f->loop), 0);
 }
 
-/* ---- log capture -----------------------------------------------------------
- */
+/* ---- log capture --------------------------------------------------------- */
 
 static char *cap;
 static size_t cap_len;
@@ -131,8 +130,7 @@ void logcap_stop(void)
     nectar_log_set_level(NECTAR_LOG_INFO);
 }
 
-/* ---- response splitter
- * ---------------------------------------------------------- */
+/* ---- response splitter --------------------------------------------------- */
 
 typedef struct pstate {
     resp_t *out;

@@ -280,8 +280,7 @@ void mem_set_slice(svc_stream_t *s, size_t n)
     ((mend_t *)s)->slice = n;
 }
 
-/* ---- helpers
- * ------------------------------------------------------------------ */
+/* ---- helpers ------------------------------------------------------------- */
 
 static void sink_read(svc_stream_t *s, ssize_t nread, const uint8_t *buf,
                       void *data)

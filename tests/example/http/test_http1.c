@@ -19,8 +19,7 @@ static const char *html_page =
 
 static const char badge_id[] = "id=\"nectar-proxy-badge\"";
 
-/* ---- observed header, keep-alive, framing ----------------------------------
- */
+/* ---- observed header, keep-alive, framing -------------------------------- */
 
 static void header_once(void)
 {
@@ -185,8 +184,7 @@ static void bodiless_answers(void)
     fx_close(&f);
 }
 
-/* ---- badge
- * ----------------------------------------------------------------------- */
+/* ---- badge --------------------------------------------------------------- */
 
 typedef struct badge_case {
     const char *req_extra; /* request line + headers */
@@ -450,8 +448,7 @@ static void badge_deflate(void)
     badge_coded("deflate", -15); /* raw, as some servers send */
 }
 
-/* ---- WebSocket
- * --------------------------------------------------------------------- */
+/* ---- WebSocket ----------------------------------------------------------- */
 
 /* Append one frame (client frames masked). */
 static size_t ws_frame(uint8_t *out, bool fin, unsigned op, const void *p,
@@ -563,8 +560,7 @@ static void websocket(void)
     fx_close(&f);
 }
 
-/* ---- CONNECT
- * ----------------------------------------------------------------------- */
+/* ---- CONNECT ------------------------------------------------------------- */
 
 static int hook_calls;
 
@@ -638,8 +634,7 @@ static void connect_refused(void)
     fx_close(&f);
 }
 
-/* ---- hijack
- * ------------------------------------------------------------------------ */
+/* ---- hijack -------------------------------------------------------------- */
 
 static const char test_pem[] =
     "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
@@ -733,7 +728,7 @@ static void hijack_ordering(void)
     fx_close(&f);
 }
 
-/* ---- a CONNECT hook that takes the tunnel (as the TLS layer does) ------ */
+/* ---- a CONNECT hook that takes the tunnel (as the TLS layer does) -------- */
 
 typedef struct hooked {
     svc_stream_t *v[2]; /* client view, server view */
