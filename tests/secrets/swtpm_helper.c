@@ -30,23 +30,18 @@ static int listen_on(int port)
     return fd;
 }
 
-static int bound_port(int fd)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    return ntohs(sa.sin_port);
-}
-
-/* Two listening sockets on consecutive ports P, P+1. */
+/* Two listening sockets on consecutive ports P, P+1, below the ephemeral
+ * range (32768+): a busy machine's client sockets in TIME-WAIT sit on
+ * ephemeral ports and would block the fixed P+1. */
 static int bind_pair(int *server, int *ctrl)
 {
-    for (int attempt = 0; attempt < 50; attempt++) {
-        *server = listen_on(0);
+    unsigned seed = (unsigned)getpid() ^ (unsigned)nectar_test_now_ms();
+    for (int attempt = 0; attempt < 200; attempt++) {
+        int port = 20000 + (int)(rand_r(&seed) % 12000);
+        *server = listen_on(port);
         if (*server < 0)
-            return -1;
-        int port = bound_port(*server);
-        *ctrl = port < 65535 ? listen_on(port + 1) : -1;
+            continue;
+        *ctrl = listen_on(port + 1);
         if (*ctrl >= 0)
             return port;
         close(*server);

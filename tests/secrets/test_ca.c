@@ -377,8 +377,10 @@ static void test_rotate(void)
     get(&f, &c3, &k3);
     CHECK_STR_EQ(c3, c2);
     CHECK_STR_EQ(k3, k2);
+    nectar_secret_free(der2);
     CHECK_EQ(nectar_ca_cert_der("not pem", &der2, &der2_len, &err),
              NECTAR_EPARSE);
+    CHECK(der2 == NULL);
     nectar_secret_free(der1);
     nectar_secret_free(prev);
     nectar_secret_free(c1);
