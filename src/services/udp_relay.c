@@ -36,10 +36,6 @@ struct udp_send {
     uint8_t bytes[];
 };
 
-/* One receive buffer per engine thread: a datagram is handed to the app
- * (which copies it) before the loop reads the next one. */
-static _Thread_local uint8_t recv_buf[SVC_UDP_RELAY_RCVBUF];
-
 static void relay_end(struct udp_relay *r, bool finish);
 
 /* ---- sockets ------------------------------------------------------------ */
@@ -60,11 +56,16 @@ static void sock_detach(struct udp_relay *r, int idx)
     uv_close((uv_handle_t *)&s->handle, sock_on_closed);
 }
 
+/* Each receive gets its own buffer, freed as soon as the datagram was
+ * handed to the app (which copies it): an idle flow holds none, and no
+ * per-thread storage is reserved in every thread of the host process. */
 static void sock_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
+    char *p = nectar_malloc(SVC_UDP_RELAY_RCVBUF);
+
     (void)h;
     (void)hint;
-    *buf = uv_buf_init((char *)recv_buf, sizeof(recv_buf));
+    *buf = uv_buf_init(p, p != NULL ? SVC_UDP_RELAY_RCVBUF : 0);
 }
 
 static int family_index(int family)
@@ -72,19 +73,10 @@ static int family_index(int family)
     return family == AF_INET6 ? 1 : 0;
 }
 
-static void sock_on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
-                         const struct sockaddr *addr, unsigned flags)
+static void sock_deliver(struct udp_relay *r, ssize_t nread,
+                         const uv_buf_t *buf, const struct sockaddr *addr,
+                         unsigned flags)
 {
-    struct udp_sock *s = h->data;
-    struct udp_relay *r = s->owner;
-
-    if (r == NULL)
-        return;
-    if (nread < 0) {
-        /* Only this family is affected; the next datagram reopens it. */
-        sock_detach(r, s == r->sock[1] ? 1 : 0);
-        return;
-    }
     /* nread == 0 without an address: nothing was read.  With one, it is a
      * real zero-length datagram.  Truncated datagrams are dropped. */
     if (addr == NULL || (flags & UV_UDP_PARTIAL) != 0)
@@ -93,6 +85,22 @@ static void sock_on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
                              addr) == 0 &&
         r->counters != NULL)
         svc_counters_add(&r->counters->bytes_to_app, (uint64_t)nread);
+}
+
+static void sock_on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
+                         const struct sockaddr *addr, unsigned flags)
+{
+    struct udp_sock *s = h->data;
+    struct udp_relay *r = s->owner;
+
+    if (r != NULL && nread >= 0)
+        sock_deliver(r, nread, buf, addr, flags);
+    nectar_free(buf->base);
+    /* A receive error drops only this family's socket; the next datagram
+     * for it opens a new one.  Running out of buffers is not an error of
+     * the socket: that datagram is simply lost. */
+    if (r != NULL && nread < 0 && nread != UV_ENOBUFS)
+        sock_detach(r, s == r->sock[1] ? 1 : 0);
 }
 
 static struct udp_sock *sock_open(struct udp_relay *r, int family)
