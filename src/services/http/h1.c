@@ -94,6 +94,7 @@ typedef struct h1 {
     bool c_reading, s_reading;
     bool c_hold;            /* requests wait for an upgrade answer */
     bool resume;            /* the held request was answered plainly */
+    bool tunnel_ready;      /* its answer was 101 or a CONNECT 2xx */
     hbuf_t c_pending;       /* client bytes read while holding */
     bool any_request;       /* raw fallback no longer possible */
     hbuf_t first;           /* client bytes before the first request */
@@ -411,7 +412,7 @@ static int rq_value(http_parser *p, const char *at, size_t len)
 }
 
 /* Host of the request: the Host header, else an absolute URL's host. */
-static void request_host(const msg_t *m, char *host, size_t n)
+static void request_host(const msg_t *m, bool connect, char *host, size_t n)
 {
     size_t len;
     const char *v = msg_header(m, "host", &len);
@@ -420,8 +421,8 @@ static void request_host(const msg_t *m, char *host, size_t n)
         return;
     struct http_parser_url u;
     http_parser_url_init(&u);
-    if (http_parser_parse_url((const char *)m->raw.data, m->first_len, 0, &u) !=
-            0 ||
+    if (http_parser_parse_url((const char *)m->raw.data, m->first_len, connect,
+                              &u) != 0 ||
         !(u.field_set & (1 << UF_HOST)))
         return;
     nectar__http_host_norm((const char *)m->raw.data +
@@ -502,7 +503,7 @@ static int rq_headers_complete(http_parser *p)
         return -1;
     }
     char host[256];
-    request_host(m, host, sizeof(host));
+    request_host(m, p->method == HTTP_CONNECT, host, sizeof(host));
     size_t ulen;
     const char *up = msg_header(m, "upgrade", &ulen);
     pd->head = p->method == HTTP_HEAD;
@@ -710,7 +711,9 @@ static int rs_headers_complete(http_parser *p)
     m->first_len = 0;
     if (pd->head)
         return 1;
-    if (pd->connect && st / 100 == 2)
+    /* 2 = no body and nothing after: the connection is a tunnel now
+     * (also for a 101 whose Connection header forgot "upgrade"). */
+    if ((pd->connect && st / 100 == 2) || (st == 101 && pd->upgrade))
         return 2;
     return 0;
 }
@@ -802,8 +805,10 @@ static int rs_complete(http_parser *p)
         (st == 101 && pd->upgrade) || (pd->connect && st / 100 == 2);
     if ((pd->upgrade || pd->connect) && !upgraded && h->c_hold)
         h->resume = true;
-    if (upgraded)
-        return 0; /* server_data starts the tunnel; pd stays queued */
+    if (upgraded) {
+        h->tunnel_ready = true; /* server_data starts it; pd stays queued */
+        return 0;
+    }
     h->qhead = pd->next;
     if (h->qhead == NULL)
         h->qtail = NULL;
@@ -1014,7 +1019,13 @@ static void server_data(h1_t *h, const uint8_t *buf, size_t len)
         h->err = NECTAR_EPARSE;
         return;
     }
-    if (h->resp.upgrade && h->qhead != NULL) {
+    if (h->resp.upgrade) {
+        if (!h->tunnel_ready) { /* switched protocols unasked */
+            nectar__http_log(&h->base, NECTAR_LOG_DEBUG,
+                             "unrequested protocol switch");
+            h->err = NECTAR_EPARSE;
+            return;
+        }
         upgrade_answered(h, buf + n, len - n);
         return;
     }

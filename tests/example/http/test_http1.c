@@ -560,6 +560,35 @@ static void websocket(void)
     fx_close(&f);
 }
 
+/* An upgrade the server declines resumes HTTP; one it accepts (here
+ * without "Connection: upgrade" in the 101) becomes a raw relay. */
+static void upgrade_other(void)
+{
+    fx_t f;
+    fx_init(&f);
+    fx_start(&f, false);
+    mem_send_str(f.cli, "GET /a HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\n"
+                        "Connection: Upgrade, HTTP2-Settings\r\n\r\n"
+                        "GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+    fx_wait_count(&f, &f.srv_in, "GET /a", 1);
+    mem_send_str(f.srv, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA");
+    fx_wait_count(&f, &f.srv_in,
+                  "GET /b HTTP/1.1\r\nHost: h\r\n"
+                  "x-nectar-observed: test\r\n\r\n",
+                  1);
+    mem_send_str(f.srv, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nB");
+    fx_wait_count(&f, &f.cli_in, "\r\n\r\nB", 1);
+    mem_send_str(f.cli, "GET /c HTTP/1.1\r\nHost: h\r\nUpgrade: foo\r\n"
+                        "Connection: upgrade\r\n\r\n");
+    fx_wait_count(&f, &f.srv_in, "GET /c", 1);
+    mem_send_str(f.srv, "HTTP/1.1 101 Switching\r\nUpgrade: foo\r\n\r\n"
+                        "\x01raw-from-server");
+    fx_wait_count(&f, &f.cli_in, "\x01raw-from-server", 1);
+    mem_send_str(f.cli, "\x02not http at all\r\n\r\n");
+    fx_wait_count(&f, &f.srv_in, "\x02not http at all\r\n\r\n", 1);
+    fx_close(&f);
+}
+
 /* ---- CONNECT ------------------------------------------------------------- */
 
 static int hook_calls;
@@ -934,6 +963,7 @@ static const nectar_test_t tests[] = {
     {"badge_gzip", badge_gzip},
     {"badge_deflate", badge_deflate},
     {"websocket", websocket},
+    {"upgrade_other", upgrade_other},
     {"connect_one_level", connect_one_level},
     {"connect_refused", connect_refused},
     {"hijack_routes", hijack_routes},
