@@ -290,6 +290,8 @@ struct nectar_tcp_flow {
     bool started;
     bool finishing;
     bool torn;
+    bool in_process; /* tcp_process is running (re-entrant calls) */
+    bool dirty;      /* a service call asked for another round */
     unsigned open_handles;
     uv_timer_t idle;
     uint64_t idle_last;
@@ -302,6 +304,9 @@ nectar__tcp_new(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
                 RamaTransparentProxyTcpSessionCallbacks cbs,
                 const RamaTcpEgressConnectOptions *opts);
 extern const struct ne_obj_ops nectar__tcp_ops;
+
+/* Loop thread: more work for this flow (same turn when inside process). */
+void nectar__tcp_kick(struct nectar_tcp_flow *f);
 
 /* "peer_eof_left", "idle_timeout", "shutdown", ... for a teardown reason. */
 const char *nectar__close_reason(int reason);

@@ -125,6 +125,6 @@ NECTAR_API int nectar_tcp_flow_promote(nectar_tcp_flow_t *flow,
         flow->promote = PROMOTE_REQUESTED;
     pthread_mutex_unlock(&flow->mu);
     /* The result always arrives on a later loop turn. */
-    nectar__obj_schedule(&flow->obj);
+    nectar__tcp_kick(flow);
     return 0;
 }

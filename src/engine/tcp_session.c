@@ -187,11 +187,18 @@ static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel)
 /* ---- ops --------------------------------------------------------------------
  */
 
+/* Bounded rounds per turn: service calls made during process (a write
+ * queued from a read callback, read_start from a write callback) mark the
+ * flow dirty instead of waking the loop, and are served in the same turn
+ * without a uv_async round trip. */
+#define PROCESS_ROUNDS 8
+
 static void tcp_process(struct ne_obj *o)
 {
     struct nectar_tcp_flow *f = of(o);
     enum tcp_state state;
     bool cancelled, more = false;
+    int rounds = 0;
 
     if (f->torn)
         return;
@@ -205,22 +212,36 @@ static void tcp_process(struct ne_obj *o)
         teardown(f, NECTAR_ECANCELED, true);
         return;
     }
-    if (state == TCP_ACTIVE && !f->started && !f->finishing) {
-        f->started = true;
-        if (f->idle_ms > 0)
-            uv_timer_start(&f->idle, on_idle_tick, f->idle_ms, f->idle_ms);
-        f->svc_vt->start(f->svc, f);
-    }
-    if (f->started && !f->finishing) {
-        nectar__promote_process(f);
-        for (int d = 0; d < 2 && !f->finishing; d++)
-            more |= nectar__stream_pump(&f->st[d]);
-    }
+    f->in_process = true;
+    do {
+        f->dirty = false;
+        more = false;
+        if (state == TCP_ACTIVE && !f->started && !f->finishing) {
+            f->started = true;
+            if (f->idle_ms > 0)
+                uv_timer_start(&f->idle, on_idle_tick, f->idle_ms, f->idle_ms);
+            f->svc_vt->start(f->svc, f);
+        }
+        if (f->started && !f->finishing) {
+            nectar__promote_process(f);
+            for (int d = 0; d < 2 && !f->finishing; d++)
+                more |= nectar__stream_pump(&f->st[d]);
+        }
+    } while ((f->dirty || more) && !f->finishing && ++rounds < PROCESS_ROUNDS);
+    f->in_process = false;
     if (f->finishing) {
         teardown(f, 0, false);
         return;
     }
-    if (more)
+    if (more || f->dirty)
+        nectar__obj_schedule(&f->obj);
+}
+
+void nectar__tcp_kick(struct nectar_tcp_flow *f)
+{
+    if (f->in_process)
+        f->dirty = true;
+    else
         nectar__obj_schedule(&f->obj);
 }
 
@@ -305,5 +326,5 @@ NECTAR_API void nectar_tcp_flow_finish(nectar_tcp_flow_t *flow)
         return;
     /* Deferred: destroy must not run under the service's own callback. */
     flow->finishing = true;
-    nectar__obj_schedule(&flow->obj);
+    nectar__tcp_kick(flow);
 }

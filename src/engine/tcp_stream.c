@@ -292,7 +292,7 @@ NECTAR_API int nectar_stream_read_start(nectar_stream_t *s,
     s->read_cb = cb;
     s->read_data = data;
     s->reading = true;
-    nectar__obj_schedule(&s->flow->obj);
+    nectar__tcp_kick(s->flow);
     return 0;
 }
 
@@ -324,7 +324,7 @@ NECTAR_API int nectar_stream_write(nectar_stream_t *s, const uint8_t *buf,
     nectar_list_push_back(&s->writes, &w->node);
     s->write_bytes += len;
     /* Completion always on a later loop turn, never inside this call. */
-    nectar__obj_schedule(&s->flow->obj);
+    nectar__tcp_kick(s->flow);
     return 0;
 }
 
@@ -339,7 +339,7 @@ NECTAR_API int nectar_stream_shutdown(nectar_stream_t *s)
         return NECTAR_EINVAL;
     if (!s->shutdown_req) {
         s->shutdown_req = true;
-        nectar__obj_schedule(&s->flow->obj);
+        nectar__tcp_kick(s->flow);
     }
     return 0;
 }
