@@ -27,6 +27,18 @@ struct result {
     double p50_us, p99_us;
 };
 
+/* One mode's samples, gathered over interleaved rounds so that load from
+ * other processes on the machine hits every mode alike. */
+struct mode {
+    const char *name;
+    int (*one_call)(void *);
+    void *ctx;
+    uint32_t *lat;
+    size_t n;
+    uint64_t busy_ns;
+    double round_rate[64];
+};
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -40,40 +52,39 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static struct result summarize(uint32_t *lat, size_t n, uint64_t elapsed)
+static int cmp_dbl(const void *a, const void *b)
 {
-    struct result r = {0};
-    if (n == 0)
-        return r;
-    qsort(lat, n, sizeof(*lat), cmp_u32);
-    r.calls_per_s = (double)n / ((double)elapsed / 1e9);
-    r.p50_us = lat[n / 2] / 1e3;
-    r.p99_us = lat[(n * 99) / 100] / 1e3;
-    return r;
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
 }
 
-/* Calls one_call(ctx) for `secs` seconds, recording each latency. */
-static struct result measure(int (*one_call)(void *), void *ctx, int secs)
+/* Runs one round of `ns` nanoseconds for mode m. */
+static void run_round(struct mode *m, uint64_t ns, int round)
 {
-    uint32_t *lat = malloc(sizeof(uint32_t) * MAX_SAMPLES);
-    size_t n = 0;
-    /* Warm-up: connection set-up and first allocations are not the
-     * steady state being measured. */
-    for (int i = 0; i < 1000; i++)
-        one_call(ctx);
-    uint64_t start = now_ns(), end = start + (uint64_t)secs * 1000000000u;
-    uint64_t t = start;
-    while (t < end && n < MAX_SAMPLES) {
-        if (one_call(ctx) != 0) {
-            fprintf(stderr, "bench_ipc: call failed\n");
+    uint64_t start = now_ns(), end = start + ns, t = start;
+    size_t before = m->n;
+    while (t < end && m->n < MAX_SAMPLES) {
+        if (m->one_call(m->ctx) != 0) {
+            fprintf(stderr, "bench_ipc: %s: call failed\n", m->name);
             exit(1);
         }
         uint64_t t2 = now_ns();
-        lat[n++] = (uint32_t)(t2 - t);
+        m->lat[m->n++] = (uint32_t)(t2 - t);
         t = t2;
     }
-    struct result r = summarize(lat, n, t - start);
-    free(lat);
+    m->busy_ns += t - start;
+    m->round_rate[round] = (double)(m->n - before) / ((double)(t - start) / 1e9);
+}
+
+static struct result summarize(struct mode *m)
+{
+    struct result r = {0};
+    if (m->n == 0)
+        return r;
+    qsort(m->lat, m->n, sizeof(*m->lat), cmp_u32);
+    r.calls_per_s = (double)m->n / ((double)m->busy_ns / 1e9);
+    r.p50_us = m->lat[m->n / 2] / 1e3;
+    r.p99_us = m->lat[(m->n * 99) / 100] / 1e3;
     return r;
 }
 
@@ -101,21 +112,6 @@ static int raw_call(void *ctx)
     if (send(fd, buf, 32, MSG_NOSIGNAL) != 32)
         return -1;
     return recv(fd, buf, sizeof(buf), 0) == 32 ? 0 : -1;
-}
-
-static struct result bench_raw(int secs)
-{
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0)
-        exit(1);
-    pthread_t t;
-    pthread_create(&t, NULL, raw_server, &sv[1]);
-    struct result r = measure(raw_call, &sv[0], secs);
-    shutdown(sv[0], SHUT_RDWR);
-    pthread_join(t, NULL);
-    close(sv[0]);
-    close(sv[1]);
-    return r;
 }
 
 /* ---- nectar IPC ------------------------------------------------------ */
@@ -166,47 +162,70 @@ static int router_call(void *p)
     return rc;
 }
 
-static struct result bench_nectar(int secs, bool router)
+struct nectar_side {
+    nectar_ipc_router_t *router;
+    nectar_ipc_listener_t *ls;
+    struct nectar_ctx c;
+};
+
+static void nectar_setup(struct nectar_side *n, bool router)
 {
     char name[64];
     snprintf(name, sizeof(name), "nectar-bench.%d.%d", (int)getpid(),
              router);
-    nectar_ipc_router_t *r = nectar_ipc_router_new();
-    nectar_ipc_router_add(r, "ping:withReply:", route_ping, NULL);
+    n->router = nectar_ipc_router_new();
+    nectar_ipc_router_add(n->router, "ping:withReply:", route_ping, NULL);
     nectar_ipc_listener_config_t cfg = {
         .service_name = name,
         .on_message = router ? nectar_ipc_router_on_message : echo_message,
-        .ctx = r,
+        .ctx = n->router,
     };
-    nectar_ipc_listener_t *ls = NULL;
     nectar_error_t err = {0};
-    if (nectar_ipc_listen(&cfg, &ls, &err) != 0) {
+    if (nectar_ipc_listen(&cfg, &n->ls, &err) != 0) {
         fprintf(stderr, "bench_ipc: listen: %s\n", err.message);
         exit(1);
     }
     nectar_ipc_client_config_t ccfg = {.service_name = name};
-    struct nectar_ctx c = {0};
-    nectar_ipc_connect(&ccfg, &c.conn, NULL);
-    /* About the size of a small control call: 32 bytes of payload. */
-    c.msg = nectar_ipc_dict();
-    nectar_ipc_dict_set(c.msg, "op", nectar_ipc_string("ping"), NULL);
-    nectar_ipc_dict_set(c.msg, "value", nectar_ipc_int64(12345), NULL);
-    c.arg = nectar_ipc_dict();
-    nectar_ipc_dict_set(c.arg, "value", nectar_ipc_int64(12345), NULL);
-    struct result res = measure(router ? router_call : plain_call, &c, secs);
-    nectar_ipc_release(c.msg);
-    nectar_ipc_release(c.arg);
-    nectar_ipc_conn_release(c.conn);
-    nectar_ipc_listener_close(ls);
-    nectar_ipc_router_free(r);
-    return res;
+    nectar_ipc_connect(&ccfg, &n->c.conn, NULL);
+    /* About the size of a small control call. */
+    n->c.msg = nectar_ipc_dict();
+    nectar_ipc_dict_set(n->c.msg, "op", nectar_ipc_string("ping"), NULL);
+    nectar_ipc_dict_set(n->c.msg, "value", nectar_ipc_int64(12345), NULL);
+    n->c.arg = nectar_ipc_dict();
+    nectar_ipc_dict_set(n->c.arg, "value", nectar_ipc_int64(12345), NULL);
 }
 
-static void print(const char *mode, struct result r, double base)
+static void nectar_teardown(struct nectar_side *n)
 {
-    printf("%-34s %10.0f calls/s  p50 %7.1f us  p99 %7.1f us  %5.2fx raw\n",
-           mode, r.calls_per_s, r.p50_us, r.p99_us,
-           base > 0 ? r.calls_per_s / base : 1.0);
+    nectar_ipc_release(n->c.msg);
+    nectar_ipc_release(n->c.arg);
+    nectar_ipc_conn_release(n->c.conn);
+    nectar_ipc_listener_close(n->ls);
+    nectar_ipc_router_free(n->router);
+}
+
+static double median_ratio(const struct mode *m, const struct mode *base,
+                           int rounds)
+{
+    double r[64];
+    for (int i = 0; i < rounds; i++)
+        r[i] = base->round_rate[i] > 0 ? m->round_rate[i] /
+                                             base->round_rate[i]
+                                       : 0;
+    qsort(r, (size_t)rounds, sizeof(r[0]), cmp_dbl);
+    return r[rounds / 2];
+}
+
+static void print(const struct mode *m, const struct mode *base,
+                  int rounds)
+{
+    struct mode tmp = *m;
+    struct result r = summarize(&tmp);
+    printf("%-34s %9.0f calls/s  p50 %6.1f us  p99 %7.1f us  "
+           "%5.2fx raw (median of rounds %4.2fx)\n",
+           m->name, r.calls_per_s, r.p50_us, r.p99_us,
+           r.calls_per_s / summarize((struct mode *)base).calls_per_s,
+           median_ratio(m, base, rounds));
 }
 
 int main(int argc, char **argv)
@@ -214,11 +233,46 @@ int main(int argc, char **argv)
     int secs = argc > 1 ? atoi(argv[1]) : 3;
     if (secs <= 0)
         secs = 3;
-    struct result raw = bench_raw(secs);
-    struct result plain = bench_nectar(secs, false);
-    struct result routed = bench_nectar(secs, true);
-    print("raw SOCK_SEQPACKET ping-pong", raw, raw.calls_per_s);
-    print("nectar_ipc_send_sync (dict echo)", plain, raw.calls_per_s);
-    print("nectar_ipc_call ($selector route)", routed, raw.calls_per_s);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0)
+        return 1;
+    pthread_t t;
+    pthread_create(&t, NULL, raw_server, &sv[1]);
+    struct nectar_side plain, routed;
+    nectar_setup(&plain, false);
+    nectar_setup(&routed, true);
+    struct mode modes[3] = {
+        {.name = "raw SOCK_SEQPACKET ping-pong", .one_call = raw_call,
+         .ctx = &sv[0]},
+        {.name = "nectar_ipc_send_sync (dict echo)", .one_call = plain_call,
+         .ctx = &plain.c},
+        {.name = "nectar_ipc_call ($selector route)",
+         .one_call = router_call, .ctx = &routed.c},
+    };
+    for (int i = 0; i < 3; i++) {
+        modes[i].lat = malloc(sizeof(uint32_t) * MAX_SAMPLES);
+        for (int w = 0; w < 2000; w++)
+            modes[i].one_call(modes[i].ctx); /* warm-up */
+    }
+    /* Rounds of 100 ms, modes interleaved. */
+    int rounds = secs * 10 / 3;
+    if (rounds > 64)
+        rounds = 64;
+    if (rounds < 3)
+        rounds = 3;
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < 3; i++)
+            run_round(&modes[i], 100000000u, r);
+    }
+    for (int i = 0; i < 3; i++)
+        print(&modes[i], &modes[0], rounds);
+    nectar_teardown(&plain);
+    nectar_teardown(&routed);
+    shutdown(sv[0], SHUT_RDWR);
+    pthread_join(t, NULL);
+    close(sv[0]);
+    close(sv[1]);
+    for (int i = 0; i < 3; i++)
+        free(modes[i].lat);
     return 0;
 }

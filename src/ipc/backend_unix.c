@@ -76,6 +76,7 @@ enum pkt_type {
 #define READS_PER_TURN       32   /* packets read per wake-up, per conn */
 #define ACCEPTS_PER_TURN     64
 #define DEFAULT_CONNECT_MS   5000
+#define DIRECT_SLICE_MS      50 /* direct-mode readers re-check this often */
 
 struct pkt_header {
     uint8_t type;
@@ -411,6 +412,8 @@ struct nectar_ipc_conn {
     struct ux_cred cred;
     bool has_cred;
     bool final_done; /* the final event (if any) has run */
+    bool direct;        /* client without event thread (see below) */
+    bool reader_active; /* direct mode: a caller is reading the socket */
     void *user_ctx;
 
     /* Fixed after creation. */
@@ -456,6 +459,8 @@ struct ux_pending {
 
 static void conn_unref(struct nectar_ipc_conn *c);
 static void loop_unref(struct ux_loop *l);
+static void direct_close(struct nectar_ipc_conn *c, bool as_reader,
+                         bool final, int status, const char *why);
 
 /* The loop whose thread this is (NULL on other threads). */
 static _Thread_local struct ux_loop *current_loop;
@@ -945,24 +950,35 @@ static void deliver_reply(struct nectar_ipc_conn *c, nectar_ipc_obj_t *body,
 }
 
 /* A whole message is assembled in c->rx: decode and dispatch it. */
+/* Decodes the message assembled in c->rx (and resets the assembly).
+ * Returns 0 with *body (frozen dictionary) and *h, or an error. */
+static int rx_decode(struct nectar_ipc_conn *c, nectar_ipc_obj_t **body,
+                     struct pkt_header *h, nectar_error_t *err)
+{
+    int rc = nectar__ipc_decode(c->rx.p, c->rx.len, c->rx_fds, c->rx_nfds,
+                                body, err);
+    *h = c->rx_hdr;
+    rx_reset(c);
+    if (rc == 0 && nectar_ipc_type(*body) != NECTAR_IPC_DICT) {
+        nectar_ipc_release(*body);
+        *body = NULL;
+        rc = nectar_error_set(err, NECTAR_ETYPE,
+                              "top-level message is not a dictionary");
+    }
+    if (rc == 0)
+        nectar__ipc_freeze(*body);
+    return rc;
+}
+
 static void rx_dispatch(struct nectar_ipc_conn *c, uint64_t gen)
 {
     nectar_error_t err = {0};
     nectar_ipc_obj_t *body = NULL;
-    int rc = nectar__ipc_decode(c->rx.p, c->rx.len, c->rx_fds, c->rx_nfds,
-                                &body, &err);
-    struct pkt_header h = c->rx_hdr;
-    rx_reset(c);
-    if (rc == 0 && nectar_ipc_type(body) != NECTAR_IPC_DICT) {
-        nectar_ipc_release(body);
-        rc = nectar_error_set(&err, NECTAR_ETYPE,
-                              "top-level message is not a dictionary");
-    }
-    if (rc != 0) {
+    struct pkt_header h;
+    if (rx_decode(c, &body, &h, &err) != 0) {
         protocol_error(c, err.message);
         return;
     }
-    nectar__ipc_freeze(body);
     if (h.type == PKT_REPLY)
         deliver_reply(c, body, h.id);
     else
@@ -1026,48 +1042,68 @@ static const char *rx_packet(struct nectar_ipc_conn *c,
 }
 
 /* Reads up to READS_PER_TURN packets.  Returns false once c was detached. */
-static bool conn_read(struct nectar_ipc_conn *c, uint64_t gen)
+enum rx_status { RX_AGAIN, RX_PARTIAL, RX_MESSAGE, RX_EOF, RX_ERROR };
+
+/* Reads one packet from fd into the assembly of c.  The caller is the
+ * only reader (the loop thread, or the direct-mode reader). */
+static enum rx_status rx_one(struct nectar_ipc_conn *c, int fd, int flags,
+                             const char **why)
 {
     static _Thread_local uint8_t buf[PKT_MAX];
+    union {
+        struct cmsghdr align;
+        char b[CMSG_SPACE(sizeof(int) * (NECTAR_IPC_MAX_FDS + 8))];
+    } ctl;
+    struct iovec iov = {buf, sizeof(buf)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = ctl.b,
+                        .msg_controllen = sizeof(ctl.b)};
+    ssize_t n = recvmsg(fd, &mh, flags | MSG_CMSG_CLOEXEC);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return RX_AGAIN;
+    if (n <= 0)
+        return RX_EOF;
+    bool fds_ok = rx_take_fds(c, &mh);
+    struct pkt_header h;
+    *why = NULL;
+    if (!fds_ok || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+        *why = "truncated packet, control data or too many fds";
+    else if (!header_read(buf, (size_t)n, &h))
+        *why = "bad packet header";
+    else
+        *why = rx_packet(c, &h, buf + PKT_HEADER, (size_t)n - PKT_HEADER);
+    if (*why != NULL)
+        return RX_ERROR;
+    return (h.flags & PKT_MORE) ? RX_PARTIAL : RX_MESSAGE;
+}
+
+/* Reads up to READS_PER_TURN packets.  Returns false once c was detached. */
+static bool conn_read(struct nectar_ipc_conn *c, uint64_t gen)
+{
     for (int i = 0; i < READS_PER_TURN; i++) {
-        union {
-            struct cmsghdr align;
-            char b[CMSG_SPACE(sizeof(int) * (NECTAR_IPC_MAX_FDS + 8))];
-        } ctl;
-        struct iovec iov = {buf, sizeof(buf)};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
-                            .msg_control = ctl.b,
-                            .msg_controllen = sizeof(ctl.b)};
-        ssize_t n = recvmsg(c->io->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        const char *why = NULL;
+        switch (rx_one(c, c->io->fd, MSG_DONTWAIT, &why)) {
+        case RX_AGAIN:
             return true;
-        if (n <= 0) {
-            bool client = c->is_client;
-            conn_detach(c,
-                        client ? NECTAR_IPC_EVENT_INTERRUPTED
-                               : NECTAR_IPC_EVENT_INVALIDATED,
-                        client ? "server closed the connection"
-                               : "peer closed the connection",
-                        !client);
-            return false;
-        }
-        bool fds_ok = rx_take_fds(c, &mh);
-        struct pkt_header h;
-        const char *bad = NULL;
-        if (!fds_ok || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
-            bad = "truncated packet, control data or too many fds";
-        else if (!header_read(buf, (size_t)n, &h))
-            bad = "bad packet header";
-        else
-            bad = rx_packet(c, &h, buf + PKT_HEADER, (size_t)n - PKT_HEADER);
-        if (bad != NULL) {
-            protocol_error(c, bad);
-            return false;
-        }
-        if (!(h.flags & PKT_MORE)) {
+        case RX_PARTIAL:
+            break;
+        case RX_MESSAGE:
+            /* One message per wake-up: the poll is level-triggered, so
+             * more queued input brings us back, and a lone request costs
+             * no extra read that would only say EAGAIN. */
             rx_dispatch(c, gen);
-            if (c->io == NULL)
-                return false;
+            return c->io != NULL;
+        case RX_EOF:
+            conn_detach(c,
+                        c->is_client ? NECTAR_IPC_EVENT_INTERRUPTED
+                                     : NECTAR_IPC_EVENT_INVALIDATED,
+                        c->is_client ? "server closed the connection"
+                                     : "peer closed the connection",
+                        !c->is_client);
+            return false;
+        case RX_ERROR:
+            protocol_error(c, why);
+            return false;
         }
     }
     return true;
@@ -1259,7 +1295,10 @@ static int client_dial(struct nectar_ipc_conn *c, int *out_fd,
         close(fd);
         return rc;
     }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    /* Blocking descriptor: sends pass MSG_DONTWAIT; direct-mode reads
+     * block for at most one slice. */
+    struct timeval tv = {.tv_sec = 0, .tv_usec = DIRECT_SLICE_MS * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     *out_fd = fd;
     return 0;
 }
@@ -1311,7 +1350,7 @@ static int ensure_open(struct nectar_ipc_conn *c, uint64_t *gen,
         }
         if (!c->is_client)
             return state_error(c, err);
-        int rc = client_loop(c, err);
+        int rc = c->direct ? 0 : client_loop(c, err);
         if (rc != 0)
             return rc;
         c->state = ST_CONNECTING;
@@ -1333,8 +1372,12 @@ static int ensure_open(struct nectar_ipc_conn *c, uint64_t *gen,
             c->fail_reason = nectar_strdup(err ? err->message
                                                : "peer requirement failed");
             pthread_cond_broadcast(&c->cv);
-            /* The event runs on the event thread, like every event. */
-            loop_post(c->loop, CMD_PEERFAIL, c, -1, 0);
+            /* The event runs on the event thread, like every event; a
+             * direct-mode client has no handler to tell. */
+            if (c->direct)
+                c->final_done = true;
+            else
+                loop_post(c->loop, CMD_PEERFAIL, c, -1, 0);
             return rc;
         }
         if (rc != 0) {
@@ -1350,7 +1393,8 @@ static int ensure_open(struct nectar_ipc_conn *c, uint64_t *gen,
         c->gen++;
         c->state = ST_OPEN;
         pthread_cond_broadcast(&c->cv);
-        loop_post(c->loop, CMD_ATTACH, c, fd, c->gen);
+        if (!c->direct)
+            loop_post(c->loop, CMD_ATTACH, c, fd, c->gen);
     }
 }
 
@@ -1387,7 +1431,137 @@ static int conn_write(struct nectar_ipc_conn *c, uint8_t type, uint64_t id,
     }
     pthread_mutex_unlock(&c->send_lock);
     nectar__ipc_buf_free(&b);
+    if (rc == NECTAR_ECONNRESET && c->is_client) {
+        pthread_mutex_lock(&c->lock);
+        bool direct = c->direct;
+        pthread_mutex_unlock(&c->lock);
+        if (direct)
+            direct_close(c, false, false, NECTAR_ECONNRESET,
+                         "connection interrupted");
+    }
     return rc;
+}
+
+/* ---- 5b. direct mode ------------------------------------------------
+ *
+ * A client with no on_message/on_event handler needs no event thread for
+ * blocking calls: the waiting callers read the socket themselves, one at
+ * a time (leader/follower, `reader_active` under conn->lock).  A reply
+ * meant for another waiter is handed over through conn->cv.  This saves
+ * a thread hop per call.  The first asynchronous request upgrades the
+ * connection to an event thread for good (direct_upgrade).  In direct
+ * mode the connection owns its descriptor; the rx assembly belongs to
+ * whoever is the reader. */
+
+
+/* Ends the socket of a direct-mode connection.  as_reader: the caller is
+ * the active reader; otherwise, if a reader is active, it is woken with
+ * shutdown() and does the closing itself. */
+static void direct_close(struct nectar_ipc_conn *c, bool as_reader,
+                         bool final, int status, const char *why)
+{
+    pthread_mutex_lock(&c->send_lock);
+    pthread_mutex_lock(&c->lock);
+    if (!as_reader && c->reader_active) {
+        if (c->fd >= 0)
+            shutdown(c->fd, SHUT_RDWR);
+        pthread_mutex_unlock(&c->lock);
+        pthread_mutex_unlock(&c->send_lock);
+        return;
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    if (final || c->state == ST_INVALID) {
+        c->state = ST_INVALID;
+        c->final_done = true;
+    } else if (c->state == ST_OPEN) {
+        c->state = ST_IDLE;
+    }
+    struct ux_pending *failed = pending_fail_all(c, status, why);
+    rx_reset(c);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->send_lock);
+    pending_run_failed(failed, status, why);
+}
+
+/* Handles one complete message read in direct mode. */
+static void direct_message(struct nectar_ipc_conn *c)
+{
+    nectar_error_t err = {0};
+    nectar_ipc_obj_t *body = NULL;
+    struct pkt_header h;
+    if (rx_decode(c, &body, &h, &err) != 0) {
+        nectar_log(NECTAR_LOG_WARN, TAG, "closing connection: %s",
+                   err.message);
+        direct_close(c, true, true, NECTAR_ECLOSED, err.message);
+        return;
+    }
+    if (h.type == PKT_REPLY)
+        deliver_reply(c, body, h.id);
+    else
+        nectar_ipc_release(body); /* no handler to give it to */
+}
+
+/* Becomes the reader for one slice: waits for a packet until deadline
+ * (ms, 0 = none) or DIRECT_SLICE_MS, reads what is there.  conn->lock is
+ * held on entry and exit and dropped in between. */
+static void direct_read(struct nectar_ipc_conn *c, uint64_t deadline)
+{
+    c->reader_active = true;
+    int fd = c->fd;
+    pthread_mutex_unlock(&c->lock);
+    (void)deadline; /* the socket's SO_RCVTIMEO bounds each read */
+    bool closed = false;
+    {
+        const char *why = NULL;
+        for (int i = 0; i < READS_PER_TURN && !closed; i++) {
+            /* Blocking read: one syscall per reply instead of poll plus
+             * read; SO_RCVTIMEO (a slice) bounds it. */
+            enum rx_status st = rx_one(c, fd, i == 0 ? 0 : MSG_DONTWAIT,
+                                       &why);
+            if (st == RX_AGAIN)
+                break;
+            if (st == RX_MESSAGE) {
+                direct_message(c);
+                pthread_mutex_lock(&c->lock);
+                closed = c->fd != fd;
+                pthread_mutex_unlock(&c->lock);
+                break; /* let a waiter whose reply came run */
+            }
+            if (st == RX_EOF || st == RX_ERROR) {
+                direct_close(c, true, st == RX_ERROR,
+                             st == RX_ERROR ? NECTAR_ECLOSED
+                                            : NECTAR_ECONNRESET,
+                             st == RX_ERROR ? why
+                                            : "connection interrupted");
+                closed = true;
+            }
+        }
+    }
+    pthread_mutex_lock(&c->lock);
+    c->reader_active = false;
+    pthread_cond_broadcast(&c->cv);
+}
+
+/* Moves a direct-mode client onto an event thread (first async request).
+ * conn->lock held. */
+static int direct_upgrade(struct nectar_ipc_conn *c, nectar_error_t *err)
+{
+    if (!c->direct)
+        return 0;
+    c->direct = false;
+    while (c->reader_active)
+        pthread_cond_wait(&c->cv, &c->lock);
+    int rc = client_loop(c, err);
+    if (rc != 0) {
+        c->direct = true;
+        return rc;
+    }
+    if (c->state == ST_OPEN)
+        loop_post(c->loop, CMD_ATTACH, c, c->fd, c->gen);
+    return 0;
 }
 
 /* ---- 6. listener ----------------------------------------------------- */
@@ -1637,6 +1811,7 @@ static int ux_connect(const nectar_ipc_client_config_t *cfg,
     c->on_event = cfg->on_event;
     c->ctx = cfg->ctx;
     c->call_timeout_ms = cfg->call_timeout_ms;
+    c->direct = cfg->on_message == NULL && cfg->on_event == NULL;
     c->connect_timeout_ms =
         cfg->connect_timeout_ms ? cfg->connect_timeout_ms : DEFAULT_CONNECT_MS;
     if (c->service_name == NULL ||
@@ -1701,6 +1876,15 @@ static int ux_send_with_reply(nectar_ipc_conn_t *c,
         return nectar_error_set(err, NECTAR_ENOMEM, "ipc: out of memory");
     if (timeout_ms == 0)
         timeout_ms = c->call_timeout_ms;
+    if (c->is_client) {
+        pthread_mutex_lock(&c->lock);
+        int rc = direct_upgrade(c, err);
+        pthread_mutex_unlock(&c->lock);
+        if (rc != 0) {
+            nectar_free(p);
+            return rc;
+        }
+    }
     p->cb = cb;
     p->cb_ctx = ctx;
     p->deadline = timeout_ms ? now_ms() + timeout_ms : 0;
@@ -1713,6 +1897,33 @@ static int ux_send_with_reply(nectar_ipc_conn_t *c,
     if (deadline != 0)
         loop_post(c->loop, CMD_REARM, NULL, -1, 0);
     return 0;
+}
+
+/* Waits on conn->cv until deadline (ms, 0 = none); in direct mode at most
+ * one reader slice, so a waiter can take over reading.  Lock held. */
+static void cond_wait_until(struct nectar_ipc_conn *c, uint64_t deadline)
+{
+    uint64_t until = deadline;
+    if (c->direct) {
+        uint64_t slice = now_ms() + DIRECT_SLICE_MS;
+        if (until == 0 || slice < until)
+            until = slice;
+    }
+    if (until == 0) {
+        pthread_cond_wait(&c->cv, &c->lock);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = now_ms();
+    uint64_t wait = until > now ? until - now : 0;
+    ts.tv_sec += (time_t)(wait / 1000);
+    ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&c->cv, &c->lock, &ts);
 }
 
 static int ux_send_sync(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *msg,
@@ -1729,25 +1940,22 @@ static int ux_send_sync(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *msg,
     int rc = request_start(c, &p, msg, NULL, err);
     if (rc != 0)
         return rc;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    uint64_t deadline = timeout_ms ? now_ms() + timeout_ms : 0;
     pthread_mutex_lock(&c->lock);
     while (!p.done) {
-        int w = timeout_ms ? pthread_cond_timedwait(&c->cv, &c->lock, &until)
-                           : pthread_cond_wait(&c->cv, &c->lock);
-        if (w == ETIMEDOUT && !p.done) {
+        if (deadline != 0 && now_ms() >= deadline) {
             pending_unlink(c, &p);
             pthread_mutex_unlock(&c->lock);
             return nectar_error_set(err, NECTAR_ETIMEDOUT,
                                     "ipc: call timed out after %u ms",
                                     timeout_ms);
         }
+        if (c->direct && !c->reader_active && c->state == ST_OPEN &&
+            p.gen == c->gen) {
+            direct_read(c, deadline);
+            continue;
+        }
+        cond_wait_until(c, deadline);
     }
     pthread_mutex_unlock(&c->lock);
     if (p.status != 0) {
@@ -1791,8 +1999,17 @@ static void ux_conn_cancel(nectar_ipc_conn_t *c)
     if (done)
         return;
     if (no_loop) {
-        /* Never connected: no event thread exists, so the one
-         * INVALIDATED event runs here. */
+        /* No event thread (never connected, or direct mode): close the
+         * socket once no caller reads it; the one INVALIDATED event runs
+         * here. */
+        pthread_mutex_lock(&c->lock);
+        while (c->reader_active) {
+            if (c->fd >= 0)
+                shutdown(c->fd, SHUT_RDWR);
+            pthread_cond_wait(&c->cv, &c->lock);
+        }
+        pthread_mutex_unlock(&c->lock);
+        direct_close(c, true, true, NECTAR_ECLOSED, "connection cancelled");
         fire_event(c, NECTAR_IPC_EVENT_INVALIDATED, "connection cancelled");
         return;
     }

@@ -12,6 +12,7 @@
 
 #include <cbor.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -202,7 +203,6 @@ struct frame {
 };
 
 struct dec {
-    struct frame stack[NECTAR_IPC_MAX_DEPTH + 1];
     size_t depth; /* open containers */
     nectar_ipc_obj_t *root;
     bool have_tag;
@@ -213,6 +213,9 @@ struct dec {
     size_t nfds;
     int rc;
     nectar_error_t *err;
+    /* Last, so set-up only clears the fields above; entries are written
+     * before they are read. */
+    struct frame stack[NECTAR_IPC_MAX_DEPTH + 1];
 };
 
 static void fail(struct dec *d, int code, const char *what)
@@ -578,9 +581,11 @@ int nectar__ipc_decode(const uint8_t *p, size_t len, const int *fds,
     if (len > NECTAR_IPC_MAX_MESSAGE)
         return nectar_error_set(err, NECTAR_ELIMIT,
                                 "ipc decode: message over the size limit");
-    struct dec *d = nectar_calloc(1, sizeof(*d));
-    if (d == NULL)
-        return nectar_error_set(err, NECTAR_ENOMEM, "ipc: out of memory");
+    /* About 6 KiB: on the stack, as zeroing a heap copy per message would
+     * cost more than the decoding of a small one. */
+    struct dec dec_storage;
+    struct dec *d = &dec_storage;
+    memset(d, 0, offsetof(struct dec, stack));
     d->fds = fds;
     d->nfds = nfds;
     d->err = err;
@@ -593,6 +598,5 @@ int nectar__ipc_decode(const uint8_t *p, size_t len, const int *fds,
         d->root = NULL;
     }
     dec_cleanup(d);
-    nectar_free(d);
     return rc;
 }

@@ -50,6 +50,8 @@ void test_socket_activation(void);
 void test_activation_child(void);
 void test_path_socket(void);
 void test_no_listener(void);
+void test_shared_connection(void);
+void test_direct_reconnect(void);
 
 /* test_router.c */
 void test_router_convention(void);

@@ -28,6 +28,8 @@ static const nectar_test_t tests[] = {
     {"_nobody_child", test_nobody_child},
     {"path_socket", test_path_socket},
     {"no_listener", test_no_listener},
+    {"shared_connection", test_shared_connection},
+    {"direct_reconnect", test_direct_reconnect},
     {"router_convention", test_router_convention},
     {"router_over_wire", test_router_over_wire},
     {"swift_coder_rules", test_swift_coder_rules},

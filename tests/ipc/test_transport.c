@@ -840,3 +840,86 @@ void test_no_listener(void)
     nectar_ipc_release(m);
     nectar_ipc_conn_release(c);
 }
+
+/* ---- direct mode (clients without handlers) --------------------------- */
+
+struct shared_worker {
+    pthread_t thread;
+    nectar_ipc_conn_t *conn;
+    int index;
+    int matched;
+};
+
+static void *shared_main(void *arg)
+{
+    struct shared_worker *w = arg;
+    for (int i = 0; i < 500; i++) {
+        nectar_ipc_obj_t *m = nectar_ipc_dict(), *reply = NULL;
+        nectar_ipc_dict_set(m, "t", nectar_ipc_int64(w->index), NULL);
+        nectar_ipc_dict_set(m, "i", nectar_ipc_int64(i), NULL);
+        if (nectar_ipc_send_sync(w->conn, m, 30000, &reply, NULL) == 0 &&
+            nectar_ipc_int64_value(nectar_ipc_dict_get(reply, "t")) ==
+                w->index &&
+            nectar_ipc_int64_value(nectar_ipc_dict_get(reply, "i")) == i)
+            w->matched++;
+        nectar_ipc_release(reply);
+        nectar_ipc_release(m);
+    }
+    return NULL;
+}
+
+void test_shared_connection(void)
+{
+    /* Eight threads share one handler-less client: one reads at a time
+     * and hands each reply to its waiter. */
+    const char *name = ipc_test_name("shared");
+    struct echo_server s;
+    echo_start(&s, name, NULL);
+    nectar_ipc_conn_t *c = client_new(name);
+    struct shared_worker w[8];
+    for (int i = 0; i < 8; i++) {
+        w[i] = (struct shared_worker){.conn = c, .index = i};
+        CHECK_EQ(pthread_create(&w[i].thread, NULL, shared_main, &w[i]), 0);
+    }
+    /* Midway, an async request moves the connection onto an event
+     * thread; calls in flight keep working. */
+    struct cb_state st = {0};
+    nectar_ipc_obj_t *m = nectar_ipc_dict();
+    CHECK_EQ(nectar_ipc_send_with_reply(c, m, 5000, record_reply, &st, NULL,
+                                        NULL),
+             0);
+    CHECK(nectar_test_poll(has_call, &st, 5000));
+    CHECK_EQ(atomic_load(&st.status), 0);
+    nectar_ipc_release(m);
+    for (int i = 0; i < 8; i++) {
+        pthread_join(w[i].thread, NULL);
+        CHECK_EQ(w[i].matched, 500);
+    }
+    nectar_ipc_conn_release(c);
+    echo_stop(&s);
+}
+
+void test_direct_reconnect(void)
+{
+    const char *name = ipc_test_name("dreconn");
+    struct echo_server s;
+    echo_start(&s, name, NULL);
+    nectar_ipc_conn_t *c = client_new(name);
+    check_echo_int(c, 1);
+    echo_stop(&s);
+    /* The server is gone: the next call fails as interrupted (or as
+     * refused, if the reconnect came first), never hangs. */
+    nectar_ipc_obj_t *m = nectar_ipc_dict(), *reply = NULL;
+    int rc = nectar_ipc_send_sync(c, m, 3000, &reply, NULL);
+    CHECK(rc == NECTAR_ECONNRESET || rc == NECTAR_ECONNREFUSED);
+    nectar_ipc_release(m);
+    /* A new server under the name: calls work again. */
+    echo_start(&s, name, NULL);
+    check_echo_int(c, 2);
+    nectar_ipc_conn_cancel(c);
+    nectar_ipc_obj_t *m2 = nectar_ipc_dict();
+    CHECK_EQ(nectar_ipc_send(c, m2, NULL), NECTAR_ECLOSED);
+    nectar_ipc_release(m2);
+    nectar_ipc_conn_release(c);
+    echo_stop(&s);
+}
