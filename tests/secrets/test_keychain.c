@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -515,6 +516,60 @@ static void test_racing_writers(void)
     kfix_close(&f);
 }
 
+/* Threads, each with its own handle on one store, upsert the same items;
+ * flock locks belong to the open file description, so the handles
+ * serialise against each other as separate processes do. */
+#define THREADS 4
+
+struct thread_arg {
+    const char *store;
+    int id;
+    int failed;
+};
+
+static void *thread_writer(void *p)
+{
+    struct thread_arg *a = p;
+    nectar_keychain_t *kc = open_store(a->store, NULL);
+    for (int r = 0; r < 15; r++) {
+        char v[64];
+        uint8_t *d = NULL;
+        size_t n = 0;
+        snprintf(v, sizeof(v), "thread %d round %d", a->id, r);
+        a->failed |= nectar_keychain_store(kc, "mt", "shared", v, strlen(v),
+                                           NULL) != 0;
+        a->failed |= nectar_keychain_load(kc, "mt", "shared", &d, &n,
+                                          NULL) != 0;
+        a->failed |= n < 10 || memcmp(d, "thread ", 7) != 0;
+        nectar_secret_free(d);
+    }
+    nectar_keychain_close(kc);
+    return NULL;
+}
+
+static void test_threaded_writers(void)
+{
+    struct kfix f;
+    kfix_open(&f);
+    pthread_t th[THREADS];
+    struct thread_arg args[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (struct thread_arg){f.store, i, 0};
+        CHECK_EQ(pthread_create(&th[i], NULL, thread_writer, &args[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        CHECK_EQ(pthread_join(th[i], NULL), 0);
+        CHECK_EQ(args[i].failed, 0);
+    }
+    uint8_t *d;
+    size_t n;
+    CHECK_EQ(nectar_keychain_load(f.kc, "mt", "shared", &d, &n, NULL), 0);
+    CHECK(n > 7 && memcmp(d, "thread ", 7) == 0);
+    nectar_secret_free(d);
+    CHECK_EQ(count_temps(f.store), 0);
+    kfix_close(&f);
+}
+
 #define CRASH_ITEMS 4
 #define CRASH_ROUNDS 15
 
@@ -819,6 +874,7 @@ int main(int argc, char **argv)
         {"fault_injection", test_fault_injection},
         {"alloc_failures", test_alloc_failures},
         {"racing_writers", test_racing_writers},
+        {"threaded_writers", test_threaded_writers},
         {"crash_kill9", test_crash_kill9},
         {"certificates", test_certificates},
         {"pkcs12_openssl", test_pkcs12_openssl},
