@@ -22,20 +22,18 @@
 
 static int usage(FILE *out)
 {
-    fprintf(out,
-            "usage: nectar ca [--store DIR] [--vault NAME] COMMAND\n"
-            "\n"
-            "  show     describe the MITM root CA (created on first use)\n"
-            "  export   print its certificate as PEM\n"
-            "  rotate   replace it with a fresh CA and print the change\n"
-            "\n"
-            "The CA key is stored in the keychain encrypted by the vault\n"
-            "(see `nectar keychain --help`, `nectar vault --help`).\n");
+    fprintf(out, "usage: nectar ca [--store DIR] [--vault NAME] COMMAND\n"
+                 "\n"
+                 "  show     describe the MITM root CA (created on first use)\n"
+                 "  export   print its certificate as PEM\n"
+                 "  rotate   replace it with a fresh CA and print the change\n"
+                 "\n"
+                 "The CA key is stored in the keychain encrypted by the vault\n"
+                 "(see `nectar keychain --help`, `nectar vault --help`).\n");
     return out == stdout ? 0 : 2;
 }
 
-static void print_fingerprint(const char *label, const uint8_t *der,
-                              size_t len)
+static void print_fingerprint(const char *label, const uint8_t *der, size_t len)
 {
     uint8_t md[32];
     unsigned int n = 0;
@@ -81,8 +79,7 @@ static int ca_show(const char *cert_pem, nectar_vault_t *v)
     print_time("not after:   ", X509_get0_notAfter(x));
     print_fingerprint("sha256:      ", der, len);
     printf("key storage: %s\n",
-           v != NULL ? nectar_vault_kind_name(nectar_vault_kind(v))
-                     : "plain");
+           v != NULL ? nectar_vault_kind_name(nectar_vault_kind(v)) : "plain");
     nectar_secret_free(der);
     X509_free(x);
     return 0;

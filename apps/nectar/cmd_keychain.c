@@ -147,8 +147,8 @@ static int kc_import(nectar_keychain_t *kc, int argc, char **argv)
         return 1;
     }
     nectar_error_t err = {0};
-    int rc = nectar_keychain_import_p12(kc, service, account, p12, len, pw,
-                                        &err);
+    int rc =
+        nectar_keychain_import_p12(kc, service, account, p12, len, pw, &err);
     nectar_secret_free(p12);
     nectar_secret_free(pw);
     if (rc != 0)
@@ -162,8 +162,7 @@ static int kc_import(nectar_keychain_t *kc, int argc, char **argv)
     return 0;
 }
 
-static int run(nectar_keychain_t *kc, nectar_vault_t *v, int argc,
-               char **argv)
+static int run(nectar_keychain_t *kc, nectar_vault_t *v, int argc, char **argv)
 {
     const char *cmd = argv[0];
     if (strcmp(cmd, "set") == 0 && argc == 3)
@@ -194,8 +193,8 @@ int nectar_cmd_keychain(int argc, char **argv)
         return usage(stderr);
     if (strcmp(c.argv[1], "--help") == 0 || strcmp(c.argv[1], "-h") == 0)
         return usage(stdout);
-    static const char *const known[] = {"set", "get", "delete", "list",
-                                        "import-p12", "info"};
+    static const char *const known[] = {"set",  "get",        "delete",
+                                        "list", "import-p12", "info"};
     int ok = 0;
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
         ok |= strcmp(c.argv[1], known[i]) == 0;

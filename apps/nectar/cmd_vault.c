@@ -53,8 +53,7 @@ int secrets_cli_parse(struct secrets_cli *c, int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         int matched = 0;
         for (int k = 0; k < 3 && !matched; k++) {
-            matched = option_value(argv[i], names[k], &i, argc, argv,
-                                   slots[k]);
+            matched = option_value(argv[i], names[k], &i, argc, argv, slots[k]);
             if (matched < 0) {
                 fprintf(stderr, "nectar: %s needs a value\n", names[k]);
                 return 2;
@@ -239,8 +238,7 @@ static int vault_create(nectar_vault_t *v, const char *path)
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     int rc = 1;
     if (fd < 0) {
-        fprintf(stderr, "nectar vault create: %s: %s\n", path,
-                strerror(errno));
+        fprintf(stderr, "nectar vault create: %s: %s\n", path, strerror(errno));
     } else {
         size_t off = 0;
         while (off < len) {
@@ -324,10 +322,8 @@ int nectar_cmd_vault(int argc, char **argv)
     secrets_cli_protect();
     if (strcmp(cmd, "status") == 0 && c.argc == 2)
         return vault_status(&c);
-    int needs_blob = strcmp(cmd, "create") == 0 ||
-                     strcmp(cmd, "pubkey") == 0 ||
-                     strcmp(cmd, "encrypt") == 0 ||
-                     strcmp(cmd, "decrypt") == 0;
+    int needs_blob = strcmp(cmd, "create") == 0 || strcmp(cmd, "pubkey") == 0 ||
+                     strcmp(cmd, "encrypt") == 0 || strcmp(cmd, "decrypt") == 0;
     if (!needs_blob || c.argc != 3)
         return usage(stderr);
     nectar_vault_t *v = NULL;

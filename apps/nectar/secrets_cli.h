@@ -24,8 +24,8 @@ struct secrets_cli {
     const char *vault;
     const char *tcti;
     char host_key[4096];
-    int argc;     /* positional arguments left after the options */
-    char **argv;  /* (argv[0] is the subcommand name) */
+    int argc;    /* positional arguments left after the options */
+    char **argv; /* (argv[0] is the subcommand name) */
 };
 
 /* Parses the common options out of argv (modified in place).  Returns 0,

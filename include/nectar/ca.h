@@ -47,21 +47,20 @@
 extern "C" {
 #endif
 
-#define NECTAR_CA_ACCOUNT "org.nectar.mitm"
-#define NECTAR_CA_SERVICE_CERT "nectar-mitm-ca-crt"
-#define NECTAR_CA_SERVICE_KEY "nectar-mitm-ca-key"
+#define NECTAR_CA_ACCOUNT           "org.nectar.mitm"
+#define NECTAR_CA_SERVICE_CERT      "nectar-mitm-ca-crt"
+#define NECTAR_CA_SERVICE_KEY       "nectar-mitm-ca-key"
 #define NECTAR_CA_SERVICE_VAULT_KEY "nectar-mitm-ca-vault-key"
-#define NECTAR_CA_ORG "Nectar Transparent Proxy Root CA"
-#define NECTAR_CA_CN "nectar-mitm-ca.localhost"
-#define NECTAR_CA_VALID_DAYS (20 * 365)
+#define NECTAR_CA_ORG               "Nectar Transparent Proxy Root CA"
+#define NECTAR_CA_CN                "nectar-mitm-ca.localhost"
+#define NECTAR_CA_VALID_DAYS        (20 * 365)
 
 /* Loads the stored CA, or creates and stores one (see above).  kc and
  * vault are borrowed; vault may be NULL (plain PEM storage).  Errors:
  * keychain and vault errors when a new CA cannot be stored. */
 NECTAR_API int nectar_ca_load_or_create(nectar_keychain_t *kc,
-                                        nectar_vault_t *vault,
-                                        char **cert_pem, char **key_pem,
-                                        nectar_error_t *err);
+                                        nectar_vault_t *vault, char **cert_pem,
+                                        char **key_pem, nectar_error_t *err);
 
 /* Loads without creating or wiping.  NECTAR_ENOENT when nothing usable is
  * stored (missing, partial, undecryptable or unparsable).  key_pem may be

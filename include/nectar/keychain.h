@@ -46,15 +46,15 @@ extern "C" {
 #endif
 
 /* Security.framework codes the Apple backend maps and explains. */
-#define NECTAR_OSSTATUS_ITEM_NOT_FOUND (-25300)
-#define NECTAR_OSSTATUS_DUPLICATE_ITEM (-25299)
-#define NECTAR_OSSTATUS_AUTH_FAILED (-25293)
+#define NECTAR_OSSTATUS_ITEM_NOT_FOUND          (-25300)
+#define NECTAR_OSSTATUS_DUPLICATE_ITEM          (-25299)
+#define NECTAR_OSSTATUS_AUTH_FAILED             (-25293)
 #define NECTAR_OSSTATUS_INTERACTION_NOT_ALLOWED (-25308)
-#define NECTAR_OSSTATUS_MISSING_ENTITLEMENT (-34018)
+#define NECTAR_OSSTATUS_MISSING_ENTITLEMENT     (-34018)
 
 /* Limits the front enforces for every backend. */
-#define NECTAR_KEYCHAIN_NAME_MAX 255              /* service, account */
-#define NECTAR_KEYCHAIN_DATA_MAX (16u << 20)      /* one secret: 16 MiB */
+#define NECTAR_KEYCHAIN_NAME_MAX 255         /* service, account */
+#define NECTAR_KEYCHAIN_DATA_MAX (16u << 20) /* one secret: 16 MiB */
 
 typedef struct nectar_keychain nectar_keychain_t;
 
@@ -91,41 +91,37 @@ NECTAR_API const char *nectar_keychain_backend(const nectar_keychain_t *kc);
 
 /* "plain-key-file" or "vault-sealed:<kind>" for the file backend, the
  * keychain path for Apple; static or owned by kc. */
-NECTAR_API const char *nectar_keychain_protection(
-    const nectar_keychain_t *kc);
+NECTAR_API const char *nectar_keychain_protection(const nectar_keychain_t *kc);
 
 /* Stores data (borrowed; may be NULL when len is 0) under (service,
  * account), replacing any previous value: an upsert.  A racing writer on
  * the same item is tolerated (last writer wins; on Apple the duplicate
  * error is retried once as an update).  Errors: NECTAR_EINVAL (empty or
  * too long names), NECTAR_ELIMIT, I/O codes (-errno). */
-NECTAR_API int nectar_keychain_store(nectar_keychain_t *kc,
-                                     const char *service, const char *account,
-                                     const void *data, size_t len,
-                                     nectar_error_t *err);
+NECTAR_API int nectar_keychain_store(nectar_keychain_t *kc, const char *service,
+                                     const char *account, const void *data,
+                                     size_t len, nectar_error_t *err);
 
 /* Loads a secret into *data (nectar_secret_free it; an empty secret is a
  * valid non-NULL buffer with *len 0).  Missing item: NECTAR_ENOENT with the
  * message "not found", which callers treat as "absent", not a failure.
  * Errors: NECTAR_EAUTH (tampered, moved or foreign item), NECTAR_EPARSE
  * (truncated or not an item), NECTAR_EVERSION. */
-NECTAR_API int nectar_keychain_load(nectar_keychain_t *kc,
-                                    const char *service, const char *account,
-                                    uint8_t **data, size_t *len,
-                                    nectar_error_t *err);
+NECTAR_API int nectar_keychain_load(nectar_keychain_t *kc, const char *service,
+                                    const char *account, uint8_t **data,
+                                    size_t *len, nectar_error_t *err);
 
 /* Deletes the item; a missing item is success (idempotent). */
 NECTAR_API int nectar_keychain_delete(nectar_keychain_t *kc,
-                                      const char *service,
-                                      const char *account,
+                                      const char *service, const char *account,
                                       nectar_error_t *err);
 
 /* Accounts stored under service, sorted.  *accounts is an array of *count
  * strings; free with nectar_keychain_list_free.  Items that fail to
  * authenticate are skipped (and logged).  NECTAR_ENOTSUP on Apple. */
-NECTAR_API int nectar_keychain_list(nectar_keychain_t *kc,
-                                    const char *service, char ***accounts,
-                                    size_t *count, nectar_error_t *err);
+NECTAR_API int nectar_keychain_list(nectar_keychain_t *kc, const char *service,
+                                    char ***accounts, size_t *count,
+                                    nectar_error_t *err);
 NECTAR_API void nectar_keychain_list_free(char **accounts, size_t count);
 
 /* Adds a certificate (DER, borrowed) as a certificate item; installing
@@ -154,12 +150,10 @@ NECTAR_API int nectar_keychain_cert_installed(nectar_keychain_t *kc,
  * Errors: NECTAR_EPARSE (not PKCS#12), NECTAR_EAUTH (wrong password),
  * NECTAR_EINVAL (no key or no certificate inside).
  */
-NECTAR_API int nectar_keychain_import_p12(nectar_keychain_t *kc,
-                                          const char *service,
-                                          const char *account,
-                                          const uint8_t *p12, size_t len,
-                                          const char *password,
-                                          nectar_error_t *err);
+NECTAR_API int
+nectar_keychain_import_p12(nectar_keychain_t *kc, const char *service,
+                           const char *account, const uint8_t *p12, size_t len,
+                           const char *password, nectar_error_t *err);
 
 typedef struct nectar_identity {
     char *key_pem;    /* PKCS#8 "BEGIN PRIVATE KEY", non-dumpable memory */

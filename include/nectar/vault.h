@@ -48,10 +48,10 @@
 extern "C" {
 #endif
 
-#define NECTAR_ENVELOPE_VERSION 0x01
+#define NECTAR_ENVELOPE_VERSION  0x01
 #define NECTAR_ENVELOPE_OVERHEAD 94 /* 1 + 65 + 12 + 16 */
-#define NECTAR_ENVELOPE_INFO "rama-apple-se-p256-ecies-v1"
-#define NECTAR_P256_POINT_LEN 65 /* 0x04 || X(32) || Y(32) */
+#define NECTAR_ENVELOPE_INFO     "rama-apple-se-p256-ecies-v1"
+#define NECTAR_P256_POINT_LEN    65 /* 0x04 || X(32) || Y(32) */
 
 typedef enum nectar_vault_kind {
     NECTAR_VAULT_NONE = 0,
@@ -131,21 +131,19 @@ NECTAR_API int nectar_vault_public_key(nectar_vault_t *vault,
 /* Seals pt (borrowed; pt may be NULL when pt_len is 0) for the key in blob.
  * *env (free with nectar_secret_free) is 94 + pt_len
  * bytes.  Errors: as nectar_vault_public_key, NECTAR_ECRYPTO. */
-NECTAR_API int nectar_vault_encrypt(nectar_vault_t *vault,
-                                    const uint8_t *blob, size_t blob_len,
-                                    const uint8_t *pt, size_t pt_len,
-                                    uint8_t **env, size_t *env_len,
-                                    nectar_error_t *err);
+NECTAR_API int nectar_vault_encrypt(nectar_vault_t *vault, const uint8_t *blob,
+                                    size_t blob_len, const uint8_t *pt,
+                                    size_t pt_len, uint8_t **env,
+                                    size_t *env_len, nectar_error_t *err);
 
 /* Opens an envelope.  *pt lives in non-dumpable memory; free it with
  * nectar_secret_free (which wipes).  Errors: NECTAR_EPARSE (too short,
  * bad point), NECTAR_EVERSION (version byte), NECTAR_EAUTH (tag check
  * failed: tampered, or another key), NECTAR_ETPM. */
-NECTAR_API int nectar_vault_decrypt(nectar_vault_t *vault,
-                                    const uint8_t *blob, size_t blob_len,
-                                    const uint8_t *env, size_t env_len,
-                                    uint8_t **pt, size_t *pt_len,
-                                    nectar_error_t *err);
+NECTAR_API int nectar_vault_decrypt(nectar_vault_t *vault, const uint8_t *blob,
+                                    size_t blob_len, const uint8_t *env,
+                                    size_t env_len, uint8_t **pt,
+                                    size_t *pt_len, nectar_error_t *err);
 
 /*
  * Envelope encryption to a bare public key (no vault needed): anyone can

@@ -111,12 +111,12 @@ static const char *ap_protection(void *state)
 }
 
 /* Finds the generic password (service, account); *item may be NULL. */
-static OSStatus find(struct apple_state *s, const char *svc,
-                     const char *acct, SecKeychainItemRef *item)
+static OSStatus find(struct apple_state *s, const char *svc, const char *acct,
+                     SecKeychainItemRef *item)
 {
-    return SecKeychainFindGenericPassword(
-        s->kc, (UInt32)strlen(svc), svc, (UInt32)strlen(acct), acct, NULL,
-        NULL, item);
+    return SecKeychainFindGenericPassword(s->kc, (UInt32)strlen(svc), svc,
+                                          (UInt32)strlen(acct), acct, NULL,
+                                          NULL, item);
 }
 
 static int ap_store(void *state, const char *svc, const char *acct,
@@ -129,13 +129,12 @@ static int ap_store(void *state, const char *svc, const char *acct,
         SecKeychainItemRef item = NULL;
         OSStatus st = find(s, svc, acct, &item);
         if (st == errSecSuccess) {
-            st = SecKeychainItemModifyAttributesAndData(item, NULL,
-                                                        (UInt32)len, data);
+            st = SecKeychainItemModifyAttributesAndData(item, NULL, (UInt32)len,
+                                                        data);
             CFRelease(item);
             return st == errSecSuccess
                        ? 0
-                       : os_error(err,
-                                  "SecKeychainItemModifyAttributesAndData",
+                       : os_error(err, "SecKeychainItemModifyAttributesAndData",
                                   st);
         }
         if (st != errSecItemNotFound)
@@ -148,8 +147,8 @@ static int ap_store(void *state, const char *svc, const char *acct,
         if (st != errSecDuplicateItem)
             return os_error(err, "SecKeychainAddGenericPassword", st);
         nectar_log(NECTAR_LOG_DEBUG, "keychain",
-                   "store %s/%s raced another writer; retrying as update",
-                   svc, acct);
+                   "store %s/%s raced another writer; retrying as update", svc,
+                   acct);
     }
     int rc = nectar_error_set(err, NECTAR_EBUSY,
                               "store_secret: keychain remained contended "
@@ -166,9 +165,9 @@ static int ap_load(void *state, const char *svc, const char *acct,
     struct apple_state *s = state;
     UInt32 n = 0;
     void *p = NULL;
-    OSStatus st = SecKeychainFindGenericPassword(
-        s->kc, (UInt32)strlen(svc), svc, (UInt32)strlen(acct), acct, &n, &p,
-        NULL);
+    OSStatus st = SecKeychainFindGenericPassword(s->kc, (UInt32)strlen(svc),
+                                                 svc, (UInt32)strlen(acct),
+                                                 acct, &n, &p, NULL);
     if (st != errSecSuccess)
         return os_error(err, "SecKeychainFindGenericPassword", st);
     uint8_t *copy = nectar_secret_alloc(n);
@@ -193,8 +192,7 @@ static int ap_remove(void *state, const char *svc, const char *acct,
         return os_error(err, "SecKeychainFindGenericPassword", st);
     st = SecKeychainItemDelete(item); /* the first match only */
     CFRelease(item);
-    return st == errSecSuccess ? 0
-                               : os_error(err, "SecKeychainItemDelete", st);
+    return st == errSecSuccess ? 0 : os_error(err, "SecKeychainItemDelete", st);
 }
 
 static int ap_cert_install(void *state, const uint8_t *der, size_t len,

@@ -49,17 +49,17 @@
 #include "vault/crypto.h"
 #include "vault/vault_int.h"
 
-#define DEFAULT_DIR "/var/lib/nectar/keychain"
-#define ITEM_MAGIC "NKI1"
-#define ITEM_VERSION 0x01
-#define ITEM_SECRET 1
-#define ITEM_CERT 2
+#define DEFAULT_DIR    "/var/lib/nectar/keychain"
+#define ITEM_MAGIC     "NKI1"
+#define ITEM_VERSION   0x01
+#define ITEM_SECRET    1
+#define ITEM_CERT      2
 #define ITEM_FIXED_HDR 26 /* header bytes besides the two names */
-#define MASTER_MAGIC "NKM1"
-#define MASTER_PLAIN 1
-#define MASTER_SEALED 2
-#define CERT_SERVICE "nectar-certificate"
-#define FILE_MAX (NECTAR_KEYCHAIN_DATA_MAX + 4096u)
+#define MASTER_MAGIC   "NKM1"
+#define MASTER_PLAIN   1
+#define MASTER_SEALED  2
+#define CERT_SERVICE   "nectar-certificate"
+#define FILE_MAX       (NECTAR_KEYCHAIN_DATA_MAX + 4096u)
 
 /* ---- 1. system calls ------------------------------------------------ */
 
@@ -307,8 +307,8 @@ static int item_seal(const struct file_state *s, int kind, const char *svc,
     put32(nonce + 12, len);
     int rc = nectar__random(nonce, 12, err);
     if (rc == 0)
-        rc = nectar__gcm_seal(s->master, nonce, buf, hdr, data, len,
-                              buf + hdr, buf + hdr + len, err);
+        rc = nectar__gcm_seal(s->master, nonce, buf, hdr, data, len, buf + hdr,
+                              buf + hdr + len, err);
     if (rc != 0) {
         nectar_free(buf);
         return rc;
@@ -334,8 +334,8 @@ static int item_parse(const uint8_t *buf, size_t n, struct item_view *v,
                                 "overwritten)");
     if (buf[4] != ITEM_VERSION)
         return nectar_error_set(err, NECTAR_EVERSION,
-                                "keychain: item format %u, expected %u",
-                                buf[4], ITEM_VERSION);
+                                "keychain: item format %u, expected %u", buf[4],
+                                ITEM_VERSION);
     v->kind = buf[5];
     v->sl = get16(buf + 6);
     v->al = get16(buf + 8);
@@ -362,9 +362,9 @@ static int same_name(const char *a, size_t alen, const char *b)
 /* Verifies and decrypts an item; *pt from nectar_secret_alloc.  Checks
  * that the item is the one asked for, so a file copied or renamed over
  * another item's name is refused even though its tag is valid. */
-static int item_open(const struct file_state *s, const uint8_t *buf,
-                     size_t n, int kind, const char *svc, const char *acct,
-                     uint8_t **pt, size_t *pt_len, nectar_error_t *err)
+static int item_open(const struct file_state *s, const uint8_t *buf, size_t n,
+                     int kind, const char *svc, const char *acct, uint8_t **pt,
+                     size_t *pt_len, nectar_error_t *err)
 {
     struct item_view v;
     int rc = item_parse(buf, n, &v, err);
@@ -378,9 +378,8 @@ static int item_open(const struct file_state *s, const uint8_t *buf,
     uint8_t *out = nectar_secret_alloc(v.ct_len);
     if (out == NULL)
         return nectar_error_set(err, NECTAR_ENOMEM, "keychain: out of memory");
-    rc = nectar__gcm_open(s->master, buf + v.hdr - 16, buf, v.hdr,
-                          buf + v.hdr, v.ct_len, buf + v.hdr + v.ct_len, out,
-                          err);
+    rc = nectar__gcm_open(s->master, buf + v.hdr - 16, buf, v.hdr, buf + v.hdr,
+                          v.ct_len, buf + v.hdr + v.ct_len, out, err);
     if (rc == NECTAR_EAUTH)
         nectar_error_set(err, NECTAR_EAUTH,
                          "keychain: item fails authentication (tampered, or "
@@ -689,8 +688,7 @@ static int del_item(struct file_state *s, int kind, const char *svc,
     if (rc != 0)
         return rc;
     if (unlink(path) != 0) {
-        rc = errno == ENOENT ? nectar_error_set(err, NECTAR_ENOENT,
-                                                "not found")
+        rc = errno == ENOENT ? nectar_error_set(err, NECTAR_ENOENT, "not found")
                              : sys_error(err, "unlink", path);
     } else if (io->fsync(s->dirfd) != 0) {
         rc = sys_error(err, "fsync directory", s->dir);

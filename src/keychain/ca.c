@@ -42,8 +42,8 @@ static int fill_cert(X509 *x, EVP_PKEY *key)
                                         (const unsigned char *)NECTAR_CA_ORG,
                                         -1, -1, 0) == 1 &&
              X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                                        (const unsigned char *)NECTAR_CA_CN,
-                                        -1, -1, 0) == 1 &&
+                                        (const unsigned char *)NECTAR_CA_CN, -1,
+                                        -1, 0) == 1 &&
              X509_set_issuer_name(x, name) == 1 &&
              X509_set_pubkey(x, key) == 1 &&
              add_ext(x, NID_basic_constraints, "critical,CA:TRUE") &&
@@ -82,8 +82,7 @@ int nectar_ca_generate(char **cert_pem, char **key_pem, nectar_error_t *err)
     BIO *kb = BIO_new(BIO_s_secmem());
     if (x == NULL || cb == NULL || kb == NULL || !fill_cert(x, key) ||
         PEM_write_bio_X509(cb, x) != 1 ||
-        PEM_write_bio_PKCS8PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) !=
-            1)
+        PEM_write_bio_PKCS8PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) != 1)
         rc = nectar__crypto_error(err, "CA generation");
     if (rc == 0)
         rc = bio_string(cb, cert_pem, err);
@@ -131,8 +130,8 @@ static int pair_valid(const char *cert_pem, const char *key_pem)
     BIO *cb = BIO_new_mem_buf(cert_pem, -1);
     BIO *kb = BIO_new_mem_buf(key_pem, -1);
     X509 *x = cb != NULL ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
-    EVP_PKEY *k = kb != NULL ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL)
-                             : NULL;
+    EVP_PKEY *k =
+        kb != NULL ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
     int ok = x != NULL && k != NULL && X509_check_private_key(x, k) == 1;
     X509_free(x);
     EVP_PKEY_free(k);
@@ -159,11 +158,11 @@ static void items_free(struct ca_items *it)
 }
 
 /* Loads one item; absent is fine (NULL), other errors are returned. */
-static int load_opt(nectar_keychain_t *kc, const char *service,
-                    uint8_t **data, size_t *len, nectar_error_t *err)
+static int load_opt(nectar_keychain_t *kc, const char *service, uint8_t **data,
+                    size_t *len, nectar_error_t *err)
 {
-    int rc = nectar_keychain_load(kc, service, NECTAR_CA_ACCOUNT, data, len,
-                                  err);
+    int rc =
+        nectar_keychain_load(kc, service, NECTAR_CA_ACCOUNT, data, len, err);
     return rc == NECTAR_ENOENT ? 0 : rc;
 }
 
@@ -171,11 +170,11 @@ static int items_load(nectar_keychain_t *kc, struct ca_items *it,
                       nectar_error_t *err)
 {
     memset(it, 0, sizeof(*it));
-    int rc = load_opt(kc, NECTAR_CA_SERVICE_VAULT_KEY, &it->blob,
-                      &it->blob_len, err);
-    if (rc == 0)
-        rc = load_opt(kc, NECTAR_CA_SERVICE_CERT, &it->cert, &it->cert_len,
+    int rc = load_opt(kc, NECTAR_CA_SERVICE_VAULT_KEY, &it->blob, &it->blob_len,
                       err);
+    if (rc == 0)
+        rc =
+            load_opt(kc, NECTAR_CA_SERVICE_CERT, &it->cert, &it->cert_len, err);
     if (rc == 0)
         rc = load_opt(kc, NECTAR_CA_SERVICE_KEY, &it->key, &it->key_len, err);
     if (rc != 0)
@@ -189,8 +188,8 @@ int nectar_ca_wipe(nectar_keychain_t *kc, nectar_error_t *err)
                               NECTAR_CA_SERVICE_CERT, NECTAR_CA_SERVICE_KEY};
     int first = 0;
     for (int i = 0; i < 3; i++) {
-        int rc = nectar_keychain_delete(kc, services[i], NECTAR_CA_ACCOUNT,
-                                        err);
+        int rc =
+            nectar_keychain_delete(kc, services[i], NECTAR_CA_ACCOUNT, err);
         if (rc != 0 && first == 0)
             first = rc;
     }
@@ -263,9 +262,9 @@ static int store_pair(nectar_keychain_t *kc, nectar_vault_t *vault,
                       nectar_error_t *err)
 {
     if (vault == NULL) {
-        int rc = nectar_keychain_store(kc, NECTAR_CA_SERVICE_CERT,
-                                       NECTAR_CA_ACCOUNT, cert_pem,
-                                       strlen(cert_pem), err);
+        int rc =
+            nectar_keychain_store(kc, NECTAR_CA_SERVICE_CERT, NECTAR_CA_ACCOUNT,
+                                  cert_pem, strlen(cert_pem), err);
         if (rc == 0)
             rc = nectar_keychain_store(kc, NECTAR_CA_SERVICE_KEY,
                                        NECTAR_CA_ACCOUNT, key_pem,
@@ -292,8 +291,8 @@ static int store_pair(nectar_keychain_t *kc, nectar_vault_t *vault,
         rc = nectar_keychain_store(kc, NECTAR_CA_SERVICE_CERT,
                                    NECTAR_CA_ACCOUNT, cenv, cenv_len, err);
     if (rc == 0)
-        rc = nectar_keychain_store(kc, NECTAR_CA_SERVICE_KEY,
-                                   NECTAR_CA_ACCOUNT, kenv, kenv_len, err);
+        rc = nectar_keychain_store(kc, NECTAR_CA_SERVICE_KEY, NECTAR_CA_ACCOUNT,
+                                   kenv, kenv_len, err);
     nectar_secret_free(blob);
     nectar_secret_free(cenv);
     nectar_secret_free(kenv);
@@ -373,8 +372,8 @@ int nectar_ca_load_or_create(nectar_keychain_t *kc, nectar_vault_t *vault,
         return 0;
     }
     if (had_any)
-        nectar_log(NECTAR_LOG_WARN, "ca",
-                   "replacing the stored MITM CA: %s", why.message);
+        nectar_log(NECTAR_LOG_WARN, "ca", "replacing the stored MITM CA: %s",
+                   why.message);
     return generate_and_store(kc, vault, cert_pem, key_pem, err);
 }
 

@@ -19,8 +19,8 @@
 #include "keychain/keychain_int.h"
 #include "vault/crypto.h"
 
-#define KEY_BEGIN "-----BEGIN PRIVATE KEY-----"
-#define KEY_END "-----END PRIVATE KEY-----\n"
+#define KEY_BEGIN  "-----BEGIN PRIVATE KEY-----"
+#define KEY_END    "-----END PRIVATE KEY-----\n"
 #define CERT_BEGIN "-----BEGIN CERTIFICATE-----"
 
 /* Copies a memory BIO's contents into secret memory, NUL-terminated. */
@@ -43,7 +43,7 @@ static int bio_take(BIO *bio, char **out, size_t *len, nectar_error_t *err)
 /* PKCS12_parse cannot tell a wrong password from a damaged file; the MAC
  * check can, so it runs first. */
 static int parse_p12(const uint8_t *der, size_t len, const char *password,
-                     EVP_PKEY **key, X509 **cert, STACK_OF(X509) **ca,
+                     EVP_PKEY **key, X509 **cert, STACK_OF(X509) * *ca,
                      nectar_error_t *err)
 {
     const unsigned char *p = der;
@@ -54,8 +54,7 @@ static int parse_p12(const uint8_t *der, size_t len, const char *password,
                                 "keychain: not a PKCS#12 file");
     }
     int rc = 0;
-    if (PKCS12_mac_present(p12) &&
-        PKCS12_verify_mac(p12, password, -1) != 1 &&
+    if (PKCS12_mac_present(p12) && PKCS12_verify_mac(p12, password, -1) != 1 &&
         PKCS12_verify_mac(p12, NULL, 0) != 1) {
         rc = nectar_error_set(err, NECTAR_EAUTH,
                               "keychain: wrong PKCS#12 password");
@@ -70,7 +69,7 @@ static int parse_p12(const uint8_t *der, size_t len, const char *password,
 }
 
 static int write_bundle(BIO *bio, EVP_PKEY *key, X509 *cert,
-                        STACK_OF(X509) *ca)
+                        STACK_OF(X509) * ca)
 {
     if (PEM_write_bio_PKCS8PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) !=
             1 ||
@@ -94,8 +93,8 @@ int nectar_keychain_import_p12(nectar_keychain_t *kc, const char *service,
     EVP_PKEY *key = NULL;
     X509 *cert = NULL;
     STACK_OF(X509) *ca = NULL;
-    int rc = parse_p12(p12, len, password != NULL ? password : "", &key,
-                       &cert, &ca, err);
+    int rc = parse_p12(p12, len, password != NULL ? password : "", &key, &cert,
+                       &ca, err);
     if (rc == 0 && (key == NULL || cert == NULL))
         rc = nectar_error_set(err, NECTAR_EINVAL,
                               "keychain: PKCS#12 holds no %s",
@@ -148,9 +147,8 @@ static int split_bundle(const char *pem, size_t len, nectar_identity_t *id,
     id->key_pem[key_len] = '\0';
     /* Both halves must parse: a bundle is only handed out whole. */
     BIO *bio = BIO_new_mem_buf(id->key_pem, (int)key_len);
-    EVP_PKEY *key = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL,
-                                                          NULL)
-                                : NULL;
+    EVP_PKEY *key =
+        bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
     EVP_PKEY_free(key);
     BIO_free(bio);
     bio = BIO_new_mem_buf(id->chain_pem, -1);
@@ -169,8 +167,7 @@ static int split_bundle(const char *pem, size_t len, nectar_identity_t *id,
 }
 
 int nectar_keychain_load_identity(nectar_keychain_t *kc, const char *service,
-                                  const char *account,
-                                  nectar_identity_t **out,
+                                  const char *account, nectar_identity_t **out,
                                   nectar_error_t *err)
 {
     if (out == NULL)

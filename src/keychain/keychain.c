@@ -46,11 +46,9 @@ int nectar_keychain_open(const nectar_keychain_options_t *opts,
         opts = &none;
     const struct nectar__keychain_backend *be = pick(opts->backend);
     if (be == NULL)
-        return nectar_error_set(err, NECTAR_ENOTSUP,
-                                "keychain backend '%s' is not built in",
-                                opts->backend != NULL
-                                    ? opts->backend
-                                    : getenv("NECTAR_KEYCHAIN"));
+        return nectar_error_set(
+            err, NECTAR_ENOTSUP, "keychain backend '%s' is not built in",
+            opts->backend != NULL ? opts->backend : getenv("NECTAR_KEYCHAIN"));
     nectar_keychain_t *kc = nectar_calloc(1, sizeof(*kc));
     void *state = kc != NULL ? nectar_calloc(1, be->state_size) : NULL;
     if (state == NULL) {
@@ -93,8 +91,7 @@ const char *nectar_keychain_protection(const nectar_keychain_t *kc)
 static int check_name(const char *what, const char *s, nectar_error_t *err)
 {
     if (s == NULL || s[0] == '\0')
-        return nectar_error_set(err, NECTAR_EINVAL, "keychain: empty %s",
-                                what);
+        return nectar_error_set(err, NECTAR_EINVAL, "keychain: empty %s", what);
     if (strlen(s) > NECTAR_KEYCHAIN_NAME_MAX)
         return nectar_error_set(err, NECTAR_EINVAL,
                                 "keychain: %s longer than %d bytes", what,
@@ -120,8 +117,7 @@ int nectar_keychain_store(nectar_keychain_t *kc, const char *service,
         return rc;
     if (data == NULL && len > 0)
         return nectar_error_set(err, NECTAR_EINVAL,
-                                "keychain: data is NULL with length %zu",
-                                len);
+                                "keychain: data is NULL with length %zu", len);
     if (len > NECTAR_KEYCHAIN_DATA_MAX)
         return nectar_error_set(err, NECTAR_ELIMIT,
                                 "keychain: secret of %zu bytes exceeds the "

@@ -28,11 +28,11 @@ typedef struct {
     size_t len;
 } RamaSeBytes;
 
-#define RAMA_SE_OK 0
-#define RAMA_SE_ERR_UNAVAILABLE -1
-#define RAMA_SE_ERR_BAD_INPUT -2
-#define RAMA_SE_ERR_CRYPTO -3
-#define RAMA_SE_ERR_SYSTEM -4
+#define RAMA_SE_OK                   0
+#define RAMA_SE_ERR_UNAVAILABLE      -1
+#define RAMA_SE_ERR_BAD_INPUT        -2
+#define RAMA_SE_ERR_CRYPTO           -3
+#define RAMA_SE_ERR_SYSTEM           -4
 #define RAMA_SE_ACCESSIBILITY_ALWAYS 1
 
 bool rama_apple_se_is_available(void);
@@ -86,8 +86,7 @@ static int se_error(nectar_error_t *err, int32_t code, int crypto_code)
 
 /* Moves a bridge buffer into nectar secret memory and frees (wipes) the
  * bridge's copy. */
-static int take(RamaSeBytes b, uint8_t **out, size_t *len,
-                nectar_error_t *err)
+static int take(RamaSeBytes b, uint8_t **out, size_t *len, nectar_error_t *err)
 {
     uint8_t *copy = nectar_secret_alloc(b.len);
     if (copy != NULL && b.len > 0)
@@ -125,8 +124,8 @@ static int se_create(void *state, uint8_t **payload, size_t *len,
 {
     (void)state;
     RamaSeBytes out = {NULL, 0};
-    int32_t code = rama_apple_se_p256_create(RAMA_SE_ACCESSIBILITY_ALWAYS,
-                                             &out);
+    int32_t code =
+        rama_apple_se_p256_create(RAMA_SE_ACCESSIBILITY_ALWAYS, &out);
     if (code != RAMA_SE_OK)
         return se_error(err, code, NECTAR_ECRYPTO);
     return take(out, payload, len, err);
@@ -138,8 +137,7 @@ static int se_seal(void *state, const uint8_t *payload, size_t len,
 {
     (void)state;
     RamaSeBytes out = {NULL, 0};
-    int32_t code = rama_apple_se_p256_encrypt(payload, len, pt, pt_len,
-                                              &out);
+    int32_t code = rama_apple_se_p256_encrypt(payload, len, pt, pt_len, &out);
     if (code != RAMA_SE_OK)
         return se_error(err, code, NECTAR_ECRYPTO);
     return take(out, env, env_len, err);
@@ -151,8 +149,7 @@ static int se_unseal(void *state, const uint8_t *payload, size_t len,
 {
     (void)state;
     RamaSeBytes out = {NULL, 0};
-    int32_t code = rama_apple_se_p256_decrypt(payload, len, env, env_len,
-                                              &out);
+    int32_t code = rama_apple_se_p256_decrypt(payload, len, env, env_len, &out);
     if (code != RAMA_SE_OK)
         return se_error(err, code, NECTAR_EAUTH);
     return take(out, pt, pt_len, err);

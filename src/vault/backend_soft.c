@@ -21,9 +21,9 @@
 #include "vault/crypto.h"
 #include "vault/vault_int.h"
 
-#define SOFT_VERSION 0x01
-#define SOFT_LEN 126
-#define SOFT_AAD_LABEL "nectar-soft-vault-v1"
+#define SOFT_VERSION     0x01
+#define SOFT_LEN         126
+#define SOFT_AAD_LABEL   "nectar-soft-vault-v1"
 #define DEFAULT_HOST_KEY "/var/lib/nectar/host.key"
 
 struct soft_state {
@@ -125,8 +125,7 @@ static int soft_public_key(void *state, const uint8_t *payload, size_t len,
 }
 
 static int soft_ecdh(void *state, const uint8_t *payload, size_t len,
-                     const uint8_t peer[65], uint8_t z[32],
-                     nectar_error_t *err)
+                     const uint8_t peer[65], uint8_t z[32], nectar_error_t *err)
 {
     struct soft_state *s = state;
     int rc = soft_check(payload, len, err);

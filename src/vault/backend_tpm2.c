@@ -164,11 +164,10 @@ static int create_primary(struct tpm_state *s, ESYS_TR *primary,
     TPM2B_CREATION_DATA *cdata = NULL;
     TPM2B_DIGEST *chash = NULL;
     TPMT_TK_CREATION *ticket = NULL;
-    TSS2_RC rc = Esys_CreatePrimary(s->esys, ESYS_TR_RH_OWNER,
-                                    ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                    ESYS_TR_NONE, &sens, &tmpl, &outside,
-                                    &pcrs, primary, &out_pub, &cdata, &chash,
-                                    &ticket);
+    TSS2_RC rc =
+        Esys_CreatePrimary(s->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD,
+                           ESYS_TR_NONE, ESYS_TR_NONE, &sens, &tmpl, &outside,
+                           &pcrs, primary, &out_pub, &cdata, &chash, &ticket);
     Esys_Free(out_pub);
     Esys_Free(cdata);
     Esys_Free(chash);
@@ -184,8 +183,7 @@ static int create_primary(struct tpm_state *s, ESYS_TR *primary,
 }
 
 static int marshal_payload(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
-                           uint8_t **payload, size_t *len,
-                           nectar_error_t *err)
+                           uint8_t **payload, size_t *len, nectar_error_t *err)
 {
     size_t cap = 1 + sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE);
     uint8_t *buf = nectar_secret_alloc(cap);
@@ -251,10 +249,9 @@ static int tpm_create(void *state, uint8_t **payload, size_t *len,
     TPM2B_CREATION_DATA *cdata = NULL;
     TPM2B_DIGEST *chash = NULL;
     TPMT_TK_CREATION *ticket = NULL;
-    TSS2_RC trc = Esys_Create(s->esys, primary, ESYS_TR_PASSWORD,
-                              ESYS_TR_NONE, ESYS_TR_NONE, &sens, &tmpl,
-                              &outside, &pcrs, &out_priv, &out_pub, &cdata,
-                              &chash, &ticket);
+    TSS2_RC trc = Esys_Create(s->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                              ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs,
+                              &out_priv, &out_pub, &cdata, &chash, &ticket);
     flush(s->esys, &primary);
     if (trc != TSS2_RC_SUCCESS)
         rc = tpm_error(err, "TPM2_Create", trc);
@@ -301,10 +298,9 @@ static int start_session(struct tpm_state *s, ESYS_TR salt_key,
     sym.algorithm = TPM2_ALG_AES;
     sym.keyBits.aes = 128;
     sym.mode.aes = TPM2_ALG_CFB;
-    TSS2_RC rc = Esys_StartAuthSession(s->esys, salt_key, ESYS_TR_NONE,
-                                       ESYS_TR_NONE, ESYS_TR_NONE,
-                                       ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym,
-                                       TPM2_ALG_SHA256, session);
+    TSS2_RC rc = Esys_StartAuthSession(
+        s->esys, salt_key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+        ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256, session);
     if (rc != TSS2_RC_SUCCESS) {
         *session = ESYS_TR_NONE;
         return tpm_error(err, "TPM2_StartAuthSession", rc);
@@ -342,8 +338,7 @@ static int zgen(struct tpm_state *s, ESYS_TR key, ESYS_TR session,
 }
 
 static int tpm_ecdh(void *state, const uint8_t *payload, size_t len,
-                    const uint8_t peer[65], uint8_t z[32],
-                    nectar_error_t *err)
+                    const uint8_t peer[65], uint8_t z[32], nectar_error_t *err)
 {
     struct tpm_state *s = state;
     TPM2B_PUBLIC tpub;
@@ -355,14 +350,13 @@ static int tpm_ecdh(void *state, const uint8_t *payload, size_t len,
     ESYS_TR session = ESYS_TR_NONE;
     rc = create_primary(s, &primary, err);
     if (rc == 0) {
-        TSS2_RC trc = Esys_Load(s->esys, primary, ESYS_TR_PASSWORD,
-                                ESYS_TR_NONE, ESYS_TR_NONE, &tpriv, &tpub,
-                                &key);
+        TSS2_RC trc =
+            Esys_Load(s->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                      ESYS_TR_NONE, &tpriv, &tpub, &key);
         if (trc != TSS2_RC_SUCCESS) {
             key = ESYS_TR_NONE;
-            rc = tpm_error(err,
-                           "TPM2_Load (blob from another TPM, or tampered)",
-                           trc);
+            rc = tpm_error(
+                err, "TPM2_Load (blob from another TPM, or tampered)", trc);
         }
     }
     if (rc == 0)

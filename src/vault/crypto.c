@@ -58,8 +58,7 @@ int nectar__p256_public(EVP_PKEY *key, uint8_t pub[65], nectar_error_t *err)
 }
 
 /* Builds a key from OSSL_PARAMs; selection says public or key pair. */
-static int key_from_params(OSSL_PARAM *params, int selection,
-                           EVP_PKEY **out)
+static int key_from_params(OSSL_PARAM *params, int selection, EVP_PKEY **out)
 {
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
     int ok = ctx != NULL && EVP_PKEY_fromdata_init(ctx) == 1 &&
@@ -114,8 +113,8 @@ int nectar__p256_from_scalar(const uint8_t d[32], const uint8_t pub[65],
              OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
                                              P256_GROUP, 0) == 1 &&
              OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, bn) == 1 &&
-             OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
-                                              pub, 65) == 1 &&
+             OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub,
+                                              65) == 1 &&
              (params = OSSL_PARAM_BLD_to_param(bld)) != NULL &&
              key_from_params(params, EVP_PKEY_KEYPAIR, out);
     OSSL_PARAM_free(params); /* d went to the secure block it clears */
@@ -142,10 +141,9 @@ int nectar__p256_ecdh(EVP_PKEY *priv, EVP_PKEY *peer, uint8_t z[32],
     return 0;
 }
 
-int nectar__hkdf_sha256(const uint8_t *ikm, size_t ikm_len,
-                        const uint8_t *salt, size_t salt_len,
-                        const uint8_t *info, size_t info_len, uint8_t *out,
-                        size_t out_len, nectar_error_t *err)
+int nectar__hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt,
+                        size_t salt_len, const uint8_t *info, size_t info_len,
+                        uint8_t *out, size_t out_len, nectar_error_t *err)
 {
     EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
     EVP_KDF_CTX *ctx = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
@@ -203,8 +201,7 @@ int nectar__gcm_open(const uint8_t key[32], const uint8_t nonce[12],
              (aad_len == 0 ||
               EVP_DecryptUpdate(ctx, NULL, &out, aad, (int)aad_len)) &&
              (len == 0 || EVP_DecryptUpdate(ctx, pt, &out, ct, (int)len)) &&
-             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16,
-                                 (void *)tag);
+             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, (void *)tag);
     if (!ok) {
         EVP_CIPHER_CTX_free(ctx);
         nectar_wipe(pt, len);

@@ -16,9 +16,9 @@
 
 #include "nectar/error.h"
 
-#define NECTAR__GCM_KEY_LEN 32
-#define NECTAR__GCM_NONCE_LEN 12
-#define NECTAR__GCM_TAG_LEN 16
+#define NECTAR__GCM_KEY_LEN     32
+#define NECTAR__GCM_NONCE_LEN   12
+#define NECTAR__GCM_TAG_LEN     16
 #define NECTAR__P256_SCALAR_LEN 32
 
 /* Fills buf with len bytes from the OpenSSL CSPRNG. */
@@ -47,10 +47,9 @@ int nectar__p256_ecdh(EVP_PKEY *priv, EVP_PKEY *peer, uint8_t z[32],
                       nectar_error_t *err);
 
 /* RFC 5869 extract-and-expand with SHA-256; out_len bytes into out. */
-int nectar__hkdf_sha256(const uint8_t *ikm, size_t ikm_len,
-                        const uint8_t *salt, size_t salt_len,
-                        const uint8_t *info, size_t info_len, uint8_t *out,
-                        size_t out_len, nectar_error_t *err);
+int nectar__hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt,
+                        size_t salt_len, const uint8_t *info, size_t info_len,
+                        uint8_t *out, size_t out_len, nectar_error_t *err);
 
 /* AES-256-GCM.  ct has room for len bytes; in place (ct == pt) is fine.
  * open returns NECTAR_EAUTH when the tag does not verify, and then leaves

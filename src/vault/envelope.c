@@ -11,8 +11,8 @@
 #include "vault/vault_int.h"
 
 #define OFF_EPHEMERAL 1
-#define OFF_NONCE 66
-#define OFF_CT 78
+#define OFF_NONCE     66
+#define OFF_CT        78
 
 int nectar__envelope_parse(const uint8_t *env, size_t env_len,
                            struct nectar__envelope_view *view,
@@ -132,8 +132,8 @@ int nectar__envelope_open(const uint8_t recipient[65], nectar__ecdh_fn ecdh,
     if (rc == 0)
         rc = derive_key(z, v.ephemeral, recipient, key, err);
     if (rc == 0)
-        rc = nectar__gcm_open(key, v.nonce, NULL, 0, v.ct, v.ct_len, v.tag,
-                              out, err);
+        rc = nectar__gcm_open(key, v.nonce, NULL, 0, v.ct, v.ct_len, v.tag, out,
+                              err);
     nectar_wipe(z, sizeof(z));
     nectar_wipe(key, sizeof(key));
     if (rc != 0) {

@@ -29,8 +29,8 @@ static int read_key(int fd, const char *path, uint8_t key[32],
             continue;
         if (n <= 0) {
             nectar_wipe(key, 32);
-            return nectar_error_set(err, NECTAR_EIO,
-                                    "host key %s: short read", path);
+            return nectar_error_set(err, NECTAR_EIO, "host key %s: short read",
+                                    path);
         }
         got += (size_t)n;
     }
@@ -52,8 +52,7 @@ static int check_file(int fd, const char *path, nectar_error_t *err)
         return nectar_error_set(err, NECTAR_EACCES,
                                 "host key %s must be owned by uid %u with "
                                 "mode 0600 (it is uid %u, mode %03o)",
-                                path, (unsigned)geteuid(),
-                                (unsigned)st.st_uid,
+                                path, (unsigned)geteuid(), (unsigned)st.st_uid,
                                 (unsigned)(st.st_mode & 0777));
     if (st.st_size != 32)
         return nectar_error_set(err, NECTAR_EPARSE,

@@ -43,8 +43,8 @@ const char *nectar_vault_kind_name(nectar_vault_kind_t kind)
     }
 }
 
-static const struct nectar__vault_backend *backend_by_kind(
-    nectar_vault_kind_t kind)
+static const struct nectar__vault_backend *
+backend_by_kind(nectar_vault_kind_t kind)
 {
     for (size_t i = 0; i < N_BACKENDS; i++) {
         if (backends[i]->kind == kind)
@@ -113,8 +113,8 @@ static int choose_backend(const nectar_vault_options_t *opts,
     return 0;
 }
 
-int nectar_vault_open(const nectar_vault_options_t *opts,
-                      nectar_vault_t **out, nectar_error_t *err)
+int nectar_vault_open(const nectar_vault_options_t *opts, nectar_vault_t **out,
+                      nectar_error_t *err)
 {
     if (out == NULL)
         return nectar_error_set(err, NECTAR_EINVAL, "vault_open: out is NULL");
@@ -194,8 +194,7 @@ static int blob_payload(const nectar_vault_t *v, const uint8_t *blob,
         return nectar_error_set(err, NECTAR_ETYPE,
                                 "key blob belongs to the %s vault, this is "
                                 "the %s vault",
-                                nectar_vault_kind_name(blob[5]),
-                                v->be->name);
+                                nectar_vault_kind_name(blob[5]), v->be->name);
     *payload = blob + NECTAR__VAULT_BLOB_HDR;
     *payload_len = blob_len - NECTAR__VAULT_BLOB_HDR;
     return 0;
@@ -229,8 +228,7 @@ int nectar_vault_create_key(nectar_vault_t *vault, uint8_t **blob,
 }
 
 int nectar_vault_public_key(nectar_vault_t *vault, const uint8_t *blob,
-                            size_t blob_len,
-                            uint8_t pub[NECTAR_P256_POINT_LEN],
+                            size_t blob_len, uint8_t pub[NECTAR_P256_POINT_LEN],
                             nectar_error_t *err)
 {
     if (vault == NULL || pub == NULL)
@@ -267,8 +265,8 @@ int nectar_vault_encrypt(nectar_vault_t *vault, const uint8_t *blob,
             return rc;
         return nectar__envelope_seal(pub, pt, pt_len, env, env_len, err);
     }
-    rc = vault->be->seal(vault->state, payload, len, pt, pt_len, env,
-                         env_len, err);
+    rc = vault->be->seal(vault->state, payload, len, pt, pt_len, env, env_len,
+                         err);
     if (rc == 0 && *env_len != pt_len + NECTAR_ENVELOPE_OVERHEAD) {
         nectar_secret_free(*env);
         *env = NULL;
@@ -312,12 +310,12 @@ int nectar_vault_decrypt(nectar_vault_t *vault, const uint8_t *blob,
     if (rc != 0)
         return rc;
     if (vault->be->ecdh == NULL)
-        return vault->be->unseal(vault->state, t.payload, t.len, env,
-                                 env_len, pt, pt_len, err);
+        return vault->be->unseal(vault->state, t.payload, t.len, env, env_len,
+                                 pt, pt_len, err);
     uint8_t pub[65];
     rc = vault->be->public_key(vault->state, t.payload, t.len, pub, err);
     if (rc != 0)
         return rc;
-    return nectar__envelope_open(pub, thunk_ecdh, &t, env, env_len, pt,
-                                 pt_len, err);
+    return nectar__envelope_open(pub, thunk_ecdh, &t, env, env_len, pt, pt_len,
+                                 err);
 }

@@ -20,9 +20,9 @@
 
 #include "nectar/vault.h"
 
-#define NECTAR__VAULT_BLOB_MAGIC "NVKB"
+#define NECTAR__VAULT_BLOB_MAGIC   "NVKB"
 #define NECTAR__VAULT_BLOB_VERSION 0x01
-#define NECTAR__VAULT_BLOB_HDR 6
+#define NECTAR__VAULT_BLOB_HDR     6
 
 struct nectar__vault_backend {
     const char *name;
@@ -94,8 +94,8 @@ int nectar__envelope_seal(const uint8_t recipient[65], const uint8_t *pt,
                           nectar_error_t *err);
 
 /* Computes z = X(d * E) for the holder of the recipient key. */
-typedef int (*nectar__ecdh_fn)(void *ctx, const uint8_t peer[65],
-                               uint8_t z[32], nectar_error_t *err);
+typedef int (*nectar__ecdh_fn)(void *ctx, const uint8_t peer[65], uint8_t z[32],
+                               nectar_error_t *err);
 
 /* Opens env for recipient point R, asking ecdh for the shared secret.
  * *pt from nectar_secret_alloc. */

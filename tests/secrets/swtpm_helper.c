@@ -94,8 +94,8 @@ static int try_start(struct test_swtpm *t)
         snprintf(state, sizeof(state), "dir=%s", t->dir);
         snprintf(srv, sizeof(srv), "type=tcp,port=%d", t->port);
         snprintf(ctl, sizeof(ctl), "type=tcp,port=%d", t->port + 1);
-        execlp("swtpm", "swtpm", "socket", "--tpmstate", state, "--server",
-               srv, "--ctrl", ctl, "--tpm2", "--flags",
+        execlp("swtpm", "swtpm", "socket", "--tpmstate", state, "--server", srv,
+               "--ctrl", ctl, "--tpm2", "--flags",
                "not-need-init,startup-clear", "--log", "file=/dev/null",
                (char *)NULL);
         _exit(127);
@@ -133,8 +133,7 @@ void test_swtpm_start(struct test_swtpm *t)
     for (int attempt = 0; attempt < 5 && rc != 0; attempt++)
         rc = try_start(t);
     CHECK_EQ(rc, 0);
-    snprintf(t->tcti, sizeof(t->tcti), "swtpm:host=127.0.0.1,port=%d",
-             t->port);
+    snprintf(t->tcti, sizeof(t->tcti), "swtpm:host=127.0.0.1,port=%d", t->port);
     static int registered;
     if (!registered) {
         atexit(stop_all);

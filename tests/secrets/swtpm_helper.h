@@ -14,8 +14,8 @@
 struct test_swtpm {
     pid_t pid;
     int port;
-    char dir[64];   /* TPM state directory, removed by stop */
-    char tcti[96];  /* "swtpm:host=127.0.0.1,port=P" */
+    char dir[64];  /* TPM state directory, removed by stop */
+    char tcti[96]; /* "swtpm:host=127.0.0.1,port=P" */
 };
 
 /* Starts swtpm; exits the test (skip/fail) when it cannot. */

@@ -37,8 +37,8 @@ static void cfix_open(struct cfix *f, int with_vault)
         CHECK_EQ(nectar_vault_open(&vo, &f->vault, &err), 0);
     }
     snprintf(path, sizeof(path), "%s/store", f->dir);
-    nectar_keychain_options_t ko = {.backend = "file", .dir = path,
-                                    .vault = f->vault};
+    nectar_keychain_options_t ko = {
+        .backend = "file", .dir = path, .vault = f->vault};
     CHECK_EQ(nectar_keychain_open(&ko, &f->kc, &err), 0);
 }
 
@@ -88,9 +88,9 @@ static void test_profile(void)
     /* Subject O then CN; issuer the same (self-signed, and it verifies). */
     X509_NAME *subj = X509_get_subject_name(x);
     CHECK_EQ(X509_NAME_entry_count(subj), 2);
-    CHECK_EQ(OBJ_obj2nid(X509_NAME_ENTRY_get_object(
-                 X509_NAME_get_entry(subj, 0))),
-             NID_organizationName);
+    CHECK_EQ(
+        OBJ_obj2nid(X509_NAME_ENTRY_get_object(X509_NAME_get_entry(subj, 0))),
+        NID_organizationName);
     char buf[128];
     X509_NAME_get_text_by_NID(subj, NID_organizationName, buf, sizeof(buf));
     CHECK_STR_EQ(buf, NECTAR_CA_ORG);
@@ -102,8 +102,8 @@ static void test_profile(void)
     CHECK(EVP_PKEY_is_a(pub, "EC"));
     char group[32];
     size_t glen;
-    CHECK_EQ(EVP_PKEY_get_utf8_string_param(pub, "group", group,
-                                            sizeof(group), &glen),
+    CHECK_EQ(EVP_PKEY_get_utf8_string_param(pub, "group", group, sizeof(group),
+                                            &glen),
              1);
     CHECK_STR_EQ(group, "prime256v1");
     CHECK_EQ(X509_get_signature_nid(x), NID_ecdsa_with_SHA256);
@@ -246,8 +246,7 @@ static void garble_cert(struct cfix *f, const char *cert)
     memset(junk, 0x01, sizeof(junk));
     (void)cert;
     CHECK_EQ(nectar_keychain_store(f->kc, NECTAR_CA_SERVICE_CERT,
-                                   NECTAR_CA_ACCOUNT, junk, sizeof(junk),
-                                   NULL),
+                                   NECTAR_CA_ACCOUNT, junk, sizeof(junk), NULL),
              0);
 }
 
@@ -289,9 +288,8 @@ static void mismatched_pair(struct cfix *f, const char *cert)
     CHECK_EQ(nectar_keychain_load(f->kc, NECTAR_CA_SERVICE_VAULT_KEY,
                                   NECTAR_CA_ACCOUNT, &blob, &blob_len, NULL),
              0);
-    CHECK_EQ(nectar_vault_encrypt(f->vault, blob, blob_len,
-                                  (const uint8_t *)k, strlen(k), &env,
-                                  &env_len, NULL),
+    CHECK_EQ(nectar_vault_encrypt(f->vault, blob, blob_len, (const uint8_t *)k,
+                                  strlen(k), &env, &env_len, NULL),
              0);
     CHECK_EQ(nectar_keychain_store(f->kc, NECTAR_CA_SERVICE_KEY,
                                    NECTAR_CA_ACCOUNT, env, env_len, NULL),
@@ -356,14 +354,12 @@ static void test_rotate(void)
     size_t der1_len, prev_len;
     nectar_error_t err = {0};
     /* Rotating with nothing stored just creates one. */
-    CHECK_EQ(nectar_ca_rotate(f.kc, f.vault, &c1, &k1, &prev, &prev_len,
-                              &err),
+    CHECK_EQ(nectar_ca_rotate(f.kc, f.vault, &c1, &k1, &prev, &prev_len, &err),
              0);
     CHECK(prev == NULL);
     CHECK_EQ(nectar_ca_cert_der(c1, &der1, &der1_len, &err), 0);
     CHECK_EQ(nectar_keychain_cert_installed(f.kc, der1, der1_len, &err), 1);
-    CHECK_EQ(nectar_ca_rotate(f.kc, f.vault, &c2, &k2, &prev, &prev_len,
-                              &err),
+    CHECK_EQ(nectar_ca_rotate(f.kc, f.vault, &c2, &k2, &prev, &prev_len, &err),
              0);
     CHECK(strcmp(c1, c2) != 0);
     CHECK_EQ(prev_len, der1_len);
@@ -406,8 +402,8 @@ static void test_tpm_ca(void)
         struct cfix f = {.vault = NULL};
         nectar_error_t err = {0};
         CHECK_EQ(nectar_vault_open(&vo, &f.vault, &err), 0);
-        nectar_keychain_options_t ko = {.backend = "file", .dir = store,
-                                        .vault = f.vault};
+        nectar_keychain_options_t ko = {
+            .backend = "file", .dir = store, .vault = f.vault};
         CHECK_EQ(nectar_keychain_open(&ko, &f.kc, &err), 0);
         CHECK_STR_EQ(nectar_keychain_protection(f.kc), "vault-sealed:tpm2");
         get(&f, &certs[round], &keys[round]);

@@ -27,9 +27,9 @@ static void cli_open(struct clifix *f)
  * status. */
 static int nectar(struct clifix *f, const char *in_file, const char *args)
 {
-    return st_sh("'%s' %s %s < '%s' > '%s/out' 2> '%s/err'", NECTAR_BIN,
-                 args, f->opts, in_file != NULL ? in_file : "/dev/null",
-                 f->dir, f->dir);
+    return st_sh("'%s' %s %s < '%s' > '%s/out' 2> '%s/err'", NECTAR_BIN, args,
+                 f->opts, in_file != NULL ? in_file : "/dev/null", f->dir,
+                 f->dir);
 }
 
 /* DIR/<name> contents as a string (static buffer). */
@@ -94,8 +94,9 @@ static void test_cli_import_p12(void)
                    f.dir),
              0);
     char cmd[256], in[128];
-    snprintf(cmd, sizeof(cmd), "keychain import-p12 %s/id.p12 --service tls "
-                               "--account site",
+    snprintf(cmd, sizeof(cmd),
+             "keychain import-p12 %s/id.p12 --service tls "
+             "--account site",
              f.dir);
     /* Password on stdin. */
     write_in(&f, "pw", "pw123\n");

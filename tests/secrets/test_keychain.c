@@ -32,8 +32,7 @@ struct kfix {
 
 static nectar_keychain_t *open_store(const char *store, nectar_vault_t *v)
 {
-    nectar_keychain_options_t o = {.backend = "file", .dir = store,
-                                   .vault = v};
+    nectar_keychain_options_t o = {.backend = "file", .dir = store, .vault = v};
     nectar_keychain_t *kc = NULL;
     nectar_error_t err = {0};
     int rc = nectar_keychain_open(&o, &kc, &err);
@@ -153,8 +152,7 @@ static void test_validation(void)
     char longname[300];
     memset(longname, 'x', sizeof(longname) - 1);
     longname[sizeof(longname) - 1] = '\0';
-    CHECK_EQ(nectar_keychain_store(f.kc, "", "a", "v", 1, &err),
-             NECTAR_EINVAL);
+    CHECK_EQ(nectar_keychain_store(f.kc, "", "a", "v", 1, &err), NECTAR_EINVAL);
     CHECK(strstr(err.message, "service") != NULL);
     CHECK_EQ(nectar_keychain_store(f.kc, "s", NULL, "v", 1, &err),
              NECTAR_EINVAL);
@@ -167,12 +165,10 @@ static void test_validation(void)
              NECTAR_ELIMIT);
     uint8_t *d;
     size_t n;
-    CHECK_EQ(nectar_keychain_load(f.kc, "s", "", &d, &n, &err),
-             NECTAR_EINVAL);
+    CHECK_EQ(nectar_keychain_load(f.kc, "s", "", &d, &n, &err), NECTAR_EINVAL);
     CHECK_EQ(nectar_keychain_delete(NULL, "s", "a", &err), NECTAR_EINVAL);
     char **accts;
-    CHECK_EQ(nectar_keychain_list(f.kc, "", &accts, &n, &err),
-             NECTAR_EINVAL);
+    CHECK_EQ(nectar_keychain_list(f.kc, "", &accts, &n, &err), NECTAR_EINVAL);
     nectar_keychain_options_t bad = {.backend = "nope", .dir = f.store};
     nectar_keychain_t *kc = NULL;
     CHECK_EQ(nectar_keychain_open(&bad, &kc, &err), NECTAR_ENOTSUP);
@@ -378,8 +374,8 @@ static int flt_rename(const char *from, const char *to)
     return rename(from, to);
 }
 
-static const struct nectar__keychain_sysio faulty = {
-    flt_open, flt_write, flt_fsync, flt_rename};
+static const struct nectar__keychain_sysio faulty = {flt_open, flt_write,
+                                                     flt_fsync, flt_rename};
 
 static int count_temps(const char *dir)
 {
@@ -403,16 +399,14 @@ static void test_fault_injection(void)
     /* fsync of the new file fails: the old value stays, no temp file. */
     fail_errno = EIO;
     fail_fsync_calls = 1;
-    CHECK_EQ(nectar_keychain_store(f.kc, "s", "a", "new", 3, &err),
-             NECTAR_EIO);
+    CHECK_EQ(nectar_keychain_store(f.kc, "s", "a", "new", 3, &err), NECTAR_EIO);
     CHECK(strstr(err.message, "fsync") != NULL);
     expect(f.kc, "s", "a", "old");
     CHECK_EQ(count_temps(f.store), 0);
     /* Disk full part-way through the write. */
     fail_errno = ENOSPC;
     fail_write_calls = 1;
-    CHECK_EQ(nectar_keychain_store(f.kc, "s", "a", "new", 3, &err),
-             -ENOSPC);
+    CHECK_EQ(nectar_keychain_store(f.kc, "s", "a", "new", 3, &err), -ENOSPC);
     expect(f.kc, "s", "a", "old");
     CHECK_EQ(count_temps(f.store), 0);
     /* rename fails. */
@@ -426,8 +420,7 @@ static void test_fault_injection(void)
      * error is reported, and the value is the new one. */
     fail_errno = EIO;
     fail_fsync_calls = 2;
-    CHECK_EQ(nectar_keychain_store(f.kc, "s", "a", "new", 3, &err),
-             NECTAR_EIO);
+    CHECK_EQ(nectar_keychain_store(f.kc, "s", "a", "new", 3, &err), NECTAR_EIO);
     CHECK(strstr(err.message, "directory") != NULL);
     expect(f.kc, "s", "a", "new");
     /* Short writes are completed. */
@@ -466,7 +459,7 @@ static void test_alloc_failures(void)
 
 /* ---- concurrency and crashes ---------------------------------------- */
 
-#define RACE_PROCS 4
+#define RACE_PROCS  4
 #define RACE_ROUNDS 40
 
 /* Several processes upsert the same items at once; afterwards every item
@@ -501,8 +494,7 @@ static void test_racing_writers(void)
     for (int i = 0; i < 2; i++) {
         uint8_t *d;
         size_t n;
-        CHECK_EQ(nectar_keychain_load(f.kc, "race", accts[i], &d, &n, NULL),
-                 0);
+        CHECK_EQ(nectar_keychain_load(f.kc, "race", accts[i], &d, &n, NULL), 0);
         int p, r;
         char buf[64];
         CHECK_LT(n, sizeof(buf));
@@ -536,10 +528,10 @@ static void *thread_writer(void *p)
         uint8_t *d = NULL;
         size_t n = 0;
         snprintf(v, sizeof(v), "thread %d round %d", a->id, r);
-        a->failed |= nectar_keychain_store(kc, "mt", "shared", v, strlen(v),
-                                           NULL) != 0;
-        a->failed |= nectar_keychain_load(kc, "mt", "shared", &d, &n,
-                                          NULL) != 0;
+        a->failed |=
+            nectar_keychain_store(kc, "mt", "shared", v, strlen(v), NULL) != 0;
+        a->failed |=
+            nectar_keychain_load(kc, "mt", "shared", &d, &n, NULL) != 0;
         a->failed |= n < 10 || memcmp(d, "thread ", 7) != 0;
         nectar_secret_free(d);
     }
@@ -570,7 +562,7 @@ static void test_threaded_writers(void)
     kfix_close(&f);
 }
 
-#define CRASH_ITEMS 4
+#define CRASH_ITEMS  4
 #define CRASH_ROUNDS 15
 
 /* Shared with the writer: the generation it started and finished per
@@ -583,8 +575,9 @@ struct progress {
 static void crash_value(int item, int gen, char *out, size_t cap)
 {
     /* Vary the size so a torn write could not pass as a whole one. */
-    snprintf(out, cap, "item %d generation %d %.*s", item, gen, gen % 50,
-             "................................................................");
+    snprintf(
+        out, cap, "item %d generation %d %.*s", item, gen, gen % 50,
+        "................................................................");
 }
 
 static void crash_writer(const char *store, struct progress *pr)
@@ -596,8 +589,8 @@ static void crash_writer(const char *store, struct progress *pr)
             snprintf(acct, sizeof(acct), "item%d", i);
             crash_value(i, gen, v, sizeof(v));
             pr->started[i] = gen;
-            if (nectar_keychain_store(kc, "crash", acct, v, strlen(v),
-                                      NULL) != 0)
+            if (nectar_keychain_store(kc, "crash", acct, v, strlen(v), NULL) !=
+                0)
                 _exit(1);
             pr->done[i] = gen;
         }
@@ -617,8 +610,7 @@ static void check_after_crash(const char *store, const struct progress *pr)
         nectar_error_t err = {0};
         int rc = nectar_keychain_load(kc, "crash", acct, &d, &n, &err);
         if (rc != 0)
-            NECTAR_FAIL_AT("item %d unreadable after kill: %s", i,
-                           err.message);
+            NECTAR_FAIL_AT("item %d unreadable after kill: %s", i, err.message);
         int is_old = n == strlen(old_v) && memcmp(d, old_v, n) == 0;
         int is_new = n == strlen(new_v) && memcmp(d, new_v, n) == 0;
         if (!is_old && !is_new)
@@ -718,17 +710,16 @@ static void test_certificates(void)
     /* Bad input. */
     CHECK_EQ(nectar_keychain_cert_install(f.kc, d1, 0, &err), NECTAR_EINVAL);
     CHECK_STR_EQ(err.message, "empty certificate DER");
-    CHECK_EQ(nectar_keychain_cert_install(f.kc, (const uint8_t *)"junk", 4,
-                                          &err),
-             NECTAR_EPARSE);
+    CHECK_EQ(
+        nectar_keychain_cert_install(f.kc, (const uint8_t *)"junk", 4, &err),
+        NECTAR_EPARSE);
     CHECK(strstr(err.message, "invalid DER") != NULL);
     CHECK_EQ(nectar_keychain_cert_install(f.kc, d1, l1 - 1, &err),
              NECTAR_EPARSE);
     /* Certificates do not show up as secrets. */
     char **accts;
     size_t n;
-    CHECK_EQ(nectar_keychain_list(f.kc, "nectar-certificate", &accts, &n,
-                                  &err),
+    CHECK_EQ(nectar_keychain_list(f.kc, "nectar-certificate", &accts, &n, &err),
              0);
     CHECK_EQ(n, 0);
     nectar_keychain_list_free(accts, n);
@@ -743,8 +734,7 @@ static void test_certificates(void)
 
 /* Makes a CA, a leaf signed by it, and a PKCS#12 of the leaf + chain,
  * all with the openssl command; returns the .p12 path in out. */
-static void make_p12(const char *dir, const char *pass, char *out,
-                     size_t cap)
+static void make_p12(const char *dir, const char *pass, char *out, size_t cap)
 {
     NECTAR_REQUIRE_TOOL("openssl");
     CHECK_EQ(st_sh("cd '%s' && "
@@ -772,24 +762,23 @@ static void test_pkcs12_openssl(void)
     size_t n;
     uint8_t *p12 = st_read(p12path, &n);
     nectar_error_t err = {0};
-    CHECK_EQ(nectar_keychain_import_p12(f.kc, "tls", "leaf", p12, n, "wrong",
-                                        &err),
-             NECTAR_EAUTH);
+    CHECK_EQ(
+        nectar_keychain_import_p12(f.kc, "tls", "leaf", p12, n, "wrong", &err),
+        NECTAR_EAUTH);
     CHECK(strstr(err.message, "password") != NULL);
     CHECK_EQ(nectar_keychain_import_p12(f.kc, "tls", "leaf",
-                                        (const uint8_t *)"not p12", 7,
-                                        "s3cret", &err),
+                                        (const uint8_t *)"not p12", 7, "s3cret",
+                                        &err),
              NECTAR_EPARSE);
-    CHECK_EQ(nectar_keychain_import_p12(f.kc, "tls", "leaf", p12, 0,
-                                        "s3cret", &err),
-             NECTAR_EINVAL);
-    int rc = nectar_keychain_import_p12(f.kc, "tls", "leaf", p12, n, "s3cret",
-                                        &err);
+    CHECK_EQ(
+        nectar_keychain_import_p12(f.kc, "tls", "leaf", p12, 0, "s3cret", &err),
+        NECTAR_EINVAL);
+    int rc =
+        nectar_keychain_import_p12(f.kc, "tls", "leaf", p12, n, "s3cret", &err);
     if (rc != 0)
         NECTAR_FAIL_AT("import_p12: %s", err.message);
     nectar_identity_t *id = NULL;
-    CHECK_EQ(nectar_keychain_load_identity(f.kc, "tls", "leaf", &id, &err),
-             0);
+    CHECK_EQ(nectar_keychain_load_identity(f.kc, "tls", "leaf", &id, &err), 0);
     CHECK_EQ(id->chain_len, 2);
     CHECK(strstr(id->key_pem, "BEGIN PRIVATE KEY") != NULL);
     /* The key and leaf are the ones openssl put in: compare with the

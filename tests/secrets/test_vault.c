@@ -76,8 +76,8 @@ static void roundtrip(struct fixture *f, size_t n)
     CHECK_EQ(env_len, NECTAR_ENVELOPE_OVERHEAD + n);
     CHECK_EQ(env[0], 0x01);
     CHECK_EQ(env[1], 0x04); /* E is an uncompressed point */
-    int rc = nectar_vault_decrypt(f->vault, f->blob, f->blob_len, env,
-                                  env_len, &out, &out_len, &err);
+    int rc = nectar_vault_decrypt(f->vault, f->blob, f->blob_len, env, env_len,
+                                  &out, &out_len, &err);
     if (rc != 0)
         NECTAR_FAIL_AT("decrypt(%zu): %s", n, err.message);
     CHECK_EQ(out_len, n);
@@ -171,11 +171,11 @@ static void test_soft_wrong_key(void)
     nectar_error_t err = {0};
     CHECK_EQ(nectar_vault_create_key(f.vault, &other, &other_len, &err), 0);
     CHECK_EQ(nectar_vault_encrypt(f.vault, f.blob, f.blob_len,
-                                  (const uint8_t *)"secret", 6, &env,
-                                  &env_len, &err),
+                                  (const uint8_t *)"secret", 6, &env, &env_len,
+                                  &err),
              0);
-    CHECK_EQ(nectar_vault_decrypt(f.vault, other, other_len, env, env_len,
-                                  &out, &out_len, &err),
+    CHECK_EQ(nectar_vault_decrypt(f.vault, other, other_len, env, env_len, &out,
+                                  &out_len, &err),
              NECTAR_EAUTH);
     nectar_secret_free(other);
     nectar_secret_free(env);
@@ -205,9 +205,9 @@ static void test_soft_blob_errors(void)
     CHECK(strstr(err.message, "tpm2") != NULL);
     CHECK_EQ(nectar_vault_public_key(f.vault, f.blob, 3, pub, &err),
              NECTAR_EPARSE);
-    CHECK_EQ(nectar_vault_public_key(f.vault, f.blob, f.blob_len - 1, pub,
-                                     &err),
-             NECTAR_EPARSE);
+    CHECK_EQ(
+        nectar_vault_public_key(f.vault, f.blob, f.blob_len - 1, pub, &err),
+        NECTAR_EPARSE);
     /* Payload: any flipped byte of public point, nonce, sealed scalar or
      * tag makes the blob unusable (AAD binds the public point). */
     uint8_t *env;
@@ -297,8 +297,7 @@ static void test_backend_selection(void)
     /* "auto" with a TCTI that points nowhere must fail, not fall back to
      * software. */
     nectar_vault_options_t dead = {.backend = "auto",
-                                   .tpm_tcti =
-                                       "swtpm:host=127.0.0.1,port=1"};
+                                   .tpm_tcti = "swtpm:host=127.0.0.1,port=1"};
     int rc = nectar_vault_open(&dead, &v, &err);
     CHECK_EQ(rc, NECTAR_ETPM);
     CHECK(v == NULL);
@@ -374,10 +373,10 @@ static void test_vault_alloc_failures(void)
         int rc1 = nectar_vault_encrypt(f.vault, f.blob, f.blob_len,
                                        (const uint8_t *)"data", 4, &env,
                                        &env_len, NULL);
-        int rc2 = rc1 == 0 ? nectar_vault_decrypt(f.vault, f.blob, f.blob_len,
-                                                  env, env_len, &out,
-                                                  &out_len, NULL)
-                           : 0;
+        int rc2 = rc1 == 0
+                      ? nectar_vault_decrypt(f.vault, f.blob, f.blob_len, env,
+                                             env_len, &out, &out_len, NULL)
+                      : 0;
         int rc3 = nectar_vault_create_key(f.vault, &blob, &blob_len, NULL);
         nectar__alloc_fail_after(-1);
         CHECK(rc1 == 0 || rc1 == NECTAR_ENOMEM);
@@ -397,24 +396,23 @@ static void interop_python_to_vault(struct fixture *f, const char *dir)
     uint8_t pub[65];
     char pubhex[131], in[160], envp[160];
     nectar_error_t err = {0};
-    CHECK_EQ(nectar_vault_public_key(f->vault, f->blob, f->blob_len, pub,
-                                     &err),
+    CHECK_EQ(nectar_vault_public_key(f->vault, f->blob, f->blob_len, pub, &err),
              0);
     st_hex(pub, 65, pubhex);
     snprintf(in, sizeof(in), "%s/py.in", dir);
     snprintf(envp, sizeof(envp), "%s/py.env", dir);
     const char *msg = "sealed by python3-cryptography";
     st_write(in, msg, strlen(msg));
-    CHECK_EQ(st_sh("python3 '%s' seal %s < '%s' > '%s'",
-                   st_src("ecies_ref.py"), pubhex, in, envp),
+    CHECK_EQ(st_sh("python3 '%s' seal %s < '%s' > '%s'", st_src("ecies_ref.py"),
+                   pubhex, in, envp),
              0);
     size_t env_len;
     uint8_t *env = st_read(envp, &env_len);
     CHECK_EQ(env_len, 94 + strlen(msg));
     uint8_t *out;
     size_t out_len;
-    int rc = nectar_vault_decrypt(f->vault, f->blob, f->blob_len, env,
-                                  env_len, &out, &out_len, &err);
+    int rc = nectar_vault_decrypt(f->vault, f->blob, f->blob_len, env, env_len,
+                                  &out, &out_len, &err);
     if (rc != 0)
         NECTAR_FAIL_AT("python envelope: %s", err.message);
     CHECK_EQ(out_len, strlen(msg));
@@ -430,8 +428,7 @@ static void interop_vault_to_python(struct fixture *f, const char *dir)
     char keys[300], keyp[160], in[160], outp[160];
     snprintf(keyp, sizeof(keyp), "%s/py.key", dir);
     snprintf(outp, sizeof(outp), "%s/py.out", dir);
-    CHECK_EQ(st_sh("python3 '%s' keygen > '%s'", st_src("ecies_ref.py"),
-                   keyp),
+    CHECK_EQ(st_sh("python3 '%s' keygen > '%s'", st_src("ecies_ref.py"), keyp),
              0);
     size_t klen;
     uint8_t *k = st_read(keyp, &klen);
@@ -452,14 +449,14 @@ static void interop_vault_to_python(struct fixture *f, const char *dir)
     uint8_t *env;
     size_t env_len;
     nectar_error_t err = {0};
-    CHECK_EQ(nectar_envelope_seal(pub, (const uint8_t *)msg, strlen(msg),
-                                  &env, &env_len, &err),
+    CHECK_EQ(nectar_envelope_seal(pub, (const uint8_t *)msg, strlen(msg), &env,
+                                  &env_len, &err),
              0);
     snprintf(in, sizeof(in), "%s/nectar.env", dir);
     st_write(in, env, env_len);
     nectar_secret_free(env);
-    CHECK_EQ(st_sh("python3 '%s' open %s < '%s' > '%s'",
-                   st_src("ecies_ref.py"), privhex, in, outp),
+    CHECK_EQ(st_sh("python3 '%s' open %s < '%s' > '%s'", st_src("ecies_ref.py"),
+                   privhex, in, outp),
              0);
     size_t out_len;
     uint8_t *out = st_read(outp, &out_len);
@@ -533,8 +530,8 @@ static void test_tpm_tamper(void)
     for (size_t i = 6; i < f.blob_len; i += step) {
         memcpy(blob, f.blob, f.blob_len);
         blob[i] ^= 0x10;
-        int rc = nectar_vault_decrypt(f.vault, blob, f.blob_len, env,
-                                      env_len, &out, &out_len, &err);
+        int rc = nectar_vault_decrypt(f.vault, blob, f.blob_len, env, env_len,
+                                      &out, &out_len, &err);
         if (rc == 0)
             NECTAR_FAIL_AT("TPM blob flip at %zu still decrypts", i);
     }
