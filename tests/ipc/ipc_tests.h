@@ -59,5 +59,6 @@ void test_router_over_wire(void);
 void test_swift_coder_rules(void);
 void test_control_routes(void);
 void test_nectarctl(void);
+void test_protocol_doc_example(void);
 
 #endif

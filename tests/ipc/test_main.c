@@ -35,6 +35,7 @@ static const nectar_test_t tests[] = {
     {"swift_coder_rules", test_swift_coder_rules},
     {"control_routes", test_control_routes},
     {"nectarctl", test_nectarctl},
+    {"protocol_doc_example", test_protocol_doc_example},
     {NULL, NULL},
 };
 

@@ -4,6 +4,8 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #ifndef NECTARCTL_PATH
@@ -652,5 +654,43 @@ void test_nectarctl(void)
     snprintf(args, sizeof(args), "--service %s status", name);
     CHECK_EQ(ctl_run(args, out, sizeof(out)), 4);
     CHECK(strstr(out, "refused this caller") != NULL);
+    nectar_control_stop(ctl);
+}
+
+/* ---- the annotated example of docs/ipc-protocol.md, byte for byte ---- */
+
+void test_protocol_doc_example(void)
+{
+    const char *name = ipc_test_name("doc");
+    struct fake_daemon d = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    nectar_control_t *ctl = fake_control(name, &d, NULL);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path + 1, name, strlen(name));
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    CHECK_EQ(connect(fd, (struct sockaddr *)&sa,
+                     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+                                 strlen(name))),
+             0);
+    static const uint8_t verdict[] = {
+        0x4e, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0,
+        0xa1, 0x68, 'a', 'c', 'c', 'e', 'p', 't', 'e', 'd', 0xf5};
+    static const uint8_t request[] = {
+        0x4e, 0x01, 0x03, 0x00, 0x00, 0x00, 0x00, 0x30, 0, 0, 0, 0, 0, 0, 0, 1,
+        0xa2, 0x6a, '$', 'a', 'r', 'g', 'u', 'm', 'e', 'n', 't', 's', 0x81,
+        0xa0, 0x69, '$', 's', 'e', 'l', 'e', 'c', 't', 'o', 'r', 0x77, 'g',
+        'e', 't', 'T', 'l', 's', 'K', 'e', 'y', 'l', 'o', 'g', ':', 'w', 'i',
+        't', 'h', 'R', 'e', 'p', 'l', 'y', ':'};
+    static const uint8_t reply[] = {
+        0x4e, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x13, 0, 0, 0, 0, 0, 0, 0, 1,
+        0xa1, 0x67, '$', 'r', 'e', 's', 'u', 'l', 't', 0xa1, 0x67, 'e', 'n',
+        'a', 'b', 'l', 'e', 'd', 0xf4};
+    uint8_t buf[256];
+    CHECK_EQ(recv(fd, buf, sizeof(buf), 0), sizeof(verdict));
+    CHECK_MEM_EQ(buf, verdict, sizeof(verdict));
+    CHECK_EQ(send(fd, request, sizeof(request), MSG_NOSIGNAL),
+             sizeof(request));
+    CHECK_EQ(recv(fd, buf, sizeof(buf), 0), sizeof(reply));
+    CHECK_MEM_EQ(buf, reply, sizeof(reply));
+    close(fd);
     nectar_control_stop(ctl);
 }
