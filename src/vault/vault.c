@@ -253,6 +253,10 @@ int nectar_vault_encrypt(nectar_vault_t *vault, const uint8_t *blob,
         return nectar_error_set(err, NECTAR_EINVAL, "encrypt: NULL arg");
     *env = NULL;
     *env_len = 0;
+    if (pt == NULL && pt_len > 0)
+        return nectar_error_set(err, NECTAR_EINVAL,
+                                "encrypt: plaintext is NULL with length %zu",
+                                pt_len);
     const uint8_t *payload;
     size_t len;
     int rc = blob_payload(vault, blob, blob_len, &payload, &len, err);
@@ -309,9 +313,20 @@ int nectar_vault_decrypt(nectar_vault_t *vault, const uint8_t *blob,
     rc = nectar__envelope_parse(env, env_len, &view, err);
     if (rc != 0)
         return rc;
-    if (vault->be->ecdh == NULL)
-        return vault->be->unseal(vault->state, t.payload, t.len, env, env_len,
-                                 pt, pt_len, err);
+    if (vault->be->ecdh == NULL) {
+        rc = vault->be->unseal(vault->state, t.payload, t.len, env, env_len, pt,
+                               pt_len, err);
+        if (rc == 0 && *pt_len != view.ct_len) {
+            nectar_secret_free(*pt);
+            *pt = NULL;
+            *pt_len = 0;
+            return nectar_error_set(err, NECTAR_ECRYPTO,
+                                    "%s vault returned a plaintext of the "
+                                    "wrong length",
+                                    vault->be->name);
+        }
+        return rc;
+    }
     uint8_t pub[65];
     rc = vault->be->public_key(vault->state, t.payload, t.len, pub, err);
     if (rc != 0)
