@@ -153,12 +153,15 @@ rama_transparent_proxy_initialize(const RamaTransparentProxyInitConfig *config)
     } else if (init_done) {
         result = init_result;
     } else {
-        /* Default: record the storage dir once; first caller wins. */
         init_done = true;
         init_result = true;
+        result = true;
+    }
+    /* Either way the storage dir is remembered once (first caller wins)
+     * for nectar_engine_ctx_storage_dir. */
+    if (init_storage_dir == NULL && storage != NULL) {
         init_storage_dir = storage;
         storage = NULL;
-        result = true;
     }
     pthread_mutex_unlock(&init_mu);
     nectar_free(storage);
@@ -313,14 +316,18 @@ rama_transparent_proxy_engine_stop(RamaTransparentProxyEngine *engine,
                "transparent proxy engine stopping (reason %d)", (int)reason);
     clean = nectar__rt_stop(engine->rt, engine->opts.stop_drain_max_wait_ms,
                             handler_destroy_job, engine);
-    if (!clean && engine->state != NULL) {
-        /* Loop 0 is wedged: the handler may still be in use there, so it
-         * is leaked rather than destroyed under a running thread. */
-        nectar_log(NECTAR_LOG_ERROR, NE_TAG, "handler leaked by stop");
-    }
     nectar_log(NECTAR_LOG_INFO, NE_TAG,
-               "transparent proxy engine stopped in %llu ms",
-               (unsigned long long)(nectar__now_ms() - t0));
+               "transparent proxy engine stopped in %llu ms%s",
+               (unsigned long long)(nectar__now_ms() - t0),
+               clean ? "" : " (wedged)");
+    if (!clean) {
+        /* A wedged engine thread may still run queued jobs (the handler's
+         * destroy among them) once it returns from foreign code, so the
+         * engine and handler are leaked rather than freed under it. */
+        nectar_log(NECTAR_LOG_ERROR, NE_TAG,
+                   "engine and handler leaked by a wedged stop");
+        return;
+    }
     engine_free_mem(engine);
 }
 

@@ -531,7 +531,7 @@ static void test_initialize(void)
 
     CHECK(rama_transparent_proxy_initialize(NULL));
     CHECK(rama_transparent_proxy_initialize(&c)); /* idempotent: first wins */
-    CHECK(nectar_engine_ctx_storage_dir(NULL) == NULL);
+    CHECK_STR_EQ(nectar_engine_ctx_storage_dir(NULL), "/tmp/x");
     nectar_register_init(init_hook);
     CHECK(rama_transparent_proxy_initialize(&c));
     CHECK(!rama_transparent_proxy_initialize(&c));
