@@ -196,7 +196,7 @@ static const char *const example_keys[] = {
     "udp_e2e_mode", "ca_cert_pem", "ca_key_pem", "xpc_service_name",
     "container_signing_identifier", "upstream_ca_file", "upstream_insecure",
     "tls_keylog", "tls_keylog_file", "trust_cache_size", "trust_cache_ttl_s",
-    "leaf_cache_size", "hijack_host", "admission_global_limit",
+    "leaf_cache_size", "hijack_host", "admission_global_limit", "keychain_dir",
     "admission_per_app_host_limit", NULL};
 
 static void set_defaults(struct ex_config *cfg)
@@ -269,6 +269,7 @@ static int get_strings(json_t *root, struct ex_config *cfg,
         {"upstream_ca_file", &cfg->upstream_ca_file},
         {"tls_keylog_file", &cfg->tls_keylog_file},
         {"hijack_host", &cfg->hijack_host},
+        {"keychain_dir", &cfg->keychain_dir},
     };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         int rc = get_str(root, strs[i].key, strs[i].dst, err);
@@ -416,6 +417,7 @@ void ex_config_free(struct ex_config *cfg)
     nectar_free(cfg->upstream_ca_file);
     nectar_free(cfg->tls_keylog_file);
     nectar_free(cfg->hijack_host);
+    nectar_free(cfg->keychain_dir);
     memset(cfg, 0, sizeof(*cfg));
 }
 

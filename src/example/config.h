@@ -41,6 +41,7 @@ struct ex_config {
     size_t udp_blocked_len;
     bool udp_e2e_mode;
     char *ca_cert_pem, *ca_key_pem;
+    char *keychain_dir;            /* NULL: the keychain's default */
     char *ipc_service_name;        /* xpc_service_name */
     char *ipc_required_peer;       /* container_signing_identifier */
     char *upstream_ca_file;

@@ -47,6 +47,7 @@ struct ex_state {
     uint64_t created_ms;
     char *storage_dir;
     void *control; /* nectar_control_t when the example bound IPC */
+    void *keychain; /* nectar_keychain_t holding the CA, or NULL */
 };
 
 struct ex_live *ex_live_get(struct ex_state *ex);

@@ -17,7 +17,9 @@
 #include "app/message.h"
 #include "common/alloc.h"
 #include "example/example_int.h"
+#include "nectar/ca.h"
 #include "nectar/example.h"
+#include "nectar/keychain.h"
 #include "nectar/log.h"
 #include "services/udp_relay.h"
 
@@ -144,8 +146,49 @@ static void set_ca_pems(struct ex_state *ex, char *cert, char *key)
     nectar_free(old_key);
 }
 
-/* The CA at start (spec §2.3): both PEMs from the config, else a fresh
- * one generated in memory (logged: it changes at every start). */
+/* Copies of two secret PEMs into nectar_malloc'd strings (and frees the
+ * originals with nectar_secret_free). */
+static int take_pems(char *cert_in, char *key_in, char **cert, char **key,
+                     nectar_error_t *err)
+{
+    *cert = nectar_strdup(cert_in);
+    *key = nectar_strdup(key_in);
+    nectar_secret_free(cert_in);
+    nectar_secret_free(key_in);
+    if (*cert == NULL || *key == NULL) {
+        nectar_free(*cert);
+        nectar_free(*key);
+        return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+/* The stored CA (created and stored when there is none), through the
+ * keychain; false when no keychain can be opened here (e.g. not root). */
+static bool keychain_ca(struct ex_state *ex, char **cert, char **key)
+{
+    nectar_keychain_options_t o = {.dir = ex->cfg.keychain_dir};
+    nectar_keychain_t *kc = NULL;
+    nectar_error_t err = {0};
+    char *c = NULL, *k = NULL;
+    if (nectar_keychain_open(&o, &kc, &err) != 0 ||
+        nectar_ca_load_or_create(kc, NULL, &c, &k, &err) != 0) {
+        nectar_log(NECTAR_LOG_WARN, EX_TAG, "keychain CA unavailable: %s",
+                   err.message);
+        nectar_keychain_close(kc);
+        return false;
+    }
+    if (take_pems(c, k, cert, key, &err) != 0) {
+        nectar_keychain_close(kc);
+        return false;
+    }
+    ex->keychain = kc;
+    return true;
+}
+
+/* The CA at start (spec §2.3): both PEMs from the config skip the
+ * keychain; else the keychain's CA; else one generated in memory for this
+ * run only (logged). */
 static int load_ca(struct ex_state *ex, tls_mitm_t **mitm,
                    nectar_error_t *err)
 {
@@ -158,13 +201,13 @@ static int load_ca(struct ex_state *ex, tls_mitm_t **mitm,
             nectar_free(key);
             return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
         }
-    } else {
+    } else if (!keychain_ca(ex, &cert, &key)) {
         int rc = tls_ca_generate(EX_CA_ORG, EX_CA_CN, &cert, &key, err);
         if (rc != 0)
             return rc;
         nectar_log(NECTAR_LOG_WARN, EX_TAG,
-                   "no ca_cert_pem/ca_key_pem: using a CA generated for "
-                   "this run only");
+                   "no ca_cert_pem/ca_key_pem and no keychain: using a CA "
+                   "generated for this run only");
     }
     int rc = mitm_from_pem(ex, cert, key, mitm, err);
     if (rc != 0) {
@@ -201,6 +244,7 @@ static void state_free(struct ex_state *ex)
     set_ca_pems(ex, NULL, NULL);
     ex_admission_free(ex->adm);
     tls_keylog_free(ex->keylog);
+    nectar_keychain_close(ex->keychain);
     ex_config_free(&ex->cfg);
     nectar_free(ex->storage_dir);
     pthread_mutex_destroy(&ex->mu);
@@ -614,10 +658,26 @@ NECTAR_API int nectar_example_ca_uninstall(uint8_t **der, size_t *der_len,
     return current_der(der, der_len, err);
 }
 
+/* A new CA: through the keychain when the CA lives there (it stores the
+ * new one and moves the certificate item), else in memory. */
+static int new_ca(struct ex_state *ex, char **cert, char **key,
+                  nectar_error_t *err)
+{
+    if (ex->keychain == NULL)
+        return tls_ca_generate(EX_CA_ORG, EX_CA_CN, cert, key, err);
+    char *c = NULL, *k = NULL;
+    uint8_t *prev = NULL;
+    size_t prev_len = 0;
+    int rc = nectar_ca_rotate(ex->keychain, NULL, &c, &k, &prev, &prev_len,
+                              err);
+    nectar_secret_free(prev);
+    return rc != 0 ? rc : take_pems(c, k, cert, key, err);
+}
+
 static int rotate_locked(struct ex_state *ex, nectar_error_t *err)
 {
     char *cert = NULL, *key = NULL;
-    int rc = tls_ca_generate(EX_CA_ORG, EX_CA_CN, &cert, &key, err);
+    int rc = new_ca(ex, &cert, &key, err);
     tls_mitm_t *mitm = NULL;
     if (rc == 0)
         rc = mitm_from_pem(ex, cert, key, &mitm, err);

@@ -303,7 +303,7 @@ static void on_upstream_handshake(svc_stream_t *tls, int status, void *data)
         const unsigned char *p;
         unsigned int n;
         SSL_get0_alpn_selected(svc_tls_ssl(tls), &p, &n);
-        if (n < sizeof(f->alpn)) {
+        if (n > 0 && n < sizeof(f->alpn)) {
             memcpy(f->alpn, p, n);
             f->alpn[n] = '\0';
         }

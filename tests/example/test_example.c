@@ -1,0 +1,184 @@
+/*
+ * test_example.c - the example handler's pure parts and control API:
+ * domain lists, the admission limiter, the merged engine config, live
+ * settings updates, CA rotation and the key log toggle on a real engine.
+ */
+#include <jansson.h>
+#include <stdlib.h>
+
+#include "example/admission.h"
+#include "example/config.h"
+#include "example/domains.h"
+#include "harness/test.h"
+#include "nectar/example.h"
+#include "nectar/handler.h"
+#include "tcp_stream.h"
+
+static void domains(void)
+{
+    const char *names[] = {"Exact.Test.", "*.wild.test", "bad name", "",
+                           "*.", "a..b"};
+    ex_domains_t *d = ex_domains_new(names, 6);
+    CHECK_EQ(ex_domains_count(d), 2); /* invalid names dropped silently */
+    CHECK(ex_domains_match(d, "exact.test"));
+    CHECK(ex_domains_match(d, "EXACT.test."));
+    CHECK(!ex_domains_match(d, "sub.exact.test"));
+    CHECK(ex_domains_match(d, "wild.test")); /* *.x covers x itself */
+    CHECK(ex_domains_match(d, "a.b.wild.test"));
+    CHECK(!ex_domains_match(d, "notwild.test"));
+    CHECK(!ex_domains_match(d, NULL));
+    CHECK(!ex_domains_match(d, "bad name"));
+    ex_domains_free(d);
+}
+
+static void admission(void)
+{
+    ex_admission_t *a = ex_admission_new(8, 0);
+    CHECK_EQ(ex_admission_app_host_limit(a), 16); /* clamp(8/32, 16, 64) */
+    ex_permit_t p[10];
+    /* Non-web ports share 25 % of the global limit: 2 of 8. */
+    CHECK_EQ(ex_admission_try(a, 22, NULL, NULL, &p[0]), EX_ADMIT);
+    CHECK_EQ(ex_admission_try(a, 22, NULL, NULL, &p[1]), EX_ADMIT);
+    CHECK_EQ(ex_admission_try(a, 22, NULL, NULL, &p[2]), EX_REJECT_NONWEB);
+    for (int i = 2; i < 8; i++)
+        CHECK_EQ(ex_admission_try(a, 443, "app", "h", &p[i]), EX_ADMIT);
+    CHECK_EQ(ex_admission_try(a, 443, NULL, NULL, &p[8]), EX_REJECT_GLOBAL);
+    ex_admission_release(a, &p[0]);
+    ex_admission_release(a, &p[0]); /* idempotent */
+    CHECK_EQ(ex_admission_in_use(a), 7);
+    CHECK_EQ(ex_admission_try(a, 22, NULL, NULL, &p[0]), EX_ADMIT);
+    for (int i = 0; i < 8; i++)
+        ex_admission_release(a, &p[i]);
+    CHECK_EQ(ex_admission_in_use(a), 0);
+    ex_admission_free(a);
+    /* Per app+host, counted only with both known. */
+    a = ex_admission_new(100000, 2);
+    CHECK_EQ(ex_admission_global_limit(a), 100000);
+    CHECK_EQ(ex_admission_try(a, 443, "app", "h", &p[0]), EX_ADMIT);
+    CHECK_EQ(ex_admission_try(a, 443, "app", "h", &p[1]), EX_ADMIT);
+    CHECK_EQ(ex_admission_try(a, 443, "app", "h", &p[2]), EX_REJECT_APPHOST);
+    CHECK_EQ(ex_admission_try(a, 443, "app", "other", &p[2]), EX_ADMIT);
+    CHECK_EQ(ex_admission_try(a, 443, NULL, "h", &p[3]), EX_ADMIT);
+    ex_admission_release(a, &p[0]);
+    CHECK_EQ(ex_admission_try(a, 443, "app", "h", &p[0]), EX_ADMIT);
+    for (int i = 0; i < 4; i++)
+        ex_admission_release(a, &p[i]);
+    ex_admission_free(a);
+    /* Defaults: max(cpus * 128, 2048). */
+    a = ex_admission_new(0, 0);
+    CHECK_GE(ex_admission_global_limit(a), 2048);
+    ex_admission_free(a);
+}
+
+static int parse(const char *json, struct ex_config *c, nectar_error_t *e)
+{
+    return ex_config_parse((const uint8_t *)json, strlen(json), c, e);
+}
+
+static void config(void)
+{
+    struct ex_config c;
+    nectar_error_t e;
+    CHECK_EQ(ex_config_parse(NULL, 0, &c, &e), 0);
+    CHECK(c.badge_enabled);
+    CHECK_STR_EQ(c.badge_label, "proxied by nectar");
+    CHECK_EQ(ex_domains_count(c.exclude), 26);
+    CHECK(c.peek_s == 8.0);
+    CHECK(c.no_delay);
+    ex_config_free(&c);
+    CHECK_EQ(parse("{\"app\":\"example\",\"html_badge_label\":\"hi\","
+                   "\"peek_duration_s\":0.1,\"exclude_domains\":[\"a.test\"],"
+                   "\"udp_blocked_endpoints\":[\"1.2.3.4:53\",\"[::1]:9\"],"
+                   "\"udp_passthrough_ports\":[443],"
+                   "\"default_action\":\"passthrough\",\"tcp_no_delay\":false,"
+                   "\"tcp_connect_timeout_ms\":2000,\"container_signing_"
+                   "identifier\":null}",
+                   &c, &e),
+             0);
+    CHECK_STR_EQ(c.badge_label, "hi");
+    CHECK(c.peek_s == 0.5); /* the minimum */
+    CHECK_EQ(ex_domains_count(c.exclude), 1);
+    CHECK_STR_EQ(c.udp_blocked[1], "[::1]:9");
+    CHECK_EQ(c.udp_passthrough_ports[0], 443);
+    CHECK_EQ(c.connect_timeout_ms, 2000);
+    CHECK(!c.no_delay);
+    CHECK_EQ(c.engine.default_action, NECTAR_ACTION_PASSTHROUGH);
+    ex_config_free(&c);
+    CHECK_EQ(parse("{\"bogus\":1}", &c, &e), NECTAR_ECONFIG);
+    ex_config_free(&c);
+    CHECK_EQ(parse("{\"html_badge_enabled\":\"yes\"}", &c, &e),
+             NECTAR_ECONFIG);
+    CHECK(strstr(e.message, "html_badge_enabled") != NULL);
+    ex_config_free(&c);
+    CHECK_EQ(parse("{\"udp_blocked_endpoints\":[\"nope\"]}", &c, &e),
+             NECTAR_ECONFIG);
+    ex_config_free(&c);
+    CHECK_EQ(parse("{\"app\":\"other\"}", &c, &e), NECTAR_ECONFIG);
+    ex_config_free(&c);
+    CHECK_EQ(parse("[1]", &c, &e), NECTAR_ECONFIG);
+    ex_config_free(&c);
+}
+
+static void control_api(void)
+{
+    nectar_error_t e;
+    CHECK_EQ(nectar_example_update_settings("{}", 2, &e), NECTAR_ESTATE);
+    CHECK(nectar_example_ca_pem() == NULL);
+    char *cert, *key;
+    test_make_ca("control ca", &cert, &key);
+    json_t *cfg = json_pack("{s:s, s:s}", "ca_cert_pem", cert, "ca_key_pem",
+                            key);
+    char *json = json_dumps(cfg, JSON_COMPACT);
+    json_decref(cfg);
+    nectar_error_t err;
+    RamaTransparentProxyEngine *eng = nectar_engine_new(
+        nectar_example_handler(), NULL, (const uint8_t *)json, strlen(json),
+        &err);
+    CHECK(eng != NULL);
+    char *pem = nectar_example_ca_pem();
+    CHECK_STR_EQ(pem, cert);
+    nectar_example_free(pem);
+    CHECK_EQ(nectar_example_update_settings(
+                 "{\"html_badge_enabled\":false,\"exclude_domains\":[\"x\"]}",
+                 52, &e),
+             0);
+    CHECK_EQ(nectar_example_update_settings("{\"html_badge_enabled\":1}", 24,
+                                            &e),
+             NECTAR_ECONFIG);
+    CHECK(!nectar_example_get_tls_keylog());
+    CHECK(nectar_example_set_tls_keylog(true));
+    CHECK(nectar_example_get_tls_keylog());
+    uint8_t *der, *prev, *der2;
+    size_t der_len, prev_len, der2_len;
+    CHECK_EQ(nectar_example_ca_install(&der, &der_len, &e), 0);
+    CHECK_EQ(nectar_example_ca_rotate(&der2, &der2_len, &prev, &prev_len, &e),
+             0);
+    CHECK_EQ(prev_len, der_len);
+    CHECK_MEM_EQ(prev, der, der_len);
+    CHECK(der2_len != der_len || memcmp(der2, der, der_len) != 0);
+    pem = nectar_example_ca_pem();
+    CHECK(strcmp(pem, cert) != 0); /* new flows use the new CA */
+    nectar_example_free(pem);
+    nectar_example_free(der);
+    nectar_example_free(der2);
+    nectar_example_free(prev);
+    rama_transparent_proxy_engine_stop(eng, 0);
+    rama_transparent_proxy_engine_free(eng);
+    CHECK(nectar_example_ca_pem() == NULL);
+    free(json);
+    free(cert);
+    free(key);
+}
+
+static const nectar_test_t tests[] = {
+    {"domains", domains},
+    {"admission", admission},
+    {"config", config},
+    {"control_api", control_api},
+    {NULL, NULL},
+};
+
+int main(int argc, char **argv)
+{
+    return nectar_test_main(argc, argv, tests);
+}
