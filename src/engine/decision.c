@@ -201,9 +201,10 @@ void nectar__decide(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
 
     /* The metadata is shared with the decision for as long as the handler
      * might still read it: a late completer may look at it. */
+    /* The deadline covers the handler's synchronous part too. */
+    deadline(&dl, e->opts.decision_deadline_ms);
     decide(e->state, m, d);
 
-    deadline(&dl, e->opts.decision_deadline_ms);
     pthread_mutex_lock(&d->mu);
     while (!d->done) {
         if (pthread_cond_timedwait(&d->cv, &d->mu, &dl) == ETIMEDOUT &&
@@ -304,9 +305,9 @@ RamaBytesOwned nectar__app_message(struct RamaTransparentProxyEngine *e,
     cond_init_mono(&r->cv);
     atomic_init(&r->refs, 2);
 
+    deadline(&dl, ms);
     e->vt->app_message(e->state, msg, len, r);
 
-    deadline(&dl, ms);
     pthread_mutex_lock(&r->mu);
     while (!r->done) {
         if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT &&

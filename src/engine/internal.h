@@ -15,7 +15,8 @@
  *   tcp_stream.c       nectar_stream_*: reads, writes, backpressure
  *   promote.c          promote (cutover) protocol
  *   udp_session.c      UDP session: ABI and loop side
- *   audit_token.c      audit token -> pid (Apple only)
+ *   peer.c             UDP peer views <-> socket addresses
+ *   audit_token_*.c    audit token -> pid (apple: libbsm; none: absent)
  *
  * Lock order (outermost first): session gate -> session mu -> loop mu.
  * Nothing calls a host callback while holding a session mu or a loop mu;
