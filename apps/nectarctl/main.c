@@ -203,8 +203,7 @@ static int cmd_ca(struct ctl *c, const char *op)
 
 static int parse_bool(const char *v, bool *out)
 {
-    if (strcmp(v, "true") == 0 || strcmp(v, "on") == 0 ||
-        strcmp(v, "1") == 0) {
+    if (strcmp(v, "true") == 0 || strcmp(v, "on") == 0 || strcmp(v, "1") == 0) {
         *out = true;
         return 0;
     }
@@ -290,8 +289,9 @@ static int cmd_keylog(struct ctl *c, const char *op)
     if (!get)
         nectar_ipc_dict_set(arg, "enabled", nectar_ipc_bool(on), NULL);
     nectar_ipc_obj_t *r = NULL;
-    int rc = call(c, get ? "getTlsKeylog:withReply:" : "setTlsKeylog:withReply:",
-                  arg, &r);
+    int rc = call(
+        c, get ? "getTlsKeylog:withReply:" : "setTlsKeylog:withReply:", arg,
+        &r);
     if (rc != 0)
         return rc;
     printf("tls keylog: %s\n",

@@ -73,7 +73,8 @@ static void run_round(struct mode *m, uint64_t ns, int round)
         t = t2;
     }
     m->busy_ns += t - start;
-    m->round_rate[round] = (double)(m->n - before) / ((double)(t - start) / 1e9);
+    m->round_rate[round] =
+        (double)(m->n - before) / ((double)(t - start) / 1e9);
 }
 
 static struct result summarize(struct mode *m)
@@ -130,9 +131,8 @@ static int route_ping(void *ctx, const nectar_ipc_obj_t *arg,
     (void)ctx;
     (void)err;
     nectar_ipc_obj_t *r = nectar_ipc_dict();
-    nectar_ipc_dict_set(r, "value",
-                        nectar_ipc_retain(nectar_ipc_dict_get(arg, "value")),
-                        NULL);
+    nectar_ipc_dict_set(
+        r, "value", nectar_ipc_retain(nectar_ipc_dict_get(arg, "value")), NULL);
     *out = r;
     return 0;
 }
@@ -156,8 +156,8 @@ static int router_call(void *p)
 {
     struct nectar_ctx *c = p;
     nectar_ipc_obj_t *res = NULL;
-    int rc = nectar_ipc_call(c->conn, "ping:withReply:", c->arg, 0, &res,
-                             NULL, NULL);
+    int rc = nectar_ipc_call(c->conn, "ping:withReply:", c->arg, 0, &res, NULL,
+                             NULL);
     nectar_ipc_release(res);
     return rc;
 }
@@ -171,8 +171,7 @@ struct nectar_side {
 static void nectar_setup(struct nectar_side *n, bool router)
 {
     char name[64];
-    snprintf(name, sizeof(name), "nectar-bench.%d.%d", (int)getpid(),
-             router);
+    snprintf(name, sizeof(name), "nectar-bench.%d.%d", (int)getpid(), router);
     n->router = nectar_ipc_router_new();
     nectar_ipc_router_add(n->router, "ping:withReply:", route_ping, NULL);
     nectar_ipc_listener_config_t cfg = {
@@ -209,15 +208,13 @@ static double median_ratio(const struct mode *m, const struct mode *base,
 {
     double r[64];
     for (int i = 0; i < rounds; i++)
-        r[i] = base->round_rate[i] > 0 ? m->round_rate[i] /
-                                             base->round_rate[i]
+        r[i] = base->round_rate[i] > 0 ? m->round_rate[i] / base->round_rate[i]
                                        : 0;
     qsort(r, (size_t)rounds, sizeof(r[0]), cmp_dbl);
     return r[rounds / 2];
 }
 
-static void print(const struct mode *m, const struct mode *base,
-                  int rounds)
+static void print(const struct mode *m, const struct mode *base, int rounds)
 {
     struct mode tmp = *m;
     struct result r = summarize(&tmp);
@@ -242,12 +239,15 @@ int main(int argc, char **argv)
     nectar_setup(&plain, false);
     nectar_setup(&routed, true);
     struct mode modes[3] = {
-        {.name = "raw SOCK_SEQPACKET ping-pong", .one_call = raw_call,
+        {.name = "raw SOCK_SEQPACKET ping-pong",
+         .one_call = raw_call,
          .ctx = &sv[0]},
-        {.name = "nectar_ipc_send_sync (dict echo)", .one_call = plain_call,
+        {.name = "nectar_ipc_send_sync (dict echo)",
+         .one_call = plain_call,
          .ctx = &plain.c},
         {.name = "nectar_ipc_call ($selector route)",
-         .one_call = router_call, .ctx = &routed.c},
+         .one_call = router_call,
+         .ctx = &routed.c},
     };
     for (int i = 0; i < 3; i++) {
         modes[i].lat = malloc(sizeof(uint32_t) * MAX_SAMPLES);

@@ -96,8 +96,7 @@ NECTAR_API nectar_ipc_obj_t *nectar_ipc_uuid(const uint8_t bytes[16]);
 /* s is copied; must be valid UTF-8. */
 NECTAR_API nectar_ipc_obj_t *nectar_ipc_string(const char *s);
 /* len bytes of s are copied; an interior NUL is rejected (NULL). */
-NECTAR_API nectar_ipc_obj_t *nectar_ipc_string_len(const char *s,
-                                                   size_t len);
+NECTAR_API nectar_ipc_obj_t *nectar_ipc_string_len(const char *s, size_t len);
 /* bytes are copied; p may be NULL when len is 0. */
 NECTAR_API nectar_ipc_obj_t *nectar_ipc_data(const void *p, size_t len);
 /* fd is borrowed: the value holds its own dup (closed on release). */
@@ -115,8 +114,7 @@ NECTAR_API int nectar_ipc_array_append(nectar_ipc_obj_t *arr,
  * failure); a later set of the same key replaces the earlier value.
  * Errors as for array_append. */
 NECTAR_API int nectar_ipc_dict_set(nectar_ipc_obj_t *dict, const char *key,
-                                   nectar_ipc_obj_t *val,
-                                   nectar_error_t *err);
+                                   nectar_ipc_obj_t *val, nectar_error_t *err);
 
 /* One more reference (returns obj; NULL-safe). */
 NECTAR_API nectar_ipc_obj_t *nectar_ipc_retain(nectar_ipc_obj_t *obj);
@@ -160,8 +158,8 @@ NECTAR_API nectar_ipc_obj_t *nectar_ipc_dict_get(const nectar_ipc_obj_t *d,
 /* Dict entries in ascending key order (bytewise); borrowed. */
 NECTAR_API const char *nectar_ipc_dict_key_at(const nectar_ipc_obj_t *d,
                                               size_t i);
-NECTAR_API nectar_ipc_obj_t *
-nectar_ipc_dict_value_at(const nectar_ipc_obj_t *d, size_t i);
+NECTAR_API nectar_ipc_obj_t *nectar_ipc_dict_value_at(const nectar_ipc_obj_t *d,
+                                                      size_t i);
 
 /* JSON rendering for logs and `nectarctl --json`: uint64/int64/double as
  * numbers, data as {"$data":"<base64>"}, uuid as {"$uuid":"8-4-4-4-12"},
@@ -180,16 +178,15 @@ NECTAR_API void nectar_ipc_free_string(char *s);
 typedef struct nectar_ipc_peer {
     uid_t uid;
     gid_t gid;
-    pid_t pid;          /* informational; -1 when unknown */
-    int pidfd;          /* borrowed, valid during the call; -1 if none */
-    const char *exe;    /* executable path, NULL when unknown */
+    pid_t pid;           /* informational; -1 when unknown */
+    int pidfd;           /* borrowed, valid during the call; -1 if none */
+    const char *exe;     /* executable path, NULL when unknown */
     const gid_t *groups; /* supplementary groups (may be NULL) */
     size_t ngroups;
 } nectar_ipc_peer_t;
 
 /* Returns true to accept.  Runs on the listener's event thread. */
-typedef bool (*nectar_ipc_peer_pred)(const nectar_ipc_peer_t *peer,
-                                     void *ctx);
+typedef bool (*nectar_ipc_peer_pred)(const nectar_ipc_peer_t *peer, void *ctx);
 
 enum {
     NECTAR_IPC_REQ_UID = 1u << 0,      /* peer uid == uid */
@@ -219,17 +216,17 @@ typedef struct nectar_ipc_requirement {
     const char *exe_path;
     nectar_ipc_peer_pred predicate;
     void *predicate_ctx;
-    const char *code_signing;    /* requirement string */
-    const char *signing_id;      /* team/platform identity; NULL = any */
-    const char *entitlement;     /* key */
+    const char *code_signing; /* requirement string */
+    const char *signing_id;   /* team/platform identity; NULL = any */
+    const char *entitlement;  /* key */
     const nectar_ipc_obj_t *entitlement_value; /* or LWCR dictionary */
 } nectar_ipc_requirement_t;
 
 /* Evaluates req against peer (exposed for tests and other backends);
  * 0 when accepted, NECTAR_EPEER with the reason in err otherwise. */
-NECTAR_API int nectar_ipc_requirement_check(
-    const nectar_ipc_requirement_t *req, const nectar_ipc_peer_t *peer,
-    nectar_error_t *err);
+NECTAR_API int nectar_ipc_requirement_check(const nectar_ipc_requirement_t *req,
+                                            const nectar_ipc_peer_t *peer,
+                                            nectar_error_t *err);
 
 /* ------------------------------------------------------------------ */
 /* Connections, listeners, messages                                    */
@@ -281,8 +278,8 @@ typedef struct nectar_ipc_listener_config {
     const char *service_name;
     const nectar_ipc_requirement_t *requirement; /* NULL: any peer */
     nectar_ipc_message_cb on_message;
-    nectar_ipc_event_cb on_event;  /* per-peer events; may be NULL */
-    nectar_ipc_peer_cb on_peer;    /* may be NULL */
+    nectar_ipc_event_cb on_event; /* per-peer events; may be NULL */
+    nectar_ipc_peer_cb on_peer;   /* may be NULL */
     void *ctx;
     unsigned flags;
     unsigned path_mode; /* chmod for a filesystem socket; 0 = 0666 */
@@ -315,8 +312,7 @@ typedef struct nectar_ipc_client_config {
  * The config is copied.  Errors: NECTAR_EINVAL, NECTAR_ENOTSUP,
  * NECTAR_ENOMEM. */
 NECTAR_API int nectar_ipc_connect(const nectar_ipc_client_config_t *cfg,
-                                  nectar_ipc_conn_t **out,
-                                  nectar_error_t *err);
+                                  nectar_ipc_conn_t **out, nectar_error_t *err);
 
 /* Fire-and-forget.  msg is borrowed (and frozen) and must be a
  * dictionary.  May block: on a client's first send (connect + verdict,
@@ -363,15 +359,14 @@ NECTAR_API void nectar_ipc_conn_release(nectar_ipc_conn_t *conn);
  * for a client that has not connected yet. */
 NECTAR_API int nectar_ipc_conn_peer(nectar_ipc_conn_t *conn,
                                     nectar_ipc_peer_t *out);
-NECTAR_API void nectar_ipc_conn_set_context(nectar_ipc_conn_t *conn,
-                                            void *ctx);
+NECTAR_API void nectar_ipc_conn_set_context(nectar_ipc_conn_t *conn, void *ctx);
 NECTAR_API void *nectar_ipc_conn_get_context(nectar_ipc_conn_t *conn);
 
 /* Borrowed body of a received message (always a dictionary). */
 NECTAR_API nectar_ipc_obj_t *
 nectar_ipc_message_body(const nectar_ipc_message_t *msg);
-NECTAR_API bool nectar_ipc_message_expects_reply(
-    const nectar_ipc_message_t *msg);
+NECTAR_API bool
+nectar_ipc_message_expects_reply(const nectar_ipc_message_t *msg);
 /* Sends reply (borrowed, must be a dictionary) and frees msg, even on
  * failure.  NECTAR_ESTATE ("reply not expected") for a fire-and-forget
  * message or a non-dictionary reply; NECTAR_ECLOSED when the peer left. */
@@ -401,8 +396,7 @@ typedef int (*nectar_ipc_route_cb)(void *ctx, const nectar_ipc_obj_t *arg,
                                    nectar_error_t *err);
 /* Raw route / fallback: sees the whole call; *reply (new reference or
  * NULL for no reply) is sent unchanged. */
-typedef int (*nectar_ipc_raw_route_cb)(void *ctx,
-                                       const nectar_ipc_obj_t *call,
+typedef int (*nectar_ipc_raw_route_cb)(void *ctx, const nectar_ipc_obj_t *call,
                                        nectar_ipc_obj_t **reply,
                                        nectar_error_t *err);
 
@@ -414,8 +408,7 @@ NECTAR_API int nectar_ipc_router_add(nectar_ipc_router_t *r,
                                      nectar_ipc_route_cb cb, void *ctx);
 NECTAR_API int nectar_ipc_router_add_raw(nectar_ipc_router_t *r,
                                          const char *selector,
-                                         nectar_ipc_raw_route_cb cb,
-                                         void *ctx);
+                                         nectar_ipc_raw_route_cb cb, void *ctx);
 /* cb NULL removes the fallback. */
 NECTAR_API void nectar_ipc_router_set_fallback(nectar_ipc_router_t *r,
                                                nectar_ipc_raw_route_cb cb,
@@ -453,10 +446,9 @@ NECTAR_API int nectar_ipc_extract_result(const nectar_ipc_obj_t *reply,
                                          nectar_ipc_remote_t *remote,
                                          nectar_error_t *err);
 /* Blocking call by selector: build, send_sync, extract_result. */
-NECTAR_API int nectar_ipc_call(nectar_ipc_conn_t *conn,
-                               const char *selector,
-                               const nectar_ipc_obj_t *arg,
-                               uint32_t timeout_ms, nectar_ipc_obj_t **result,
+NECTAR_API int nectar_ipc_call(nectar_ipc_conn_t *conn, const char *selector,
+                               const nectar_ipc_obj_t *arg, uint32_t timeout_ms,
+                               nectar_ipc_obj_t **result,
                                nectar_ipc_remote_t *remote,
                                nectar_error_t *err);
 
@@ -466,13 +458,11 @@ NECTAR_API int nectar_ipc_call(nectar_ipc_conn_t *conn,
  * message naming `what` when v has an unacceptable type or range. */
 NECTAR_API nectar_ipc_obj_t *nectar_ipc_field(const nectar_ipc_obj_t *dict,
                                               const char *key);
-NECTAR_API int nectar_ipc_get_bool(const nectar_ipc_obj_t *v,
-                                   const char *what, bool *out,
-                                   nectar_error_t *err);
+NECTAR_API int nectar_ipc_get_bool(const nectar_ipc_obj_t *v, const char *what,
+                                   bool *out, nectar_error_t *err);
 /* INT64, or UINT64 that fits. */
-NECTAR_API int nectar_ipc_get_int64(const nectar_ipc_obj_t *v,
-                                    const char *what, int64_t *out,
-                                    nectar_error_t *err);
+NECTAR_API int nectar_ipc_get_int64(const nectar_ipc_obj_t *v, const char *what,
+                                    int64_t *out, nectar_error_t *err);
 /* UINT64, or INT64 >= 0. */
 NECTAR_API int nectar_ipc_get_uint64(const nectar_ipc_obj_t *v,
                                      const char *what, uint64_t *out,
@@ -486,9 +476,8 @@ NECTAR_API int nectar_ipc_get_string(const nectar_ipc_obj_t *v,
                                      const char *what, const char **out,
                                      nectar_error_t *err);
 /* UUID, DATA of exactly 16 bytes, or a STRING in 8-4-4-4-12 form. */
-NECTAR_API int nectar_ipc_get_uuid(const nectar_ipc_obj_t *v,
-                                   const char *what, uint8_t out[16],
-                                   nectar_error_t *err);
+NECTAR_API int nectar_ipc_get_uuid(const nectar_ipc_obj_t *v, const char *what,
+                                   uint8_t out[16], nectar_error_t *err);
 
 /* ------------------------------------------------------------------ */
 /* The daemon's control service                                        */
@@ -555,14 +544,12 @@ typedef struct nectar_control_ops {
     bool (*set_tls_keylog)(void *ctx, bool enabled);
     bool (*get_tls_keylog)(void *ctx);
     int (*status)(void *ctx, nectar_control_status_t *out);
-    int (*list_flows)(void *ctx, nectar_control_flow_emit emit,
-                      void *emit_ctx);
+    int (*list_flows)(void *ctx, nectar_control_flow_emit emit, void *emit_ctx);
     /* Forwards to the engine's app-message handler
      * (rama_transparent_proxy_engine_handle_app_message); *reply may be
      * left NULL for "no reply". */
     int (*app_message)(void *ctx, const uint8_t *msg, size_t len,
-                       uint8_t **reply, size_t *reply_len,
-                       nectar_error_t *err);
+                       uint8_t **reply, size_t *reply_len, nectar_error_t *err);
     void (*free_bytes)(void *ctx, uint8_t *p);
 } nectar_control_ops_t;
 

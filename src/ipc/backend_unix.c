@@ -5,9 +5,8 @@
  * format (packet header, fragments, verdict handshake) is specified in
  * docs/ipc-protocol.md.
  *
- * Map of this file
- *   1. packet framing and socket I/O helpers
- *   2. peer credentials
+ * Packet framing, credentials, addresses and activation are in
+ * unix_sock.c.  Map of this file
  *   3. the event loop (thread, command queue, request timer)
  *   4. connections: state, pending requests, receive path, detach
  *   5. client connect (lazy) and the verdict handshake
@@ -29,6 +28,7 @@
 #if !defined(__APPLE__)
 
 #include "ipc/ipc_int.h"
+#include "ipc/unix_sock.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -50,315 +50,7 @@
 #include "common/alloc.h"
 #include "nectar/log.h"
 
-#ifndef SO_PEERPIDFD
-#define SO_PEERPIDFD 77
-#endif
-
 #define TAG "ipc"
-
-/* ---- 1. packet framing ----------------------------------------------- */
-
-#define PKT_MAGIC    0x4E
-#define PKT_VERSION  1
-#define PKT_HEADER   16
-#define PKT_MAX      65536 /* whole packet, header included */
-#define PKT_PAYLOAD  (PKT_MAX - PKT_HEADER)
-#define PKT_MORE     0x01
-
-enum pkt_type {
-    PKT_VERDICT = 1,
-    PKT_MESSAGE = 2,
-    PKT_REQUEST = 3,
-    PKT_REPLY = 4,
-};
-
-#define SEND_TIMEOUT_MS      5000 /* a peer that never reads is dropped */
-#define READS_PER_TURN       32   /* packets read per wake-up, per conn */
-#define ACCEPTS_PER_TURN     64
-#define DEFAULT_CONNECT_MS   5000
-#define DIRECT_SLICE_MS      50 /* direct-mode readers re-check this often */
-
-struct pkt_header {
-    uint8_t type;
-    uint8_t flags;
-    uint32_t total;
-    uint64_t id;
-};
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    for (int i = 3; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static void header_write(uint8_t *p, const struct pkt_header *h)
-{
-    p[0] = PKT_MAGIC;
-    p[1] = PKT_VERSION;
-    p[2] = h->type;
-    p[3] = h->flags;
-    put_be32(p + 4, h->total);
-    put_be64(p + 8, h->id);
-}
-
-static bool header_read(const uint8_t *p, size_t n, struct pkt_header *h)
-{
-    if (n < PKT_HEADER || p[0] != PKT_MAGIC || p[1] != PKT_VERSION)
-        return false;
-    h->type = p[2];
-    h->flags = p[3];
-    h->total = (uint32_t)get_be(p + 4, 4);
-    h->id = get_be(p + 8, 8);
-    return (h->flags & ~PKT_MORE) == 0 && h->type >= PKT_VERDICT &&
-           h->type <= PKT_REPLY;
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Waits for fd to become ready for `events` until deadline (ms, monotonic).
- * Returns 0 when ready, NECTAR_ETIMEDOUT, or -errno. */
-static int wait_fd(int fd, short events, uint64_t deadline)
-{
-    for (;;) {
-        uint64_t now = now_ms();
-        if (now >= deadline)
-            return NECTAR_ETIMEDOUT;
-        struct pollfd pfd = {.fd = fd, .events = events};
-        int n = poll(&pfd, 1, (int)(deadline - now));
-        if (n > 0)
-            return 0;
-        if (n < 0 && errno != EINTR)
-            return -errno;
-    }
-}
-
-/* Sends one packet (header + chunk, fds on it if any), waiting while the
- * peer's buffer is full.  Returns 0 or a negative code. */
-static int send_packet(int fd, const uint8_t *hdr, const uint8_t *chunk,
-                       size_t len, const int *fds, size_t nfds,
-                       uint64_t deadline)
-{
-    struct iovec iov[2] = {{(void *)hdr, PKT_HEADER}, {(void *)chunk, len}};
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * NECTAR_IPC_MAX_FDS)];
-    } ctl;
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
-    if (nfds != 0) {
-        memset(&ctl, 0, sizeof(ctl));
-        mh.msg_control = ctl.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-    }
-    for (;;) {
-        ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n >= 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        int rc = wait_fd(fd, POLLOUT, deadline);
-        if (rc != 0)
-            return rc;
-    }
-}
-
-/* Writes a whole message as one or more packets.  The caller holds the
- * connection's send lock, so fragments of two messages never interleave. */
-static int write_message(int fd, uint8_t type, uint64_t id,
-                         const uint8_t *payload, size_t len, const int *fds,
-                         size_t nfds)
-{
-    uint64_t deadline = now_ms() + SEND_TIMEOUT_MS;
-    size_t off = 0;
-    do {
-        size_t chunk = len - off > PKT_PAYLOAD ? PKT_PAYLOAD : len - off;
-        uint8_t hdr[PKT_HEADER];
-        struct pkt_header h = {
-            .type = type,
-            .flags = off + chunk < len ? PKT_MORE : 0,
-            .total = (uint32_t)len,
-            .id = id,
-        };
-        header_write(hdr, &h);
-        int rc = send_packet(fd, hdr, payload + off, chunk,
-                             off == 0 ? fds : NULL, off == 0 ? nfds : 0,
-                             deadline);
-        if (rc != 0)
-            return rc;
-        off += chunk;
-    } while (off < len);
-    return 0;
-}
-
-/* ---- 2. peer credentials --------------------------------------------- */
-
-struct ux_cred {
-    uid_t uid;
-    gid_t gid;
-    pid_t pid;
-    int pidfd;
-    char *exe;
-    gid_t *groups;
-    size_t ngroups;
-};
-
-static void cred_clear(struct ux_cred *c)
-{
-    if (c->pidfd >= 0)
-        close(c->pidfd);
-    nectar_free(c->exe);
-    nectar_free(c->groups);
-    memset(c, 0, sizeof(*c));
-    c->pidfd = -1;
-    c->pid = -1;
-}
-
-/* The pid a pidfd refers to, from /proc/self/fdinfo; -1 when the process
- * is gone.  Reading it back from the pidfd is what makes the pid safe to
- * use: SO_PEERCRED's pid could have been recycled by now. */
-static pid_t pidfd_pid(int pidfd)
-{
-    char path[64], line[128];
-    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return -1;
-    pid_t pid = -1;
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, "Pid:", 4) == 0) {
-            pid = (pid_t)strtol(line + 4, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return pid > 0 ? pid : -1;
-}
-
-static int open_pidfd(int sock, pid_t cred_pid)
-{
-    int pidfd = -1;
-    socklen_t len = sizeof(pidfd);
-    if (getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0 &&
-        pidfd >= 0)
-        return pidfd;
-    /* Older kernels: open by pid; the fdinfo read-back below still ties
-     * the answer to one live process. */
-    pidfd = (int)syscall(SYS_pidfd_open, cred_pid, 0);
-    return pidfd;
-}
-
-static char *read_exe(pid_t pid, int pidfd)
-{
-    char path[64], target[PATH_MAX];
-    snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
-    ssize_t n = readlink(path, target, sizeof(target) - 1);
-    if (n <= 0)
-        return NULL;
-    target[n] = '\0';
-    /* Still the same process?  If it died, the pid may name another. */
-    if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0)
-        return NULL;
-    return nectar_strdup(target);
-}
-
-static void read_groups(int sock, struct ux_cred *c)
-{
-    gid_t tmp[256];
-    socklen_t len = sizeof(tmp);
-    if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, tmp, &len) != 0)
-        return;
-    size_t n = len / sizeof(gid_t);
-    if (n == 0)
-        return;
-    c->groups = nectar_memdup(tmp, n * sizeof(gid_t));
-    if (c->groups != NULL)
-        c->ngroups = n;
-}
-
-static int cred_read(int sock, struct ux_cred *c)
-{
-    struct ucred uc;
-    socklen_t len = sizeof(uc);
-    memset(c, 0, sizeof(*c));
-    c->pidfd = -1;
-    c->pid = -1;
-    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0)
-        return -errno;
-    c->uid = uc.uid;
-    c->gid = uc.gid;
-    read_groups(sock, c);
-    c->pidfd = open_pidfd(sock, uc.pid);
-    if (c->pidfd >= 0) {
-        c->pid = pidfd_pid(c->pidfd);
-        if (c->pid > 0)
-            c->exe = read_exe(c->pid, c->pidfd);
-    }
-    return 0;
-}
-
-static void cred_to_peer(const struct ux_cred *c, nectar_ipc_peer_t *p)
-{
-    p->uid = c->uid;
-    p->gid = c->gid;
-    p->pid = c->pid;
-    p->pidfd = c->pidfd;
-    p->exe = c->exe;
-    p->groups = c->groups;
-    p->ngroups = c->ngroups;
-}
-
-/* A requirement with its strings owned (config copies). */
-struct ux_req {
-    nectar_ipc_requirement_t r;
-    bool set;
-};
-
-static int req_copy(struct ux_req *dst, const nectar_ipc_requirement_t *src)
-{
-    memset(dst, 0, sizeof(*dst));
-    if (src == NULL)
-        return 0;
-    dst->r = *src;
-    dst->set = true;
-    dst->r.exe_path = NULL;
-    if (src->exe_path != NULL) {
-        dst->r.exe_path = nectar_strdup(src->exe_path);
-        if (dst->r.exe_path == NULL)
-            return NECTAR_ENOMEM;
-    }
-    return 0;
-}
-
-static void req_free(struct ux_req *r)
-{
-    nectar_free((char *)r->r.exe_path);
-    memset(r, 0, sizeof(*r));
-}
 
 /* ---- 3. the event loop ----------------------------------------------- */
 
@@ -378,18 +70,18 @@ struct ux_loop {
     uv_async_t wake;
     uv_timer_t timer;
     pthread_t thread;
-    atomic_bool running;       /* the thread is inside uv_run */
-    pthread_mutex_t lock;      /* guards cmds and closed */
+    atomic_bool running;  /* the thread is inside uv_run */
+    pthread_mutex_t lock; /* guards cmds and closed */
     struct ux_cmd *cmd_head, *cmd_tail;
-    bool closed;               /* no more commands accepted */
-    struct nectar_ipc_conn *conns; /* loop thread only */
+    bool closed;                          /* no more commands accepted */
+    struct nectar_ipc_conn *conns;        /* loop thread only */
     struct nectar_ipc_listener *listener; /* set for a listener's loop */
 };
 
 struct ux_pending;
 
 struct nectar_ipc_conn {
-    atomic_uint refs;    /* memory */
+    atomic_uint refs;      /* memory */
     atomic_uint user_refs; /* handed to users (creator + retains) */
     bool is_client;
     struct ux_loop *loop; /* client: created on first connect */
@@ -411,7 +103,7 @@ struct nectar_ipc_conn {
     uint64_t next_id;
     struct ux_cred cred;
     bool has_cred;
-    bool final_done; /* the final event (if any) has run */
+    bool final_done;    /* the final event (if any) has run */
     bool direct;        /* client without event thread (see below) */
     bool reader_active; /* direct mode: a caller is reading the socket */
     void *user_ctx;
@@ -459,8 +151,8 @@ struct ux_pending {
 
 static void conn_unref(struct nectar_ipc_conn *c);
 static void loop_unref(struct ux_loop *l);
-static void direct_close(struct nectar_ipc_conn *c, bool as_reader,
-                         bool final, int status, const char *why);
+static void direct_close(struct nectar_ipc_conn *c, bool as_reader, bool final,
+                         int status, const char *why);
 
 /* The loop whose thread this is (NULL on other threads). */
 static _Thread_local struct ux_loop *current_loop;
@@ -692,10 +384,10 @@ static void conn_unref(struct nectar_ipc_conn *c)
         return;
     if (c->fd >= 0)
         close(c->fd);
-    cred_clear(&c->cred);
+    nectar__ux_cred_clear(&c->cred);
     nectar_free(c->fail_reason);
     nectar_free(c->service_name);
-    req_free(&c->req);
+    nectar__ux_req_free(&c->req);
     nectar__ipc_buf_free(&c->rx);
     for (size_t i = 0; i < c->rx_nfds; i++)
         close(c->rx_fds[i]);
@@ -727,8 +419,7 @@ static void pending_unlink(struct nectar_ipc_conn *c, struct ux_pending *p)
     p->next = p->prev = NULL;
 }
 
-static struct ux_pending *pending_find(struct nectar_ipc_conn *c,
-                                       uint64_t id)
+static struct ux_pending *pending_find(struct nectar_ipc_conn *c, uint64_t id)
 {
     for (struct ux_pending *p = c->pending; p != NULL; p = p->next) {
         if (p->id == id)
@@ -862,8 +553,8 @@ static void conn_detach(struct nectar_ipc_conn *c, nectar_ipc_event_t ev,
     if (ev == NECTAR_IPC_EVENT_PEER_REQUIREMENT_FAILED)
         c->state = ST_PEER_FAILED;
     int status = final ? NECTAR_ECLOSED : NECTAR_ECONNRESET;
-    const char *why = final ? "connection invalidated"
-                            : "connection interrupted";
+    const char *why =
+        final ? "connection invalidated" : "connection interrupted";
     struct ux_pending *failed = pending_fail_all(c, status, why);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->lock);
@@ -897,8 +588,7 @@ static void loop_cancel_conn(struct nectar_ipc_conn *c)
         loop_list_remove(c->loop, c);
         return;
     }
-    conn_detach(c, NECTAR_IPC_EVENT_INVALIDATED, "connection cancelled",
-                true);
+    conn_detach(c, NECTAR_IPC_EVENT_INVALIDATED, "connection cancelled", true);
 }
 
 static void protocol_error(struct nectar_ipc_conn *c, const char *what)
@@ -955,8 +645,8 @@ static void deliver_reply(struct nectar_ipc_conn *c, nectar_ipc_obj_t *body,
 static int rx_decode(struct nectar_ipc_conn *c, nectar_ipc_obj_t **body,
                      struct pkt_header *h, nectar_error_t *err)
 {
-    int rc = nectar__ipc_decode(c->rx.p, c->rx.len, c->rx_fds, c->rx_nfds,
-                                body, err);
+    int rc = nectar__ipc_decode(c->rx.p, c->rx.len, c->rx_fds, c->rx_nfds, body,
+                                err);
     *h = c->rx_hdr;
     rx_reset(c);
     if (rc == 0 && nectar_ipc_type(*body) != NECTAR_IPC_DICT) {
@@ -997,8 +687,8 @@ static bool rx_take_fds(struct nectar_ipc_conn *c, struct msghdr *mh)
 {
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm != NULL;
          cm = CMSG_NXTHDR(mh, cm)) {
-        bool rights = cm->cmsg_level == SOL_SOCKET &&
-                      cm->cmsg_type == SCM_RIGHTS;
+        bool rights =
+            cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS;
         size_t n = rights ? (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
         int fds[NECTAR_IPC_MAX_FDS + 8];
         if (n > sizeof(fds) / sizeof(fds[0]))
@@ -1055,7 +745,8 @@ static enum rx_status rx_one(struct nectar_ipc_conn *c, int fd, int flags,
         char b[CMSG_SPACE(sizeof(int) * (NECTAR_IPC_MAX_FDS + 8))];
     } ctl;
     struct iovec iov = {buf, sizeof(buf)};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
                         .msg_control = ctl.b,
                         .msg_controllen = sizeof(ctl.b)};
     ssize_t n = recvmsg(fd, &mh, flags | MSG_CMSG_CLOEXEC);
@@ -1068,7 +759,7 @@ static enum rx_status rx_one(struct nectar_ipc_conn *c, int fd, int flags,
     *why = NULL;
     if (!fds_ok || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
         *why = "truncated packet, control data or too many fds";
-    else if (!header_read(buf, (size_t)n, &h))
+    else if (!nectar__ux_header_read(buf, (size_t)n, &h))
         *why = "bad packet header";
     else
         *why = rx_packet(c, &h, buf + PKT_HEADER, (size_t)n - PKT_HEADER);
@@ -1136,8 +827,7 @@ static void conn_attach(struct nectar_ipc_conn *c, int fd, uint64_t gen)
     struct ux_io *io = current ? nectar_calloc(1, sizeof(*io)) : NULL;
     if (io == NULL) {
         if (current)
-            conn_detach(c, NECTAR_IPC_EVENT_INVALIDATED, "out of memory",
-                        true);
+            conn_detach(c, NECTAR_IPC_EVENT_INVALIDATED, "out of memory", true);
         else
             close(fd);
         return;
@@ -1176,7 +866,7 @@ static void timer_rearm(struct ux_loop *l)
         uv_timer_stop(&l->timer);
         return;
     }
-    uint64_t now = now_ms();
+    uint64_t now = nectar__ux_now_ms();
     uv_timer_start(&l->timer, on_timer, d > now ? d - now : 0, 0);
 }
 
@@ -1188,8 +878,7 @@ static void expire_conn(struct nectar_ipc_conn *c, uint64_t now)
         struct ux_pending *next = p->next;
         if (!p->sync && p->deadline != 0 && p->deadline <= now) {
             pending_unlink(c, p);
-            pending_complete(c, p, NECTAR_ETIMEDOUT, NULL,
-                             "call timed out");
+            pending_complete(c, p, NECTAR_ETIMEDOUT, NULL, "call timed out");
             next = c->pending; /* the list may have changed unlocked */
         }
         p = next;
@@ -1200,7 +889,7 @@ static void expire_conn(struct nectar_ipc_conn *c, uint64_t now)
 static void on_timer(uv_timer_t *t)
 {
     struct ux_loop *l = t->data;
-    uint64_t now = now_ms();
+    uint64_t now = nectar__ux_now_ms();
     for (struct nectar_ipc_conn *c = l->conns; c != NULL; c = c->loop_next)
         expire_conn(c, now);
     timer_rearm(l);
@@ -1208,67 +897,13 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- 5. client connect and the verdict handshake ---------------------- */
 
-static int make_addr(const char *name, struct sockaddr_un *sa,
-                     socklen_t *len)
-{
-    size_t n = strlen(name);
-    memset(sa, 0, sizeof(*sa));
-    sa->sun_family = AF_UNIX;
-    if (n + 1 > sizeof(sa->sun_path))
-        return NECTAR_EINVAL;
-    if (name[0] == '/') {
-        memcpy(sa->sun_path, name, n + 1);
-        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
-    } else {
-        memcpy(sa->sun_path + 1, name, n);
-        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
-    }
-    return 0;
-}
-
-/* Reads the listener's verdict (first packet).  Returns 0 when accepted,
- * NECTAR_EPEER (reason in err) when refused, another code otherwise. */
-static int read_verdict(int fd, uint64_t deadline, nectar_error_t *err)
-{
-    uint8_t buf[4096];
-    int rc = wait_fd(fd, POLLIN, deadline);
-    if (rc != 0)
-        return nectar_error_set(err, rc,
-                                "ipc: no verdict from the listener");
-    ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n <= 0)
-        return nectar_error_set(err, NECTAR_ECONNRESET,
-                                "ipc: listener closed the connection "
-                                "during the handshake");
-    struct pkt_header h;
-    nectar_ipc_obj_t *v = NULL;
-    if (!header_read(buf, (size_t)n, &h) || h.type != PKT_VERDICT ||
-        h.total != (size_t)n - PKT_HEADER ||
-        nectar__ipc_decode(buf + PKT_HEADER, h.total, NULL, 0, &v, NULL) != 0)
-        return nectar_error_set(err, NECTAR_EPARSE,
-                                "ipc: malformed verdict from the listener");
-    nectar_ipc_obj_t *acc = nectar_ipc_dict_get(v, "accepted");
-    const char *reason = nectar_ipc_string_ptr(
-        nectar_ipc_dict_get(v, "reason"), NULL);
-    rc = 0;
-    if (nectar_ipc_type(acc) != NECTAR_IPC_BOOL)
-        rc = nectar_error_set(err, NECTAR_EPARSE,
-                              "ipc: malformed verdict from the listener");
-    else if (!nectar_ipc_bool_value(acc))
-        rc = nectar_error_set(err, NECTAR_EPEER,
-                              "peer requirement failed: %s",
-                              reason ? reason : "refused by the listener");
-    nectar_ipc_release(v);
-    return rc;
-}
-
 /* socket + connect + verdict + our own check of the server. */
 static int client_dial(struct nectar_ipc_conn *c, int *out_fd,
                        struct ux_cred *cred, nectar_error_t *err)
 {
     struct sockaddr_un sa;
     socklen_t salen;
-    if (make_addr(c->service_name, &sa, &salen) != 0)
+    if (nectar__ux_make_addr(c->service_name, &sa, &salen) != 0)
         return nectar_error_set(err, NECTAR_EINVAL, "ipc: bad service name");
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -1277,21 +912,20 @@ static int client_dial(struct nectar_ipc_conn *c, int *out_fd,
     if (connect(fd, (struct sockaddr *)&sa, salen) != 0) {
         int e = errno;
         close(fd);
-        return nectar_error_set(err, -e,
-                                "ipc: cannot reach service '%s': %s",
+        return nectar_error_set(err, -e, "ipc: cannot reach service '%s': %s",
                                 c->service_name, strerror(e));
     }
-    uint64_t deadline = now_ms() + c->connect_timeout_ms;
-    int rc = read_verdict(fd, deadline, err);
+    uint64_t deadline = nectar__ux_now_ms() + c->connect_timeout_ms;
+    int rc = nectar__ux_read_verdict(fd, deadline, err);
     if (rc == 0)
-        rc = cred_read(fd, cred);
+        rc = nectar__ux_cred_read(fd, cred);
     if (rc == 0 && c->req.set) {
         nectar_ipc_peer_t peer;
-        cred_to_peer(cred, &peer);
+        nectar__ux_cred_to_peer(cred, &peer);
         rc = nectar_ipc_requirement_check(&c->req.r, &peer, err);
     }
     if (rc != 0) {
-        cred_clear(cred);
+        nectar__ux_cred_clear(cred);
         close(fd);
         return rc;
     }
@@ -1328,8 +962,7 @@ static int state_error(struct nectar_ipc_conn *c, nectar_error_t *err)
         return nectar_error_set(err, NECTAR_EPEER, "%s",
                                 c->fail_reason ? c->fail_reason
                                                : "peer requirement failed");
-    return nectar_error_set(err, NECTAR_ECLOSED,
-                            "ipc: connection invalidated");
+    return nectar_error_set(err, NECTAR_ECLOSED, "ipc: connection invalidated");
 }
 
 /* Makes sure c is OPEN, connecting a client lazily.  conn->lock held on
@@ -1362,15 +995,15 @@ static int ensure_open(struct nectar_ipc_conn *c, uint64_t *gen,
         bool cancelled = c->state != ST_CONNECTING;
         if (rc == 0 && cancelled) {
             close(fd);
-            cred_clear(&cred);
+            nectar__ux_cred_clear(&cred);
             pthread_cond_broadcast(&c->cv);
             return state_error(c, err);
         }
         if (rc == NECTAR_EPEER) {
             c->state = ST_PEER_FAILED;
             nectar_free(c->fail_reason);
-            c->fail_reason = nectar_strdup(err ? err->message
-                                               : "peer requirement failed");
+            c->fail_reason =
+                nectar_strdup(err ? err->message : "peer requirement failed");
             pthread_cond_broadcast(&c->cv);
             /* The event runs on the event thread, like every event; a
              * direct-mode client has no handler to tell. */
@@ -1386,7 +1019,7 @@ static int ensure_open(struct nectar_ipc_conn *c, uint64_t *gen,
             pthread_cond_broadcast(&c->cv);
             return rc;
         }
-        cred_clear(&c->cred);
+        nectar__ux_cred_clear(&c->cred);
         c->cred = cred;
         c->has_cred = true;
         c->fd = fd;
@@ -1418,16 +1051,13 @@ static int conn_write(struct nectar_ipc_conn *c, uint8_t type, uint64_t id,
     bool live = c->state == ST_OPEN && (gen == 0 || gen == c->gen);
     pthread_mutex_unlock(&c->lock);
     if (!live || fd < 0) {
-        rc = nectar_error_set(err, NECTAR_ECLOSED,
-                              "ipc: connection is closed");
+        rc = nectar_error_set(err, NECTAR_ECLOSED, "ipc: connection is closed");
     } else {
-        rc = write_message(fd, type, id, b.p, b.len, fds, nfds);
+        rc = nectar__ux_write_message(fd, type, id, b.p, b.len, fds, nfds);
         if (rc != 0)
-            rc = nectar_error_set(err,
-                                  rc == NECTAR_ETIMEDOUT ? rc
-                                                         : NECTAR_ECONNRESET,
-                                  "ipc: send failed: %s",
-                                  nectar_strerror(rc));
+            rc = nectar_error_set(
+                err, rc == NECTAR_ETIMEDOUT ? rc : NECTAR_ECONNRESET,
+                "ipc: send failed: %s", nectar_strerror(rc));
     }
     pthread_mutex_unlock(&c->send_lock);
     nectar__ipc_buf_free(&b);
@@ -1453,12 +1083,11 @@ static int conn_write(struct nectar_ipc_conn *c, uint8_t type, uint64_t id,
  * mode the connection owns its descriptor; the rx assembly belongs to
  * whoever is the reader. */
 
-
 /* Ends the socket of a direct-mode connection.  as_reader: the caller is
  * the active reader; otherwise, if a reader is active, it is woken with
  * shutdown() and does the closing itself. */
-static void direct_close(struct nectar_ipc_conn *c, bool as_reader,
-                         bool final, int status, const char *why)
+static void direct_close(struct nectar_ipc_conn *c, bool as_reader, bool final,
+                         int status, const char *why)
 {
     pthread_mutex_lock(&c->send_lock);
     pthread_mutex_lock(&c->lock);
@@ -1493,8 +1122,7 @@ static void direct_message(struct nectar_ipc_conn *c)
     nectar_ipc_obj_t *body = NULL;
     struct pkt_header h;
     if (rx_decode(c, &body, &h, &err) != 0) {
-        nectar_log(NECTAR_LOG_WARN, TAG, "closing connection: %s",
-                   err.message);
+        nectar_log(NECTAR_LOG_WARN, TAG, "closing connection: %s", err.message);
         direct_close(c, true, true, NECTAR_ECLOSED, err.message);
         return;
     }
@@ -1519,8 +1147,7 @@ static void direct_read(struct nectar_ipc_conn *c, uint64_t deadline)
         for (int i = 0; i < READS_PER_TURN && !closed; i++) {
             /* Blocking read: one syscall per reply instead of poll plus
              * read; SO_RCVTIMEO (a slice) bounds it. */
-            enum rx_status st = rx_one(c, fd, i == 0 ? 0 : MSG_DONTWAIT,
-                                       &why);
+            enum rx_status st = rx_one(c, fd, i == 0 ? 0 : MSG_DONTWAIT, &why);
             if (st == RX_AGAIN)
                 break;
             if (st == RX_MESSAGE) {
@@ -1534,8 +1161,7 @@ static void direct_read(struct nectar_ipc_conn *c, uint64_t deadline)
                 direct_close(c, true, st == RX_ERROR,
                              st == RX_ERROR ? NECTAR_ECLOSED
                                             : NECTAR_ECONNRESET,
-                             st == RX_ERROR ? why
-                                            : "connection interrupted");
+                             st == RX_ERROR ? why : "connection interrupted");
                 closed = true;
             }
         }
@@ -1579,30 +1205,16 @@ struct nectar_ipc_listener {
     void *ctx;
 };
 
-static void send_verdict(int fd, bool ok, const char *reason)
-{
-    nectar_ipc_obj_t *v = nectar_ipc_dict();
-    nectar_ipc_dict_set(v, "accepted", nectar_ipc_bool(ok), NULL);
-    if (reason != NULL)
-        nectar_ipc_dict_set(v, "reason", nectar_ipc_string(reason), NULL);
-    struct ipc_buf b = {0};
-    if (v != NULL && nectar__ipc_encode(v, &b, NULL, NULL, NULL) == 0 &&
-        b.len <= PKT_PAYLOAD)
-        write_message(fd, PKT_VERDICT, 0, b.p, b.len, NULL, 0);
-    nectar__ipc_buf_free(&b);
-    nectar_ipc_release(v);
-}
-
 /* A new peer: identify, judge, announce the verdict.  A refused peer is
  * closed here, before anything it sent is read. */
 static void accept_peer(struct nectar_ipc_listener *ls, int fd)
 {
     struct ux_cred cred = {.pidfd = -1, .pid = -1};
     nectar_error_t err = {0};
-    int rc = cred_read(fd, &cred);
+    int rc = nectar__ux_cred_read(fd, &cred);
     if (rc == 0 && ls->req.set) {
         nectar_ipc_peer_t peer;
-        cred_to_peer(&cred, &peer);
+        nectar__ux_cred_to_peer(&cred, &peer);
         rc = nectar_ipc_requirement_check(&ls->req.r, &peer, &err);
     } else if (rc != 0) {
         nectar_error_set(&err, rc, "cannot read peer credentials");
@@ -1610,18 +1222,18 @@ static void accept_peer(struct nectar_ipc_listener *ls, int fd)
     if (rc != 0) {
         nectar_log(NECTAR_LOG_WARN, TAG, "%s: refused peer: %s",
                    ls->service_name, err.message);
-        send_verdict(fd, false, err.message);
-        cred_clear(&cred);
+        nectar__ux_send_verdict(fd, false, err.message);
+        nectar__ux_cred_clear(&cred);
         close(fd);
         return;
     }
     struct nectar_ipc_conn *c = conn_new();
     if (c == NULL) {
-        cred_clear(&cred);
+        nectar__ux_cred_clear(&cred);
         close(fd);
         return;
     }
-    send_verdict(fd, true, NULL);
+    nectar__ux_send_verdict(fd, true, NULL);
     c->loop = ls->loop;
     atomic_fetch_add(&ls->loop->refs, 1);
     c->cred = cred;
@@ -1658,54 +1270,14 @@ static void listener_stop_io(struct nectar_ipc_listener *ls)
     uv_close((uv_handle_t *)&ls->poll, on_handle_closed);
 }
 
-/* Picks the socket systemd passed for this service, or -1. */
-static int activation_fd(const char *name, nectar_error_t *err)
-{
-    const char *pid_s = getenv("LISTEN_PID");
-    const char *n_s = getenv("LISTEN_FDS");
-    if (pid_s == NULL || n_s == NULL ||
-        strtol(pid_s, NULL, 10) != (long)getpid())
-        return -1;
-    long n = strtol(n_s, NULL, 10);
-    if (n <= 0 || n > 64)
-        return -1;
-    const char *names = getenv("LISTEN_FDNAMES");
-    int pick = n == 1 ? 3 : -1;
-    for (long i = 0; names != NULL && i < n; i++) {
-        size_t len = strcspn(names, ":");
-        if (len == strlen(name) && strncmp(names, name, len) == 0)
-            pick = 3 + (int)i;
-        names += len;
-        if (*names == ':')
-            names++;
-    }
-    if (pick < 0)
-        return nectar_error_set(err, NECTAR_ECONFIG,
-                                "ipc: LISTEN_FDS has no socket named %s",
-                                name);
-    int type = 0, acc = 0;
-    socklen_t len = sizeof(type);
-    getsockopt(pick, SOL_SOCKET, SO_TYPE, &type, &len);
-    len = sizeof(acc);
-    getsockopt(pick, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len);
-    if (type != SOCK_SEQPACKET || !acc)
-        return nectar_error_set(err, NECTAR_ECONFIG,
-                                "ipc: activation fd %d is not a listening "
-                                "SOCK_SEQPACKET socket", pick);
-    fcntl(pick, F_SETFD, FD_CLOEXEC);
-    fcntl(pick, F_SETFL, fcntl(pick, F_GETFL) | O_NONBLOCK);
-    return pick;
-}
-
 static int bind_listener(nectar_ipc_listener_t *ls, unsigned mode,
                          nectar_error_t *err)
 {
     struct sockaddr_un sa;
     socklen_t salen;
-    if (make_addr(ls->service_name, &sa, &salen) != 0)
+    if (nectar__ux_make_addr(ls->service_name, &sa, &salen) != 0)
         return nectar_error_set(err, NECTAR_EINVAL, "ipc: bad service name");
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                    0);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return nectar_error_set(err, -errno, "ipc: socket: %s",
                                 strerror(errno));
@@ -1713,8 +1285,7 @@ static int bind_listener(nectar_ipc_listener_t *ls, unsigned mode,
     bool path = ls->service_name[0] == '/';
     if (path && lstat(ls->service_name, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(ls->service_name);
-    if (bind(fd, (struct sockaddr *)&sa, salen) != 0 ||
-        listen(fd, 1024) != 0) {
+    if (bind(fd, (struct sockaddr *)&sa, salen) != 0 || listen(fd, 1024) != 0) {
         int e = errno;
         close(fd);
         return nectar_error_set(err, -e, "ipc: cannot listen on '%s': %s",
@@ -1733,7 +1304,7 @@ static void listener_free(nectar_ipc_listener_t *ls)
     if (ls->unlink_path)
         unlink(ls->service_name);
     nectar_free(ls->service_name);
-    req_free(&ls->req);
+    nectar__ux_req_free(&ls->req);
     nectar_free(ls);
 }
 
@@ -1749,10 +1320,10 @@ static int ux_listen(const nectar_ipc_listener_config_t *cfg,
     ls->on_event = cfg->on_event;
     ls->on_peer = cfg->on_peer;
     ls->ctx = cfg->ctx;
-    int rc = ls->service_name ? req_copy(&ls->req, cfg->requirement)
+    int rc = ls->service_name ? nectar__ux_req_copy(&ls->req, cfg->requirement)
                               : NECTAR_ENOMEM;
     if (rc == 0 && (cfg->flags & NECTAR_IPC_LISTEN_SOCKET_ACTIVATION)) {
-        ls->fd = activation_fd(cfg->service_name, err);
+        ls->fd = nectar__ux_activation_fd(cfg->service_name, err);
         rc = ls->fd < -1 ? ls->fd : 0;
         if (ls->fd < 0)
             ls->fd = -1;
@@ -1815,7 +1386,7 @@ static int ux_connect(const nectar_ipc_client_config_t *cfg,
     c->connect_timeout_ms =
         cfg->connect_timeout_ms ? cfg->connect_timeout_ms : DEFAULT_CONNECT_MS;
     if (c->service_name == NULL ||
-        req_copy(&c->req, cfg->requirement) != 0) {
+        nectar__ux_req_copy(&c->req, cfg->requirement) != 0) {
         conn_unref(c);
         return nectar_error_set(err, NECTAR_ENOMEM, "ipc: out of memory");
     }
@@ -1866,8 +1437,7 @@ static int request_start(struct nectar_ipc_conn *c, struct ux_pending *p,
     return still ? rc : 0;
 }
 
-static int ux_send_with_reply(nectar_ipc_conn_t *c,
-                              const nectar_ipc_obj_t *msg,
+static int ux_send_with_reply(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *msg,
                               uint32_t timeout_ms, nectar_ipc_reply_cb cb,
                               void *ctx, uint64_t *id, nectar_error_t *err)
 {
@@ -1887,7 +1457,7 @@ static int ux_send_with_reply(nectar_ipc_conn_t *c,
     }
     p->cb = cb;
     p->cb_ctx = ctx;
-    p->deadline = timeout_ms ? now_ms() + timeout_ms : 0;
+    p->deadline = timeout_ms ? nectar__ux_now_ms() + timeout_ms : 0;
     uint64_t deadline = p->deadline;
     int rc = request_start(c, p, msg, id, err);
     if (rc != 0) {
@@ -1905,7 +1475,7 @@ static void cond_wait_until(struct nectar_ipc_conn *c, uint64_t deadline)
 {
     uint64_t until = deadline;
     if (c->direct) {
-        uint64_t slice = now_ms() + DIRECT_SLICE_MS;
+        uint64_t slice = nectar__ux_now_ms() + DIRECT_SLICE_MS;
         if (until == 0 || slice < until)
             until = slice;
     }
@@ -1915,7 +1485,7 @@ static void cond_wait_until(struct nectar_ipc_conn *c, uint64_t deadline)
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t now = now_ms();
+    uint64_t now = nectar__ux_now_ms();
     uint64_t wait = until > now ? until - now : 0;
     ts.tv_sec += (time_t)(wait / 1000);
     ts.tv_nsec += (long)(wait % 1000) * 1000000L;
@@ -1940,10 +1510,10 @@ static int ux_send_sync(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *msg,
     int rc = request_start(c, &p, msg, NULL, err);
     if (rc != 0)
         return rc;
-    uint64_t deadline = timeout_ms ? now_ms() + timeout_ms : 0;
+    uint64_t deadline = timeout_ms ? nectar__ux_now_ms() + timeout_ms : 0;
     pthread_mutex_lock(&c->lock);
     while (!p.done) {
-        if (deadline != 0 && now_ms() >= deadline) {
+        if (deadline != 0 && nectar__ux_now_ms() >= deadline) {
             pending_unlink(c, &p);
             pthread_mutex_unlock(&c->lock);
             return nectar_error_set(err, NECTAR_ETIMEDOUT,
@@ -2052,7 +1622,7 @@ static int ux_conn_peer(nectar_ipc_conn_t *c, nectar_ipc_peer_t *out)
     pthread_mutex_lock(&c->lock);
     bool has = c->has_cred;
     if (has)
-        cred_to_peer(&c->cred, out);
+        nectar__ux_cred_to_peer(&c->cred, out);
     pthread_mutex_unlock(&c->lock);
     return has ? 0 : NECTAR_ENOTCONN;
 }
@@ -2090,13 +1660,13 @@ static void ux_message_release(nectar_ipc_message_t *m)
 }
 
 static int ux_message_reply(nectar_ipc_message_t *m,
-                            const nectar_ipc_obj_t *reply,
-                            nectar_error_t *err)
+                            const nectar_ipc_obj_t *reply, nectar_error_t *err)
 {
     int rc;
     if (!m->expects_reply)
-        rc = nectar_error_set(err, NECTAR_ESTATE, "ipc: reply not expected "
-                                                  "(fire-and-forget message)");
+        rc = nectar_error_set(err, NECTAR_ESTATE,
+                              "ipc: reply not expected "
+                              "(fire-and-forget message)");
     else
         rc = conn_write(m->conn, PKT_REPLY, m->id, m->gen, reply, err);
     ux_message_release(m);

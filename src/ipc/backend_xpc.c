@@ -33,12 +33,12 @@ static xpc_object_t to_xpc(const nectar_ipc_obj_t *o, int depth);
 static xpc_object_t container_to_xpc(const nectar_ipc_obj_t *o, int depth)
 {
     bool arr = o->type == NECTAR_IPC_ARRAY;
-    xpc_object_t x = arr ? xpc_array_create(NULL, 0)
-                         : xpc_dictionary_create(NULL, NULL, 0);
+    xpc_object_t x =
+        arr ? xpc_array_create(NULL, 0) : xpc_dictionary_create(NULL, NULL, 0);
     size_t n = nectar_ipc_count(o);
     for (size_t i = 0; x != NULL && i < n; i++) {
-        const nectar_ipc_obj_t *child = arr ? o->v.arr.items[i]
-                                            : o->v.dict.items[i].val;
+        const nectar_ipc_obj_t *child =
+            arr ? o->v.arr.items[i] : o->v.dict.items[i].val;
         xpc_object_t cx = to_xpc(child, depth + 1);
         if (cx == NULL) {
             xpc_release(x);
@@ -323,9 +323,8 @@ static int apply_requirement(xpc_connection_t xc,
             xc, r->entitlement ? r->entitlement : "");
     if (st == 0 && (r->flags & (NECTAR_IPC_REQ_ENTITLEMENT_VALUE |
                                 NECTAR_IPC_REQ_LIGHTWEIGHT))) {
-        xpc_object_t v = r->entitlement_value
-                             ? to_xpc(r->entitlement_value, 0)
-                             : NULL;
+        xpc_object_t v =
+            r->entitlement_value ? to_xpc(r->entitlement_value, 0) : NULL;
         if (v == NULL)
             return nectar_error_set(err, NECTAR_EINVAL,
                                     "ipc: requirement value missing");
@@ -356,8 +355,7 @@ static bool peer_allowed(xpc_connection_t peer,
 
 /* ---- listener -------------------------------------------------------- */
 
-static void listener_peer(struct nectar_ipc_listener *ls,
-                          xpc_connection_t peer)
+static void listener_peer(struct nectar_ipc_listener *ls, xpc_connection_t peer)
 {
     if (!peer_allowed(peer, &ls->req)) {
         /* Never resumed: none of its messages is delivered. */
@@ -377,7 +375,7 @@ static void listener_peer(struct nectar_ipc_listener *ls,
 }
 
 static int xb_listen(const nectar_ipc_listener_config_t *cfg,
-                      nectar_ipc_listener_t **out, nectar_error_t *err)
+                     nectar_ipc_listener_t **out, nectar_error_t *err)
 {
     struct nectar_ipc_listener *ls = nectar_calloc(1, sizeof(*ls));
     if (ls == NULL)
@@ -420,10 +418,10 @@ static void xb_listener_close(nectar_ipc_listener_t *ls)
 /* ---- client and sending ---------------------------------------------- */
 
 static int xb_connect(const nectar_ipc_client_config_t *cfg,
-                       nectar_ipc_conn_t **out, nectar_error_t *err)
+                      nectar_ipc_conn_t **out, nectar_error_t *err)
 {
-    uint64_t flags = cfg->privileged ? XPC_CONNECTION_MACH_SERVICE_PRIVILEGED
-                                     : 0;
+    uint64_t flags =
+        cfg->privileged ? XPC_CONNECTION_MACH_SERVICE_PRIVILEGED : 0;
     xpc_connection_t xc =
         xpc_connection_create_mach_service(cfg->service_name, NULL, flags);
     if (xc == NULL)
@@ -449,7 +447,7 @@ static int xb_connect(const nectar_ipc_client_config_t *cfg,
 }
 
 static int xb_send(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *msg,
-                    nectar_error_t *err)
+                   nectar_error_t *err)
 {
     xpc_object_t x = to_xpc(msg, 0);
     if (x == NULL)
@@ -492,10 +490,9 @@ static void deliver(struct nectar_ipc_conn *c, xpc_object_t reply,
     nectar_ipc_release(v);
 }
 
-static int xb_send_with_reply(nectar_ipc_conn_t *c,
-                               const nectar_ipc_obj_t *msg,
-                               uint32_t timeout_ms, nectar_ipc_reply_cb cb,
-                               void *ctx, uint64_t *id, nectar_error_t *err)
+static int xb_send_with_reply(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *msg,
+                              uint32_t timeout_ms, nectar_ipc_reply_cb cb,
+                              void *ctx, uint64_t *id, nectar_error_t *err)
 {
     xpc_object_t x = to_xpc(msg, 0);
     struct xb_pending *p = x ? nectar_calloc(1, sizeof(*p)) : NULL;
@@ -523,17 +520,16 @@ static int xb_send_with_reply(nectar_ipc_conn_t *c,
     xpc_release(x);
     if (timeout_ms != 0) {
         atomic_fetch_add(&c->refs, 1);
-        dispatch_after(dispatch_time(DISPATCH_TIME_NOW,
-                                     (int64_t)timeout_ms * 1000000),
-                       dispatch_get_global_queue(QOS_CLASS_DEFAULT, 0), ^{
-                         if (pending_claim(c, p)) {
-                             nectar_error_t e = {0};
-                             nectar_error_set(&e, NECTAR_ETIMEDOUT,
-                                              "ipc: call timed out");
-                             cb(NECTAR_ETIMEDOUT, NULL, &e, ctx);
-                         }
-                         conn_unref(c);
-                       });
+        dispatch_after(
+            dispatch_time(DISPATCH_TIME_NOW, (int64_t)timeout_ms * 1000000),
+            dispatch_get_global_queue(QOS_CLASS_DEFAULT, 0), ^{
+              if (pending_claim(c, p)) {
+                  nectar_error_t e = {0};
+                  nectar_error_set(&e, NECTAR_ETIMEDOUT, "ipc: call timed out");
+                  cb(NECTAR_ETIMEDOUT, NULL, &e, ctx);
+              }
+              conn_unref(c);
+            });
     }
     return 0;
 }
@@ -557,8 +553,8 @@ static void sync_done(int status, nectar_ipc_obj_t *reply,
 }
 
 static int xb_send_sync(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *msg,
-                         uint32_t timeout_ms, nectar_ipc_obj_t **reply,
-                         nectar_error_t *err)
+                        uint32_t timeout_ms, nectar_ipc_obj_t **reply,
+                        nectar_error_t *err)
 {
     /* The box lives on the heap: on timeout the reply block may still
      * run later and must find it. */
@@ -671,8 +667,7 @@ static void xb_message_release(nectar_ipc_message_t *m)
 }
 
 static int xb_message_reply(nectar_ipc_message_t *m,
-                             const nectar_ipc_obj_t *reply,
-                             nectar_error_t *err)
+                            const nectar_ipc_obj_t *reply, nectar_error_t *err)
 {
     int rc = 0;
     xpc_object_t r = xpc_dictionary_create_reply(m->event);
@@ -700,14 +695,12 @@ static int xb_message_reply(nectar_ipc_message_t *m,
 
 const struct nectar__ipc_backend nectar__ipc_backend_xpc = {
     .name = "xpc",
-    .req_supported = NECTAR_IPC_REQ_UID | NECTAR_IPC_REQ_GID |
-                     NECTAR_IPC_REQ_PREDICATE | NECTAR_IPC_REQ_OR_ROOT |
-                     NECTAR_IPC_REQ_CODE_SIGNING |
-                     NECTAR_IPC_REQ_TEAM_IDENTITY |
-                     NECTAR_IPC_REQ_PLATFORM_IDENTITY |
-                     NECTAR_IPC_REQ_ENTITLEMENT_EXISTS |
-                     NECTAR_IPC_REQ_ENTITLEMENT_VALUE |
-                     NECTAR_IPC_REQ_LIGHTWEIGHT,
+    .req_supported =
+        NECTAR_IPC_REQ_UID | NECTAR_IPC_REQ_GID | NECTAR_IPC_REQ_PREDICATE |
+        NECTAR_IPC_REQ_OR_ROOT | NECTAR_IPC_REQ_CODE_SIGNING |
+        NECTAR_IPC_REQ_TEAM_IDENTITY | NECTAR_IPC_REQ_PLATFORM_IDENTITY |
+        NECTAR_IPC_REQ_ENTITLEMENT_EXISTS | NECTAR_IPC_REQ_ENTITLEMENT_VALUE |
+        NECTAR_IPC_REQ_LIGHTWEIGHT,
     .listen = xb_listen,
     .listener_close = xb_listener_close,
     .connect = xb_connect,

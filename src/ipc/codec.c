@@ -36,8 +36,8 @@ struct enc {
 };
 
 /* Writes one CBOR head through a libcbor encoder function. */
-static void put_head(struct enc *e, size_t (*fn)(uint64_t, unsigned char *,
-                                                 size_t),
+static void put_head(struct enc *e,
+                     size_t (*fn)(uint64_t, unsigned char *, size_t),
                      uint64_t v)
 {
     unsigned char tmp[9];
@@ -207,7 +207,7 @@ struct dec {
     nectar_ipc_obj_t *root;
     bool have_tag;
     uint64_t tag;
-    size_t left; /* input bytes not yet consumed */
+    size_t left;   /* input bytes not yet consumed */
     int callbacks; /* callbacks run during the current item */
     const int *fds;
     size_t nfds;
@@ -374,14 +374,38 @@ static void on_negint(struct dec *d, uint64_t v)
     attach(d, tagged ? nectar_ipc_date(i) : nectar_ipc_int64(i));
 }
 
-static void cb_u8(void *c, uint8_t v) { on_uint(c, v); }
-static void cb_u16(void *c, uint16_t v) { on_uint(c, v); }
-static void cb_u32(void *c, uint32_t v) { on_uint(c, v); }
-static void cb_u64(void *c, uint64_t v) { on_uint(c, v); }
-static void cb_n8(void *c, uint8_t v) { on_negint(c, v); }
-static void cb_n16(void *c, uint16_t v) { on_negint(c, v); }
-static void cb_n32(void *c, uint32_t v) { on_negint(c, v); }
-static void cb_n64(void *c, uint64_t v) { on_negint(c, v); }
+static void cb_u8(void *c, uint8_t v)
+{
+    on_uint(c, v);
+}
+static void cb_u16(void *c, uint16_t v)
+{
+    on_uint(c, v);
+}
+static void cb_u32(void *c, uint32_t v)
+{
+    on_uint(c, v);
+}
+static void cb_u64(void *c, uint64_t v)
+{
+    on_uint(c, v);
+}
+static void cb_n8(void *c, uint8_t v)
+{
+    on_negint(c, v);
+}
+static void cb_n16(void *c, uint16_t v)
+{
+    on_negint(c, v);
+}
+static void cb_n32(void *c, uint32_t v)
+{
+    on_negint(c, v);
+}
+static void cb_n64(void *c, uint64_t v)
+{
+    on_negint(c, v);
+}
 
 static void cb_text(void *c, cbor_data p, size_t len)
 {
@@ -453,8 +477,14 @@ static void open_container(struct dec *d, size_t n, bool is_map)
     d->stack[d->depth++] = (struct frame){.container = o, .remaining = n};
 }
 
-static void cb_array(void *c, size_t n) { open_container(c, n, false); }
-static void cb_map(void *c, size_t n) { open_container(c, n, true); }
+static void cb_array(void *c, size_t n)
+{
+    open_container(c, n, false);
+}
+static void cb_map(void *c, size_t n)
+{
+    open_container(c, n, true);
+}
 
 static void cb_tag(void *c, uint64_t tag)
 {
@@ -479,9 +509,18 @@ static void on_double(struct dec *d, double v)
         attach(d, nectar_ipc_double(v));
 }
 
-static void cb_f2(void *c, float v) { on_double(c, v); }
-static void cb_f4(void *c, float v) { on_double(c, v); }
-static void cb_f8(void *c, double v) { on_double(c, v); }
+static void cb_f2(void *c, float v)
+{
+    on_double(c, v);
+}
+static void cb_f4(void *c, float v)
+{
+    on_double(c, v);
+}
+static void cb_f8(void *c, double v)
+{
+    on_double(c, v);
+}
 
 static void cb_null(void *c)
 {
@@ -574,8 +613,7 @@ static void dec_run(struct dec *d, const uint8_t *p, size_t len)
 }
 
 int nectar__ipc_decode(const uint8_t *p, size_t len, const int *fds,
-                       size_t nfds, nectar_ipc_obj_t **out,
-                       nectar_error_t *err)
+                       size_t nfds, nectar_ipc_obj_t **out, nectar_error_t *err)
 {
     *out = NULL;
     if (len > NECTAR_IPC_MAX_MESSAGE)

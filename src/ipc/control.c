@@ -103,8 +103,8 @@ static int parse_settings(const nectar_ipc_obj_t *arg,
     }
     v = nectar_ipc_field(arg, "html_badge_label");
     if (rc == 0 && v != NULL) {
-        rc = nectar_ipc_get_string(v, "html_badge_label",
-                                   &s->html_badge_label, err);
+        rc = nectar_ipc_get_string(v, "html_badge_label", &s->html_badge_label,
+                                   err);
         /* An empty label keeps the current one, as in rama's demo. */
         if (rc == 0 && s->html_badge_label[0] == '\0')
             s->html_badge_label = NULL;
@@ -176,8 +176,8 @@ static nectar_ipc_obj_t *error_or_null(const nectar_control_ca_result_t *r)
 }
 
 static int ca_install_like(struct nectar_control *c, ca_op op,
-                           const nectar_ipc_obj_t *arg,
-                           nectar_ipc_obj_t **out, nectar_error_t *err)
+                           const nectar_ipc_obj_t *arg, nectar_ipc_obj_t **out,
+                           nectar_error_t *err)
 {
     int rc = want_dict(arg, err);
     if (rc != 0)
@@ -185,10 +185,10 @@ static int ca_install_like(struct nectar_control *c, ca_op op,
     nectar_control_ca_result_t res;
     ca_run(c, op, &res);
     nectar_ipc_obj_t *r = nectar_ipc_dict();
-    bool ok = put(r, "ok", nectar_ipc_bool(res.ok)) &&
-              put(r, "error", error_or_null(&res)) &&
-              put(r, "cert_der_b64",
-                  b64_or_null(res.cert_der, res.cert_der_len));
+    bool ok =
+        put(r, "ok", nectar_ipc_bool(res.ok)) &&
+        put(r, "error", error_or_null(&res)) &&
+        put(r, "cert_der_b64", b64_or_null(res.cert_der, res.cert_der_len));
     ca_free(c, &res);
     return finish(r, ok, out, err);
 }
@@ -217,12 +217,12 @@ static int route_rotate_ca(void *ctx, const nectar_ipc_obj_t *arg,
     nectar_control_ca_result_t res;
     ca_run(c, c->ops.rotate_root_ca, &res);
     nectar_ipc_obj_t *r = nectar_ipc_dict();
-    bool ok = put(r, "ok", nectar_ipc_bool(res.ok)) &&
-              put(r, "error", error_or_null(&res)) &&
-              put(r, "previous_cert_der_b64",
-                  b64_or_null(res.previous_der, res.previous_der_len)) &&
-              put(r, "new_cert_der_b64",
-                  b64_or_null(res.cert_der, res.cert_der_len));
+    bool ok =
+        put(r, "ok", nectar_ipc_bool(res.ok)) &&
+        put(r, "error", error_or_null(&res)) &&
+        put(r, "previous_cert_der_b64",
+            b64_or_null(res.previous_der, res.previous_der_len)) &&
+        put(r, "new_cert_der_b64", b64_or_null(res.cert_der, res.cert_der_len));
     ca_free(c, &res);
     return finish(r, ok, out, err);
 }
@@ -243,12 +243,12 @@ static int route_set_keylog(void *ctx, const nectar_ipc_obj_t *arg,
     bool want = false;
     int rc = want_dict(arg, err);
     if (rc == 0)
-        rc = nectar_ipc_get_bool(nectar_ipc_dict_get(arg, "enabled"),
-                                 "enabled", &want, err);
+        rc = nectar_ipc_get_bool(nectar_ipc_dict_get(arg, "enabled"), "enabled",
+                                 &want, err);
     if (rc != 0)
         return rc;
-    bool now = c->ops.set_tls_keylog ? c->ops.set_tls_keylog(c->ops.ctx, want)
-                                     : false;
+    bool now =
+        c->ops.set_tls_keylog ? c->ops.set_tls_keylog(c->ops.ctx, want) : false;
     return keylog_reply(now, out, err);
 }
 
@@ -259,8 +259,8 @@ static int route_get_keylog(void *ctx, const nectar_ipc_obj_t *arg,
     int rc = want_dict(arg, err);
     if (rc != 0)
         return rc;
-    bool now = c->ops.get_tls_keylog ? c->ops.get_tls_keylog(c->ops.ctx)
-                                     : false;
+    bool now =
+        c->ops.get_tls_keylog ? c->ops.get_tls_keylog(c->ops.ctx) : false;
     return keylog_reply(now, out, err);
 }
 
@@ -366,8 +366,8 @@ static int route_message(void *ctx, const nectar_ipc_obj_t *arg,
     if (rc != 0)
         return rc;
     nectar_ipc_obj_t *r = nectar_ipc_dict();
-    nectar_ipc_obj_t *v = reply ? nectar_ipc_data(reply, reply_len)
-                                : nectar_ipc_null();
+    nectar_ipc_obj_t *v =
+        reply ? nectar_ipc_data(reply, reply_len) : nectar_ipc_null();
     if (reply != NULL && c->ops.free_bytes != NULL)
         c->ops.free_bytes(c->ops.ctx, reply);
     return finish(r, put(r, "reply", v), out, err);
@@ -422,8 +422,8 @@ int nectar_control_start(const char *service_name,
     c->router = nectar_ipc_router_new();
     int rc = c->router ? 0 : NECTAR_ENOMEM;
     for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
-        rc = nectar_ipc_router_add(c->router, routes[i].selector,
-                                   routes[i].cb, c);
+        rc = nectar_ipc_router_add(c->router, routes[i].selector, routes[i].cb,
+                                   c);
     if (rc != 0) {
         nectar_control_stop(c);
         return nectar_error_set(err, rc, "control: out of memory");
@@ -434,8 +434,8 @@ int nectar_control_start(const char *service_name,
         req = &def;
     }
     nectar_ipc_listener_config_t cfg = {
-        .service_name = service_name ? service_name
-                                     : NECTAR_CONTROL_SERVICE_DEFAULT,
+        .service_name =
+            service_name ? service_name : NECTAR_CONTROL_SERVICE_DEFAULT,
         .requirement = req,
         .on_message = nectar_ipc_router_on_message,
         .ctx = c->router,

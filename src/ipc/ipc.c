@@ -98,8 +98,7 @@ static int check_req_supported(const nectar_ipc_requirement_t *req,
 static int check_name(const char *name, nectar_error_t *err)
 {
     if (name == NULL || name[0] == '\0')
-        return nectar_error_set(err, NECTAR_EINVAL,
-                                "ipc: empty service name");
+        return nectar_error_set(err, NECTAR_EINVAL, "ipc: empty service name");
     if (strlen(name) > 100)
         return nectar_error_set(err, NECTAR_EINVAL,
                                 "ipc: service name longer than 100 bytes");
@@ -168,8 +167,7 @@ int nectar_ipc_send(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *m,
     return rc != 0 ? rc : BACKEND->send(c, m, err);
 }
 
-int nectar_ipc_send_with_reply(nectar_ipc_conn_t *c,
-                               const nectar_ipc_obj_t *m,
+int nectar_ipc_send_with_reply(nectar_ipc_conn_t *c, const nectar_ipc_obj_t *m,
                                uint32_t timeout_ms, nectar_ipc_reply_cb cb,
                                void *ctx, uint64_t *id, nectar_error_t *err)
 {
@@ -246,8 +244,7 @@ bool nectar_ipc_message_expects_reply(const nectar_ipc_message_t *m)
 }
 
 int nectar_ipc_message_reply(nectar_ipc_message_t *m,
-                             const nectar_ipc_obj_t *reply,
-                             nectar_error_t *err)
+                             const nectar_ipc_obj_t *reply, nectar_error_t *err)
 {
     if (m == NULL)
         return nectar_error_set(err, NECTAR_EINVAL, "ipc: NULL message");

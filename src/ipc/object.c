@@ -270,12 +270,10 @@ static int insert_check(nectar_ipc_obj_t *parent, nectar_ipc_type_t want,
         rc = nectar_error_set(err, NECTAR_EINVAL,
                               "ipc: a container cannot hold itself");
     else if (count >= NECTAR_IPC_MAX_ELEMENTS)
-        rc = nectar_error_set(err, NECTAR_ELIMIT,
-                              "ipc: more than %u elements",
+        rc = nectar_error_set(err, NECTAR_ELIMIT, "ipc: more than %u elements",
                               NECTAR_IPC_MAX_ELEMENTS);
     else if (val->height + 1u > NECTAR_IPC_MAX_DEPTH)
-        rc = nectar_error_set(err, NECTAR_ELIMIT,
-                              "ipc: nesting deeper than %d",
+        rc = nectar_error_set(err, NECTAR_ELIMIT, "ipc: nesting deeper than %d",
                               NECTAR_IPC_MAX_DEPTH);
     if (rc != 0)
         nectar_ipc_release(val);
@@ -308,8 +306,8 @@ static bool grow(void **items, size_t *cap, size_t n, size_t item_size)
 int nectar_ipc_array_append(nectar_ipc_obj_t *arr, nectar_ipc_obj_t *val,
                             nectar_error_t *err)
 {
-    int rc = insert_check(arr, NECTAR_IPC_ARRAY, val,
-                          arr ? arr->v.arr.n : 0, err);
+    int rc =
+        insert_check(arr, NECTAR_IPC_ARRAY, val, arr ? arr->v.arr.n : 0, err);
     if (rc != 0)
         return rc;
     if (!grow((void **)&arr->v.arr.items, &arr->v.arr.cap, arr->v.arr.n,
@@ -323,8 +321,7 @@ int nectar_ipc_array_append(nectar_ipc_obj_t *arr, nectar_ipc_obj_t *val,
 }
 
 /* Binary search; returns the index of key or where it would go. */
-static size_t dict_find(const nectar_ipc_obj_t *d, const char *key,
-                        bool *found)
+static size_t dict_find(const nectar_ipc_obj_t *d, const char *key, bool *found)
 {
     size_t lo = 0, hi = d->v.dict.n;
     *found = false;
@@ -364,8 +361,8 @@ int nectar_ipc_dict_set(nectar_ipc_obj_t *dict, const char *key,
                                 "ipc: dictionary key must be UTF-8 "
                                 "without NUL");
     }
-    int rc = insert_check(dict, NECTAR_IPC_DICT, val,
-                          dict ? dict->v.dict.n : 0, err);
+    int rc = insert_check(dict, NECTAR_IPC_DICT, val, dict ? dict->v.dict.n : 0,
+                          err);
     if (rc != 0)
         return rc;
     bool found;
@@ -378,16 +375,14 @@ int nectar_ipc_dict_set(nectar_ipc_obj_t *dict, const char *key,
         return 0;
     }
     char *k = nectar_strdup(key);
-    if (k == NULL ||
-        !grow((void **)&dict->v.dict.items, &dict->v.dict.cap,
-              dict->v.dict.n, sizeof(*dict->v.dict.items))) {
+    if (k == NULL || !grow((void **)&dict->v.dict.items, &dict->v.dict.cap,
+                           dict->v.dict.n, sizeof(*dict->v.dict.items))) {
         nectar_free(k);
         nectar_ipc_release(val);
         return nectar_error_set(err, NECTAR_ENOMEM, "ipc: out of memory");
     }
     struct ipc_kv *items = dict->v.dict.items;
-    memmove(items + at + 1, items + at,
-            (dict->v.dict.n - at) * sizeof(*items));
+    memmove(items + at + 1, items + at, (dict->v.dict.n - at) * sizeof(*items));
     items[at].key = k;
     items[at].val = val;
     dict->v.dict.n++;
@@ -554,8 +549,7 @@ const char *nectar_ipc_dict_key_at(const nectar_ipc_obj_t *d, size_t i)
     return d->v.dict.items[i].key;
 }
 
-nectar_ipc_obj_t *nectar_ipc_dict_value_at(const nectar_ipc_obj_t *d,
-                                           size_t i)
+nectar_ipc_obj_t *nectar_ipc_dict_value_at(const nectar_ipc_obj_t *d, size_t i)
 {
     if (!is(d, NECTAR_IPC_DICT) || i >= d->v.dict.n)
         return NULL;

@@ -118,12 +118,11 @@ nectar_ipc_obj_t *nectar_ipc_error_envelope(int64_t code, const char *message)
     nectar_ipc_obj_t *env = nectar_ipc_dict();
     int rc = nectar_ipc_dict_set(inner, "code", nectar_ipc_int64(code), NULL);
     if (rc == 0)
-        rc = nectar_ipc_dict_set(inner, "message",
-                                 nectar_ipc_string(message ? message : ""),
-                                 NULL);
+        rc = nectar_ipc_dict_set(
+            inner, "message", nectar_ipc_string(message ? message : ""), NULL);
     if (rc == 0)
-        rc = nectar_ipc_dict_set(env, KEY_ERROR, nectar_ipc_retain(inner),
-                                 NULL);
+        rc =
+            nectar_ipc_dict_set(env, KEY_ERROR, nectar_ipc_retain(inner), NULL);
     nectar_ipc_release(inner);
     if (rc != 0) {
         nectar_ipc_release(env);
@@ -229,15 +228,15 @@ nectar_ipc_obj_t *nectar_ipc_call_build(const char *selector,
         return NULL;
     nectar_ipc_obj_t *call = nectar_ipc_dict();
     nectar_ipc_obj_t *args = nectar_ipc_array();
-    nectar_ipc_obj_t *a = arg ? nectar_ipc_retain((nectar_ipc_obj_t *)arg)
-                              : nectar_ipc_dict();
+    nectar_ipc_obj_t *a =
+        arg ? nectar_ipc_retain((nectar_ipc_obj_t *)arg) : nectar_ipc_dict();
     int rc = nectar_ipc_array_append(args, a, NULL);
     if (rc == 0)
         rc = nectar_ipc_dict_set(call, KEY_SELECTOR,
                                  nectar_ipc_string(selector), NULL);
     if (rc == 0)
-        rc = nectar_ipc_dict_set(call, KEY_ARGUMENTS,
-                                 nectar_ipc_retain(args), NULL);
+        rc = nectar_ipc_dict_set(call, KEY_ARGUMENTS, nectar_ipc_retain(args),
+                                 NULL);
     nectar_ipc_release(args);
     if (rc != 0) {
         nectar_ipc_release(call);
@@ -272,8 +271,7 @@ static bool parse_envelope(const nectar_ipc_obj_t *reply,
 
 int nectar_ipc_extract_result(const nectar_ipc_obj_t *reply,
                               nectar_ipc_obj_t **result,
-                              nectar_ipc_remote_t *remote,
-                              nectar_error_t *err)
+                              nectar_ipc_remote_t *remote, nectar_error_t *err)
 {
     if (result != NULL)
         *result = NULL;
@@ -281,8 +279,8 @@ int nectar_ipc_extract_result(const nectar_ipc_obj_t *reply,
     nectar_ipc_remote_t *rem = remote ? remote : &tmp;
     if (parse_envelope(reply, rem))
         return nectar_error_set(err, NECTAR_IPC_EREMOTE,
-                                "remote error %lld: %s",
-                                (long long)rem->code, rem->message);
+                                "remote error %lld: %s", (long long)rem->code,
+                                rem->message);
     if (nectar_ipc_type(reply) != NECTAR_IPC_DICT || reply == NULL)
         return nectar_error_set(err, NECTAR_EPARSE,
                                 "router reply: expected a Dictionary");
@@ -331,14 +329,13 @@ nectar_ipc_obj_t *nectar_ipc_field(const nectar_ipc_obj_t *dict,
 static int mismatch(const nectar_ipc_obj_t *v, const char *what,
                     const char *want, nectar_error_t *err)
 {
-    return nectar_error_set(err, NECTAR_ETYPE, "%s: expected %s, got %s",
-                            what ? what : "value", want,
-                            v ? nectar_ipc_type_name(nectar_ipc_type(v))
-                              : "nothing");
+    return nectar_error_set(
+        err, NECTAR_ETYPE, "%s: expected %s, got %s", what ? what : "value",
+        want, v ? nectar_ipc_type_name(nectar_ipc_type(v)) : "nothing");
 }
 
-int nectar_ipc_get_bool(const nectar_ipc_obj_t *v, const char *what,
-                        bool *out, nectar_error_t *err)
+int nectar_ipc_get_bool(const nectar_ipc_obj_t *v, const char *what, bool *out,
+                        nectar_error_t *err)
 {
     if (v == NULL || nectar_ipc_type(v) != NECTAR_IPC_BOOL)
         return mismatch(v, what, "bool", err);

@@ -49,7 +49,8 @@ void test_types_roundtrip(void)
     check_roundtrip(nectar_ipc_null());
     check_roundtrip(nectar_ipc_bool(true));
     check_roundtrip(nectar_ipc_bool(false));
-    const int64_t ints[] = {0, 1, -1, 23, 24, -24, -25, 255, 256, 65535,
+    const int64_t ints[] = {0,     1,         -1,        23,        24,
+                            -24,   -25,       255,       256,       65535,
                             65536, INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN};
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
         check_roundtrip(nectar_ipc_int64(ints[i]));
@@ -58,8 +59,8 @@ void test_types_roundtrip(void)
     const uint64_t uints[] = {0, 1, 255, UINT32_MAX, UINT64_MAX};
     for (size_t i = 0; i < sizeof(uints) / sizeof(uints[0]); i++)
         check_roundtrip(nectar_ipc_uint64(uints[i]));
-    const double dbls[] = {0.0, 1.0, -1.0, 0.1, 1e308, -1e-308,
-                           INFINITY, -INFINITY, NAN};
+    const double dbls[] = {0.0,     1.0,      -1.0,      0.1, 1e308,
+                           -1e-308, INFINITY, -INFINITY, NAN};
     for (size_t i = 0; i < sizeof(dbls) / sizeof(dbls[0]); i++)
         check_roundtrip(nectar_ipc_double(dbls[i]));
     check_roundtrip(nectar_ipc_string(""));
@@ -205,15 +206,14 @@ void test_size_limits(void)
     CHECK_EQ(decode_bytes(huge_arr, sizeof(huge_arr), &out), NECTAR_ELIMIT);
     /* Map claiming more entries than bytes remain. */
     const uint8_t lying_map[] = {0xa5, 0x61, 0x61, 0x01};
-    CHECK_EQ(decode_bytes(lying_map, sizeof(lying_map), &out),
-             NECTAR_ELIMIT);
+    CHECK_EQ(decode_bytes(lying_map, sizeof(lying_map), &out), NECTAR_ELIMIT);
     /* Byte string claiming 4 GiB. */
     const uint8_t huge_bytes[] = {0x5a, 0xff, 0xff, 0xff, 0xff, 0x00};
     CHECK_NE(decode_bytes(huge_bytes, sizeof(huge_bytes), &out), 0);
     /* Input over the message limit. */
     uint8_t *big = calloc(1, NECTAR_IPC_MAX_MESSAGE + 1);
-    CHECK_EQ(nectar__ipc_decode(big, NECTAR_IPC_MAX_MESSAGE + 1, NULL, 0,
-                                &out, NULL),
+    CHECK_EQ(nectar__ipc_decode(big, NECTAR_IPC_MAX_MESSAGE + 1, NULL, 0, &out,
+                                NULL),
              NECTAR_ELIMIT);
     free(big);
     /* Data over the limit cannot be built. */

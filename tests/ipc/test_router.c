@@ -115,9 +115,9 @@ void test_router_convention(void)
     nectar_ipc_dict_set(arg, "value", nectar_ipc_int64(21), NULL);
     nectar_ipc_obj_t *call = nectar_ipc_call_build("ping:withReply:", arg);
     CHECK_EQ(nectar_ipc_count(call), 2);
-    CHECK_STR_EQ(nectar_ipc_string_ptr(
-                     nectar_ipc_dict_get(call, "$selector"), NULL),
-                 "ping:withReply:");
+    CHECK_STR_EQ(
+        nectar_ipc_string_ptr(nectar_ipc_dict_get(call, "$selector"), NULL),
+        "ping:withReply:");
     CHECK_EQ(nectar_ipc_count(nectar_ipc_dict_get(call, "$arguments")), 1);
     nectar_ipc_obj_t *reply = nectar_ipc_router_handle(r, call);
     nectar_ipc_obj_t *res = NULL;
@@ -211,8 +211,7 @@ void test_router_convention(void)
     nectar_ipc_release(env);
     nectar_ipc_obj_t *empty = nectar_ipc_dict();
     nectar_error_t err = {0};
-    CHECK_EQ(nectar_ipc_extract_result(empty, &res, NULL, &err),
-             NECTAR_EPARSE);
+    CHECK_EQ(nectar_ipc_extract_result(empty, &res, NULL, &err), NECTAR_EPARSE);
     CHECK_STR_EQ(err.message, "router reply: missing '$result' key");
     nectar_ipc_release(empty);
     nectar_ipc_obj_t *i = nectar_ipc_int64(1);
@@ -246,9 +245,9 @@ void test_router_over_wire(void)
     /* A Swift client sends `UInt64`-typed numbers: accepted too. */
     nectar_ipc_obj_t *arg = nectar_ipc_dict();
     nectar_ipc_dict_set(arg, "value", nectar_ipc_uint64(21), NULL);
-    CHECK_EQ(nectar_ipc_call(c, "double:withReply:", arg, 3000, &res, &rem,
-                             NULL),
-             0);
+    CHECK_EQ(
+        nectar_ipc_call(c, "double:withReply:", arg, 3000, &res, &rem, NULL),
+        0);
     CHECK_EQ(nectar_ipc_int64_value(nectar_ipc_dict_get(res, "doubled")), 42);
     nectar_ipc_release(res);
     nectar_ipc_release(arg);
@@ -424,8 +423,7 @@ static int fake_flows(void *ctx, nectar_control_flow_emit emit, void *ectx)
 }
 
 static int fake_message(void *ctx, const uint8_t *msg, size_t len,
-                        uint8_t **reply, size_t *reply_len,
-                        nectar_error_t *err)
+                        uint8_t **reply, size_t *reply_len, nectar_error_t *err)
 {
     (void)ctx;
     (void)err;
@@ -443,8 +441,7 @@ static void fake_free(void *ctx, uint8_t *p)
     free(p);
 }
 
-static nectar_control_t *fake_control(const char *name,
-                                      struct fake_daemon *d,
+static nectar_control_t *fake_control(const char *name, struct fake_daemon *d,
                                       const nectar_ipc_requirement_t *req)
 {
     nectar_control_ops_t ops = {
@@ -464,8 +461,7 @@ static nectar_control_t *fake_control(const char *name,
                                          .uid = getuid()};
     nectar_control_t *c = NULL;
     nectar_error_t err = {0};
-    if (nectar_control_start(name, req ? req : &same_uid, &ops, &c, &err) !=
-        0)
+    if (nectar_control_start(name, req ? req : &same_uid, &ops, &c, &err) != 0)
         NECTAR_FAIL_AT("control start: %s", err.message);
     return c;
 }
@@ -495,8 +491,7 @@ void test_control_routes(void)
     nectar_ipc_conn_t *c = client_new(name);
 
     nectar_ipc_obj_t *arg = nectar_ipc_dict();
-    nectar_ipc_dict_set(arg, "html_badge_enabled", nectar_ipc_bool(true),
-                        NULL);
+    nectar_ipc_dict_set(arg, "html_badge_enabled", nectar_ipc_bool(true), NULL);
     nectar_ipc_dict_set(arg, "html_badge_label", nectar_ipc_string(""), NULL);
     nectar_ipc_obj_t *doms = nectar_ipc_array();
     nectar_ipc_array_append(doms, nectar_ipc_string("a.com"), NULL);
@@ -513,8 +508,7 @@ void test_control_routes(void)
 
     r = ctl_call(c, "installRootCA:withReply:", NULL);
     CHECK(nectar_ipc_bool_value(nectar_ipc_dict_get(r, "ok")));
-    CHECK_EQ(nectar_ipc_type(nectar_ipc_dict_get(r, "error")),
-             NECTAR_IPC_NULL);
+    CHECK_EQ(nectar_ipc_type(nectar_ipc_dict_get(r, "error")), NECTAR_IPC_NULL);
     CHECK_STR_EQ(sfield(r, "cert_der_b64"), "AQID");
     nectar_ipc_release(r);
     r = ctl_call(c, "uninstallRootCA:withReply:", NULL);
@@ -671,24 +665,24 @@ void test_protocol_doc_example(void)
                      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
                                  strlen(name))),
              0);
-    static const uint8_t verdict[] = {
-        0x4e, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0,
-        0xa1, 0x68, 'a', 'c', 'c', 'e', 'p', 't', 'e', 'd', 0xf5};
+    static const uint8_t verdict[] = {0x4e, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00,
+                                      0x0b, 0,    0,    0,    0,    0,    0,
+                                      0,    0,    0xa1, 0x68, 'a',  'c',  'c',
+                                      'e',  'p',  't',  'e',  'd',  0xf5};
     static const uint8_t request[] = {
-        0x4e, 0x01, 0x03, 0x00, 0x00, 0x00, 0x00, 0x30, 0, 0, 0, 0, 0, 0, 0, 1,
-        0xa2, 0x6a, '$', 'a', 'r', 'g', 'u', 'm', 'e', 'n', 't', 's', 0x81,
-        0xa0, 0x69, '$', 's', 'e', 'l', 'e', 'c', 't', 'o', 'r', 0x77, 'g',
-        'e', 't', 'T', 'l', 's', 'K', 'e', 'y', 'l', 'o', 'g', ':', 'w', 'i',
-        't', 'h', 'R', 'e', 'p', 'l', 'y', ':'};
+        0x4e, 0x01, 0x03, 0x00, 0x00, 0x00, 0x00, 0x30, 0,   0,   0,   0,   0,
+        0,    0,    1,    0xa2, 0x6a, '$',  'a',  'r',  'g', 'u', 'm', 'e', 'n',
+        't',  's',  0x81, 0xa0, 0x69, '$',  's',  'e',  'l', 'e', 'c', 't', 'o',
+        'r',  0x77, 'g',  'e',  't',  'T',  'l',  's',  'K', 'e', 'y', 'l', 'o',
+        'g',  ':',  'w',  'i',  't',  'h',  'R',  'e',  'p', 'l', 'y', ':'};
     static const uint8_t reply[] = {
-        0x4e, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x13, 0, 0, 0, 0, 0, 0, 0, 1,
-        0xa1, 0x67, '$', 'r', 'e', 's', 'u', 'l', 't', 0xa1, 0x67, 'e', 'n',
-        'a', 'b', 'l', 'e', 'd', 0xf4};
+        0x4e, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x13, 0,   0,   0,   0,
+        0,    0,    0,    1,    0xa1, 0x67, '$',  'r',  'e', 's', 'u', 'l',
+        't',  0xa1, 0x67, 'e',  'n',  'a',  'b',  'l',  'e', 'd', 0xf4};
     uint8_t buf[256];
     CHECK_EQ(recv(fd, buf, sizeof(buf), 0), sizeof(verdict));
     CHECK_MEM_EQ(buf, verdict, sizeof(verdict));
-    CHECK_EQ(send(fd, request, sizeof(request), MSG_NOSIGNAL),
-             sizeof(request));
+    CHECK_EQ(send(fd, request, sizeof(request), MSG_NOSIGNAL), sizeof(request));
     CHECK_EQ(recv(fd, buf, sizeof(buf), 0), sizeof(reply));
     CHECK_MEM_EQ(buf, reply, sizeof(reply));
     close(fd);

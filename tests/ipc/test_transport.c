@@ -75,8 +75,8 @@ static ssize_t raw_recv(int fd, uint8_t *buf, size_t cap, int timeout_ms)
     return n;
 }
 
-static void put_header(uint8_t *h, uint8_t type, uint8_t flags,
-                       uint32_t total, uint64_t id)
+static void put_header(uint8_t *h, uint8_t type, uint8_t flags, uint32_t total,
+                       uint64_t id)
 {
     h[0] = 0x4E;
     h[1] = 1;
@@ -127,11 +127,16 @@ void test_echo_roundtrip(void)
     /* Every type crosses the wire and comes back equal. */
     uint8_t u[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
     nectar_ipc_obj_t *vals[] = {
-        nectar_ipc_null(),          nectar_ipc_bool(true),
-        nectar_ipc_int64(INT64_MIN), nectar_ipc_uint64(UINT64_MAX),
-        nectar_ipc_double(-0.5),    nectar_ipc_string("caf\xc3\xa9"),
-        nectar_ipc_data("\0\1\2", 3), nectar_ipc_date(-123456789),
-        nectar_ipc_uuid(u),         nectar_ipc_array(),
+        nectar_ipc_null(),
+        nectar_ipc_bool(true),
+        nectar_ipc_int64(INT64_MIN),
+        nectar_ipc_uint64(UINT64_MAX),
+        nectar_ipc_double(-0.5),
+        nectar_ipc_string("caf\xc3\xa9"),
+        nectar_ipc_data("\0\1\2", 3),
+        nectar_ipc_date(-123456789),
+        nectar_ipc_uuid(u),
+        nectar_ipc_array(),
         nectar_ipc_dict(),
     };
     for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
@@ -247,8 +252,8 @@ void test_fd_passing(void)
 /* Sends one hostile packet on a fresh connection and expects the server
  * to close that connection; then checks a good client still works. */
 static void hostile(const char *name, nectar_ipc_conn_t *good,
-                    const uint8_t *pkt, size_t len, const int *fds,
-                    size_t nfds, const char *what)
+                    const uint8_t *pkt, size_t len, const int *fds, size_t nfds,
+                    const char *what)
 {
     int fd = raw_connect(name);
     uint8_t buf[4096];
@@ -353,8 +358,7 @@ void test_nobody_child(void)
     nectar_error_t err = {0};
     int rc = nectar_ipc_send_sync(c, m, 3000, &reply, &err);
     if (rc != NECTAR_EPEER)
-        NECTAR_FAIL_AT("first send gave %d (%s), not EPEER", rc,
-                       err.message);
+        NECTAR_FAIL_AT("first send gave %d (%s), not EPEER", rc, err.message);
     CHECK(strstr(err.message, "uid 65534") != NULL);
     /* The event stream reports it too, and the failure is sticky. */
     CHECK_EQ(nectar_ipc_send(c, m, &err), NECTAR_EPEER);
@@ -375,8 +379,7 @@ void test_peer_requirement_uid(void)
     CHECK_GE(pid, 0);
     if (pid == 0) {
         setenv("NECTAR_TEST_SERVICE", name, 1);
-        if (setgroups(0, NULL) != 0 || setgid(65534) != 0 ||
-            setuid(65534) != 0)
+        if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
             _exit(90);
         char exe[PATH_MAX];
         ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -437,8 +440,7 @@ void test_requirement_kinds(void)
 {
     char self[PATH_MAX];
     CHECK(realpath("/proc/self/exe", self) != NULL);
-    nectar_ipc_requirement_t r = {.flags = NECTAR_IPC_REQ_UID,
-                                  .uid = getuid()};
+    nectar_ipc_requirement_t r = {.flags = NECTAR_IPC_REQ_UID, .uid = getuid()};
     CHECK_EQ(call_with_requirement(&r, NULL), 0);
     r.uid = getuid() + 1;
     CHECK_EQ(call_with_requirement(&r, NULL), NECTAR_EPEER);
@@ -468,8 +470,7 @@ void test_requirement_kinds(void)
     r = (nectar_ipc_requirement_t){
         .flags = NECTAR_IPC_REQ_OR_ROOT | NECTAR_IPC_REQ_GID, .gid = 777};
     CHECK_EQ(nectar_ipc_requirement_check(&r, &root, NULL), 0);
-    nectar_ipc_peer_t user = {.uid = 1000, .gid = 1000, .pid = -1,
-                              .pidfd = -1};
+    nectar_ipc_peer_t user = {.uid = 1000, .gid = 1000, .pid = -1, .pidfd = -1};
     CHECK_EQ(nectar_ipc_requirement_check(&r, &user, NULL), NECTAR_EPEER);
     gid_t groups[] = {5, 777};
     user.groups = groups;
@@ -574,18 +575,18 @@ void test_timeout_and_cancel(void)
     CHECK_GE(nectar_test_now_ms() - t0, 290);
 
     struct cb_state st = {0};
-    CHECK_EQ(nectar_ipc_send_with_reply(c, hold, 200, record_reply, &st,
-                                        NULL, NULL),
-             0);
+    CHECK_EQ(
+        nectar_ipc_send_with_reply(c, hold, 200, record_reply, &st, NULL, NULL),
+        0);
     CHECK(nectar_test_poll(has_call, &st, 3000));
     CHECK_EQ(atomic_load(&st.status), NECTAR_ETIMEDOUT);
 
     /* Cancel: the callback never runs, even when the reply comes. */
     struct cb_state st2 = {0};
     uint64_t id = 0;
-    CHECK_EQ(nectar_ipc_send_with_reply(c, hold, 0, record_reply, &st2, &id,
-                                        NULL),
-             0);
+    CHECK_EQ(
+        nectar_ipc_send_with_reply(c, hold, 0, record_reply, &st2, &id, NULL),
+        0);
     CHECK_NE(id, 0);
     while (held_count(&h) < 3)
         usleep(1000);
@@ -619,9 +620,9 @@ void test_interrupted_reconnect(void)
     nectar_ipc_obj_t *hold = nectar_ipc_dict();
     nectar_ipc_dict_set(hold, "hold", nectar_ipc_bool(true), NULL);
     struct cb_state st = {0};
-    CHECK_EQ(nectar_ipc_send_with_reply(c, hold, 0, record_reply, &st, NULL,
-                                        NULL),
-             0);
+    CHECK_EQ(
+        nectar_ipc_send_with_reply(c, hold, 0, record_reply, &st, NULL, NULL),
+        0);
     while (held_count(&h) < 1)
         usleep(1000);
     /* The server goes away: the pending call fails as interrupted. */
@@ -814,8 +815,7 @@ void test_socket_activation(void)
 void test_path_socket(void)
 {
     char path[128];
-    snprintf(path, sizeof(path), "/tmp/nectar-ipc-test-%d.sock",
-             (int)getpid());
+    snprintf(path, sizeof(path), "/tmp/nectar-ipc-test-%d.sock", (int)getpid());
     struct echo_server s;
     echo_start(&s, path, NULL);
     struct stat st;
@@ -885,9 +885,9 @@ void test_shared_connection(void)
      * thread; calls in flight keep working. */
     struct cb_state st = {0};
     nectar_ipc_obj_t *m = nectar_ipc_dict();
-    CHECK_EQ(nectar_ipc_send_with_reply(c, m, 5000, record_reply, &st, NULL,
-                                        NULL),
-             0);
+    CHECK_EQ(
+        nectar_ipc_send_with_reply(c, m, 5000, record_reply, &st, NULL, NULL),
+        0);
     CHECK(nectar_test_poll(has_call, &st, 5000));
     CHECK_EQ(atomic_load(&st.status), 0);
     nectar_ipc_release(m);
