@@ -213,9 +213,7 @@ NECTAR_API int nectar_engine_ctx_post(nectar_engine_ctx_t *c,
     if (atomic_load(&c->engine->stopping))
         return NECTAR_ECLOSED;
     /* A closed loop (only during stop) refuses the job. */
-    return nectar__loop_post(&c->engine->rt->loops[0], fn, arg)
-               ? 0
-               : NECTAR_ECLOSED;
+    return nectar__loop_post(&c->engine->rt->loops[0], fn, arg);
 }
 
 /* ---- creation -------------------------------------------------------------

@@ -115,8 +115,9 @@ void nectar__obj_ref(struct ne_obj *o);
 void nectar__obj_unref(struct ne_obj *o);
 /* Loop thread: the loop side is done with o (drops the loop reference). */
 void nectar__obj_finalize(struct ne_obj *o);
-/* Any thread: run fn(arg) on loop; false (fn not run) when closed. */
-bool nectar__loop_post(struct ne_loop *loop, void (*fn)(void *), void *arg);
+/* Any thread: run fn(arg) on loop.  0, or NECTAR_ENOMEM / NECTAR_ECLOSED
+ * (fn not run). */
+int nectar__loop_post(struct ne_loop *loop, void (*fn)(void *), void *arg);
 
 /* ---- metadata (meta.c) -------------------------------------------------- */
 

@@ -105,13 +105,13 @@ void nectar__obj_finalize(struct ne_obj *o)
     nectar__obj_unref(o);
 }
 
-bool nectar__loop_post(struct ne_loop *loop, void (*fn)(void *), void *arg)
+int nectar__loop_post(struct ne_loop *loop, void (*fn)(void *), void *arg)
 {
     struct ne_job *job = nectar_malloc(sizeof(*job));
     bool ok;
 
     if (job == NULL)
-        return false;
+        return NECTAR_ENOMEM;
     job->fn = fn;
     job->arg = arg;
     pthread_mutex_lock(&loop->mu);
@@ -121,9 +121,11 @@ bool nectar__loop_post(struct ne_loop *loop, void (*fn)(void *), void *arg)
         uv_async_send(&loop->async);
     }
     pthread_mutex_unlock(&loop->mu);
-    if (!ok)
+    if (!ok) {
         nectar_free(job);
-    return ok;
+        return NECTAR_ECLOSED;
+    }
+    return 0;
 }
 
 /* ---- the loop thread ------------------------------------------------------
@@ -404,7 +406,7 @@ bool nectar__rt_stop(struct ne_runtime *rt, uint32_t drain_ms,
                 lj->last = last;
                 lj->arg = arg;
             }
-            posted = nectar__loop_post(&rt->loops[i], job_close_loop, lj);
+            posted = nectar__loop_post(&rt->loops[i], job_close_loop, lj) == 0;
         }
         if (!posted) {
             nectar_free(lj);
