@@ -81,6 +81,20 @@ NECTAR_API int nectar_ca_rotate(nectar_keychain_t *kc, nectar_vault_t *vault,
                                 uint8_t **prev_der, size_t *prev_len,
                                 nectar_error_t *err);
 
+/* rama's "Install CA": load-or-create, then add the certificate as a
+ * certificate item (trust is left to a UI process).  *der (free with
+ * nectar_secret_free) is the certificate, for whoever grants trust. */
+NECTAR_API int nectar_ca_install(nectar_keychain_t *kc, nectar_vault_t *vault,
+                                 uint8_t **der, size_t *der_len,
+                                 nectar_error_t *err);
+
+/* rama's "Uninstall CA": removes the certificate item of the stored CA and
+ * returns its DER; the stored CA is kept, so the next start loads the same
+ * one.  Nothing stored: 0 with *der NULL. */
+NECTAR_API int nectar_ca_uninstall(nectar_keychain_t *kc, nectar_vault_t *vault,
+                                   uint8_t **der, size_t *der_len,
+                                   nectar_error_t *err);
+
 /* Deletes the three stored items (each delete is idempotent). */
 NECTAR_API int nectar_ca_wipe(nectar_keychain_t *kc, nectar_error_t *err);
 

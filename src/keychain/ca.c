@@ -425,3 +425,50 @@ int nectar_ca_rotate(nectar_keychain_t *kc, nectar_vault_t *vault,
     nectar_secret_free(der);
     return rc;
 }
+
+int nectar_ca_install(nectar_keychain_t *kc, nectar_vault_t *vault,
+                      uint8_t **der, size_t *der_len, nectar_error_t *err)
+{
+    if (der == NULL || der_len == NULL)
+        return nectar_error_set(err, NECTAR_EINVAL, "ca_install: no out");
+    *der = NULL;
+    *der_len = 0;
+    char *cert = NULL, *key = NULL;
+    int rc = nectar_ca_load_or_create(kc, vault, &cert, &key, err);
+    nectar_secret_free(key);
+    if (rc == 0)
+        rc = nectar_ca_cert_der(cert, der, der_len, err);
+    nectar_secret_free(cert);
+    if (rc == 0)
+        rc = nectar_keychain_cert_install(kc, *der, *der_len, err);
+    if (rc != 0) {
+        nectar_secret_free(*der);
+        *der = NULL;
+        *der_len = 0;
+    }
+    return rc;
+}
+
+int nectar_ca_uninstall(nectar_keychain_t *kc, nectar_vault_t *vault,
+                        uint8_t **der, size_t *der_len, nectar_error_t *err)
+{
+    if (der == NULL || der_len == NULL)
+        return nectar_error_set(err, NECTAR_EINVAL, "ca_uninstall: no out");
+    *der = NULL;
+    *der_len = 0;
+    char *cert = NULL;
+    int rc = nectar_ca_load(kc, vault, &cert, NULL, err);
+    if (rc == NECTAR_ENOENT)
+        return 0;
+    if (rc == 0)
+        rc = nectar_ca_cert_der(cert, der, der_len, err);
+    nectar_secret_free(cert);
+    if (rc == 0)
+        rc = nectar_keychain_cert_uninstall(kc, *der, *der_len, err);
+    if (rc != 0) {
+        nectar_secret_free(*der);
+        *der = NULL;
+        *der_len = 0;
+    }
+    return rc;
+}

@@ -388,6 +388,44 @@ static void test_rotate(void)
     cfix_close(&f);
 }
 
+static void test_install_uninstall(void)
+{
+    struct cfix f;
+    cfix_open(&f, 1);
+    uint8_t *der = NULL, *der2 = NULL;
+    size_t len = 0, len2 = 0;
+    nectar_error_t err = {0};
+    /* Nothing stored: uninstall is a no-op. */
+    CHECK_EQ(nectar_ca_uninstall(f.kc, f.vault, &der, &len, &err), 0);
+    CHECK(der == NULL);
+    /* Install creates the CA and its certificate item. */
+    CHECK_EQ(nectar_ca_install(f.kc, f.vault, &der, &len, &err), 0);
+    CHECK_EQ(nectar_keychain_cert_installed(f.kc, der, len, &err), 1);
+    char *cert, *key;
+    get(&f, &cert, &key);
+    uint8_t *cur;
+    size_t cur_len;
+    CHECK_EQ(nectar_ca_cert_der(cert, &cur, &cur_len, &err), 0);
+    CHECK_EQ(cur_len, len);
+    CHECK_MEM_EQ(cur, der, len);
+    /* Uninstall removes the item, keeps the CA. */
+    CHECK_EQ(nectar_ca_uninstall(f.kc, f.vault, &der2, &len2, &err), 0);
+    CHECK_EQ(len2, len);
+    CHECK_MEM_EQ(der2, der, len);
+    CHECK_EQ(nectar_keychain_cert_installed(f.kc, der, len, &err), 0);
+    char *cert2, *key2;
+    get(&f, &cert2, &key2);
+    CHECK_STR_EQ(cert2, cert);
+    nectar_secret_free(der);
+    nectar_secret_free(der2);
+    nectar_secret_free(cur);
+    nectar_secret_free(cert);
+    nectar_secret_free(key);
+    nectar_secret_free(cert2);
+    nectar_secret_free(key2);
+    cfix_close(&f);
+}
+
 static void test_tpm_ca(void)
 {
     struct test_swtpm t;
@@ -428,6 +466,7 @@ int main(int argc, char **argv)
         {"self_heal", test_self_heal},
         {"plain_path", test_plain_path},
         {"rotate", test_rotate},
+        {"install_uninstall", test_install_uninstall},
         {"tpm_ca", test_tpm_ca},
         {NULL, NULL},
     };
