@@ -39,7 +39,6 @@
 typedef struct pending {
     struct pending *next;
     bool local;       /* answered here (hijack host, or no server) */
-    bool ready;       /* local: the request was read completely */
     bool close_after; /* local: close the connection after the answer */
     bool head;
     bool connect;
@@ -277,7 +276,7 @@ static void flush(h1_t *h)
 /* Emit the answers built here that are due (in request order). */
 static void emit_locals(h1_t *h)
 {
-    while (h->qhead != NULL && h->qhead->local && h->qhead->ready) {
+    while (h->qhead != NULL && h->qhead->local) {
         pending_t *p = h->qhead;
         h->qhead = p->next;
         if (h->qhead == NULL)
@@ -541,6 +540,9 @@ static int rq_headers_complete(http_parser *p)
             return -1;
         }
         m->nhdrs = 0;
+        /* Answer now (a client waiting for 100-continue gets the final
+         * answer at once); a body that follows is dropped. */
+        emit_locals(h);
         return 0;
     }
 
@@ -598,12 +600,7 @@ static int rq_complete(http_parser *p)
         h->err = rc;
         return -1;
     }
-    pending_t *pd = m->req;
     msg_reset(m);
-    if (pd != NULL && pd->local) {
-        pd->ready = true;
-        emit_locals(h);
-    }
     return 0;
 }
 
