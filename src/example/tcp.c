@@ -31,6 +31,7 @@
 #include "services/peek/peek.h"
 #include "services/peek/sniff.h"
 #include "services/relay.h"
+#include "example/socks5.h"
 
 #define PEEK_MAX (64 * 1024)
 
@@ -220,6 +221,16 @@ struct ex_chain {
     bool within_connect;
     char host[256];
     struct verdict v;
+    /* SOCKS5 handshake relay (top level only): the step being read, what
+     * follows once the forwarded message is written, the message buffer. */
+    int sk_step, sk_next;
+    long sk_len;
+    uint8_t sk_cmd, sk_rep;
+    uint16_t sk_port;
+    int sk_c_end, sk_s_end; /* a side ended while peeking (its status) */
+    uint8_t *sk_buf;
+    uint8_t *c_left, *s_left; /* bytes past the handshake, to replay */
+    size_t c_left_len, s_left_len;
 };
 
 static void flow_end(struct ex_tcp *t);
@@ -310,6 +321,9 @@ static void chain_free(struct ex_chain *ch)
         svc_close(ch->c);
     if (ch->s != NULL)
         svc_close(ch->s);
+    nectar_free(ch->sk_buf);
+    nectar_free(ch->c_left);
+    nectar_free(ch->s_left);
     nectar_free(ch);
 }
 
@@ -455,6 +469,166 @@ static void chain_peek(struct ex_chain *ch)
         chain_raw(ch);
 }
 
+/* ---- SOCKS5: the handshake relayed message by message ------------------- */
+
+/* Steps: which message is read next (from the app or from the proxy). */
+enum { SK_METHOD = 1, SK_AUTH_REQ, SK_AUTH_REP, SK_REQ, SK_REP, SK_RAW,
+       SK_INNER };
+
+static bool sk_from_server(int step)
+{
+    return step == SK_METHOD || step == SK_AUTH_REP || step == SK_REP;
+}
+
+static long sk_frame(struct ex_chain *ch, const uint8_t *b, size_t n)
+{
+    switch (ch->sk_step) {
+    case SK_METHOD:
+        return socks5_method_reply(b, n);
+    case SK_AUTH_REQ:
+        return socks5_auth_request(b, n);
+    case SK_AUTH_REP:
+        return socks5_auth_reply(b, n);
+    case SK_REQ:
+        return socks5_request(b, n, &ch->sk_cmd, ch->host, sizeof(ch->host),
+                              &ch->sk_port);
+    default:
+        return socks5_reply(b, n, &ch->sk_rep);
+    }
+}
+
+static bool sk_judge(const uint8_t *buf, size_t len, bool final, void *data)
+{
+    struct ex_chain *ch = data;
+    ch->sk_len = sk_frame(ch, buf, len);
+    return ch->sk_len != 0 || final;
+}
+
+static void sk_read(struct ex_chain *ch, int step);
+
+/* Replays what was read past the handshake, and an end already seen. */
+static bool sk_rewrap(svc_stream_t **sp, uint8_t **left, size_t *left_len,
+                      int end)
+{
+    if (*left_len > 0) {
+        *sp = svc_stream_prefix(*sp, *left, *left_len);
+        if (*sp == NULL)
+            return false;
+    }
+    nectar_free(*left);
+    *left = NULL;
+    *left_len = 0;
+    if (end != 0 && (*sp = ended_new(*sp, end)) == NULL)
+        return false;
+    return true;
+}
+
+static void sk_continue(struct ex_chain *ch)
+{
+    if (ch->sk_next != SK_RAW && ch->sk_next != SK_INNER) {
+        sk_read(ch, ch->sk_next);
+        return;
+    }
+    bool ok = sk_rewrap(&ch->c, &ch->c_left, &ch->c_left_len, ch->sk_c_end);
+    ch->c = ok ? ch->c : NULL;
+    ok = ok && sk_rewrap(&ch->s, &ch->s_left, &ch->s_left_len, ch->sk_s_end);
+    if (!ok) {
+        chain_end(ch, NECTAR_ENOMEM);
+    } else if (ch->sk_next == SK_INNER) {
+        nectar_log(NECTAR_LOG_DEBUG, EX_TAG,
+                   "flow=%llu SOCKS5 tunnel to %s:%u",
+                   (unsigned long long)ch->t->id, ch->host, ch->sk_port);
+        ch->within_connect = true; /* one level of tunnels, like CONNECT */
+        ch->opts.within_connect = true;
+        ch->v.tls_allowed = true;
+        chain_peek(ch);
+    } else {
+        chain_raw(ch);
+    }
+}
+
+static void sk_written(svc_stream_t *s, int status, void *data)
+{
+    (void)s;
+    struct ex_chain *ch = data;
+    nectar_free(ch->sk_buf);
+    ch->sk_buf = NULL;
+    if (status != 0)
+        chain_end(ch, status);
+    else
+        sk_continue(ch);
+}
+
+/* The step after a complete message, or SK_RAW when the handshake goes
+ * anywhere we do not follow (no CONNECT, a refusal, GSSAPI, ...). */
+static int sk_after(struct ex_chain *ch, const uint8_t *msg)
+{
+    switch (ch->sk_step) {
+    case SK_METHOD:
+        return msg[1] == 0 ? SK_REQ : msg[1] == 2 ? SK_AUTH_REQ : SK_RAW;
+    case SK_AUTH_REQ:
+        return SK_AUTH_REP;
+    case SK_AUTH_REP:
+        return msg[1] == 0 ? SK_REQ : SK_RAW;
+    case SK_REQ:
+        return SK_REP;
+    default:
+        return ch->sk_rep == 0 && ch->sk_cmd == SOCKS5_CMD_CONNECT ? SK_INNER
+                                                                  : SK_RAW;
+    }
+}
+
+static void sk_peeked(int status, uint8_t *buf, size_t len, void *data)
+{
+    struct ex_chain *ch = data;
+    ch->peek = NULL;
+    bool from_s = sk_from_server(ch->sk_step);
+    if (status != 0 && status != NECTAR_ETIMEDOUT && status != NECTAR_ELIMIT)
+        *(from_s ? &ch->sk_s_end : &ch->sk_c_end) = status;
+    size_t msg = ch->sk_len > 0 ? (size_t)ch->sk_len : len;
+    ch->sk_next = ch->sk_len > 0 ? sk_after(ch, buf) : SK_RAW;
+    /* Bytes past a handshake message before the other side answered are
+     * only expected once the tunnel is up; otherwise relay raw. */
+    if (msg < len && ch->sk_next != SK_INNER && ch->sk_step != SK_REQ) {
+        ch->sk_next = SK_RAW;
+        msg = len;
+    }
+    if (msg < len) {
+        uint8_t **left = from_s ? &ch->s_left : &ch->c_left;
+        size_t *left_len = from_s ? &ch->s_left_len : &ch->c_left_len;
+        *left = nectar_memdup(buf + msg, len - msg);
+        *left_len = *left ? len - msg : 0;
+    }
+    ch->sk_buf = buf;
+    svc_stream_t *to = from_s ? ch->c : ch->s;
+    if (msg == 0) {
+        sk_written(to, 0, ch);
+        return;
+    }
+    if (svc_write(to, buf, msg, sk_written, ch) != 0)
+        chain_end(ch, NECTAR_EIO);
+}
+
+static void sk_read(struct ex_chain *ch, int step)
+{
+    ch->sk_step = step;
+    ch->sk_len = 0;
+    svc_stream_t *from = sk_from_server(step) ? ch->s : ch->c;
+    ch->peek = svc_peek_start(from, ch->t->peek_ms, 1024, sk_judge,
+                              sk_peeked, ch);
+    if (ch->peek == NULL)
+        chain_raw(ch);
+}
+
+/* The app's greeting (greeting, owned) goes to the proxy first. */
+static void chain_socks5(struct ex_chain *ch, uint8_t *greeting, size_t len)
+{
+    ch->sk_buf = greeting;
+    ch->sk_next = SK_METHOD;
+    if (svc_write(ch->s, greeting, len, sk_written, ch) != 0)
+        chain_end(ch, NECTAR_EIO);
+}
+
 /* CONNECT accepted by the server at the top level: a chain of its own. */
 static int opts_connect(void *data, svc_stream_t *client_inner,
                         svc_stream_t *server_inner, const char *authority,
@@ -577,12 +751,16 @@ static void promote(struct ex_tcp *t, const char *why)
 
 /* Hands the raw streams (ingress replaying the peeked bytes) to a top
  * chain. */
-static struct ex_chain *top_chain(struct ex_tcp *t, const char *host)
+static struct ex_chain *top_chain(struct ex_tcp *t, const char *host,
+                                  bool replay)
 {
-    svc_stream_t *c = svc_stream_prefix(t->in, t->buf, t->len);
+    svc_stream_t *c = replay ? svc_stream_prefix(t->in, t->buf, t->len)
+                             : t->in;
     t->in = NULL;
-    nectar_free(t->buf);
-    t->buf = NULL;
+    if (replay) {
+        nectar_free(t->buf);
+        t->buf = NULL;
+    }
     if (c == NULL) {
         flow_end(t);
         return NULL;
@@ -617,7 +795,7 @@ static void dispatch_tls(struct ex_tcp *t)
                tls_mitm_bypassed(l->mitm, t->remote_name)) {
         promote(t, "app rejected our certificate earlier");
     } else {
-        struct ex_chain *ch = top_chain(t, host);
+        struct ex_chain *ch = top_chain(t, host, true);
         if (ch != NULL)
             chain_tls(ch, h);
     }
@@ -630,9 +808,26 @@ static void dispatch_http(struct ex_tcp *t)
         promote(t, "excluded HTTP host");
         return;
     }
-    struct ex_chain *ch = top_chain(t, host);
+    struct ex_chain *ch = top_chain(t, host, true);
     if (ch != NULL)
         chain_http(ch, false);
+}
+
+static void dispatch_socks5(struct ex_tcp *t)
+{
+    if (t->peek_status != 0 && t->peek_status != NECTAR_ETIMEDOUT &&
+        t->peek_status != NECTAR_ELIMIT) {
+        promote(t, "socks5 greeting then EOF");
+        return;
+    }
+    struct ex_chain *ch = top_chain(t, t->remote_name, false);
+    if (ch == NULL)
+        return;
+    uint8_t *greeting = t->buf;
+    size_t len = t->len;
+    t->buf = NULL;
+    t->len = 0;
+    chain_socks5(ch, greeting, len);
 }
 
 static void on_peeked(int status, uint8_t *buf, size_t len, void *data)
@@ -651,6 +846,9 @@ static void on_peeked(int status, uint8_t *buf, size_t len, void *data)
         break;
     case K_HTTP:
         dispatch_http(t);
+        break;
+    case K_SOCKS5:
+        dispatch_socks5(t);
         break;
     default:
         promote(t, kind_name(t->v.kind));

@@ -266,6 +266,94 @@ def start_udp_echo():
     return s, s.getsockname()[1]
 
 
+def _pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+        b.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _tunnel(c, port):
+    u = socket.create_connection(("127.0.0.1", port))
+    t = threading.Thread(target=_pipe, args=(u, c), daemon=True)
+    t.start()
+    _pipe(c, u)
+    t.join(30)
+    u.close()
+    c.close()
+
+
+def _recv_exact(c, n):
+    b = b""
+    while len(b) < n:
+        d = c.recv(n - len(b))
+        if not d:
+            raise OSError("eof")
+        b += d
+    return b
+
+
+def start_proxy(kind, auth=None):
+    """A tiny SOCKS5 (kind "socks5", optional user/password) or HTTP
+    CONNECT (kind "connect") proxy; every tunnel goes to 127.0.0.1 on the
+    requested port."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+
+    def socks(c):
+        ver, n = _recv_exact(c, 2)
+        methods = _recv_exact(c, n)
+        want = 2 if auth else 0
+        c.sendall(bytes([5, want if want in methods else 0xff]))
+        if auth:
+            _recv_exact(c, 1)
+            user = _recv_exact(c, _recv_exact(c, 1)[0])
+            pw = _recv_exact(c, _recv_exact(c, 1)[0])
+            ok = (user.decode(), pw.decode()) == auth
+            c.sendall(bytes([1, 0 if ok else 1]))
+            if not ok:
+                return c.close()
+        ver, cmd, rsv, atyp = _recv_exact(c, 4)
+        if atyp == 1:
+            _recv_exact(c, 4)
+        elif atyp == 4:
+            _recv_exact(c, 16)
+        else:
+            _recv_exact(c, _recv_exact(c, 1)[0])
+        port = int.from_bytes(_recv_exact(c, 2), "big")
+        c.sendall(bytes([5, 0, 0, 1, 127, 0, 0, 1]) + port.to_bytes(2, "big"))
+        _tunnel(c, port)
+
+    def connect(c):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            d = c.recv(4096)
+            if not d:
+                return c.close()
+            head += d
+        port = int(head.split(b" ")[1].rsplit(b":", 1)[1])
+        c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        _tunnel(c, port)
+
+    def accept():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            fn = socks if kind == "socks5" else connect
+            threading.Thread(target=fn, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return ls, ls.getsockname()[1]
+
+
 # ---- the sim --------------------------------------------------------------------
 
 class Sim:
@@ -624,6 +712,41 @@ def t_admission(env):
         h.close()
 
 
+def t_socks5(env):
+    """An app speaking SOCKS5 to its proxy: the handshake is relayed
+    message by message, then the TLS inside the tunnel is intercepted."""
+    pki = env.pki
+    srv, up_port = start_https(pki)
+    env.servers.append(srv)
+    for auth in (None, ("user", "secret")):
+        ls, port = start_proxy("socks5", auth)
+        sim = env.sim(port, example_cfg(pki))
+        proxy = "socks5h://%s127.0.0.1:%d" % (
+            "%s:%s@" % auth if auth else "", sim.port)
+        rc, html, err = curl(["--cacert", pki.mitm_ca, "-x", proxy,
+                              url(up_port, "/page.html")])
+        check(rc == 0, "curl via socks5 (auth %s): %s" % (auth, err))
+        check(html.count(BADGE_ID) == 1, "badge inside the tunnel: %r" % html)
+        check("promoted" not in sim.flows(1)[0], "not promoted")
+        ls.close()
+
+
+def t_connect(env):
+    """CONNECT through an HTTP proxy: the tunnel's TLS is intercepted one
+    level deep."""
+    pki = env.pki
+    srv, up_port = start_https(pki)
+    env.servers.append(srv)
+    ls, port = start_proxy("connect")
+    sim = env.sim(port, example_cfg(pki))
+    rc, html, err = curl(["--cacert", pki.mitm_ca, "-p", "-x",
+                          "http://127.0.0.1:%d" % sim.port,
+                          url(up_port, "/page.html")])
+    check(rc == 0, "curl via CONNECT: " + err)
+    check(html.count(BADGE_ID) == 1, "badge inside the tunnel: %r" % html)
+    ls.close()
+
+
 class Env:
     def __init__(self, sim_path):
         self.sim_path = sim_path
@@ -659,6 +782,7 @@ TESTS = {
     "reject": t_reject, "upstream_untrusted": t_upstream_untrusted,
     "s_client": t_s_client, "raw_tcp": t_raw_tcp, "h2": t_h2,
     "websocket": t_websocket, "udp": t_udp, "admission": t_admission,
+    "socks5": t_socks5, "connect": t_connect,
 }
 
 

@@ -9,6 +9,7 @@
 #include "example/admission.h"
 #include "example/config.h"
 #include "example/domains.h"
+#include "example/socks5.h"
 #include "harness/test.h"
 #include "nectar/example.h"
 #include "nectar/handler.h"
@@ -170,11 +171,49 @@ static void control_api(void)
     free(key);
 }
 
+static void socks5_framing(void)
+{
+    const uint8_t method[] = {5, 0};
+    CHECK_EQ(socks5_method_reply(method, 1), 0);
+    CHECK_EQ(socks5_method_reply(method, 2), 2);
+    CHECK_EQ(socks5_method_reply((const uint8_t *)"\x04", 1), -1);
+    const uint8_t auth[] = {1, 2, 'u', 's', 3, 'p', 'w', 'd'};
+    for (size_t i = 0; i < sizeof(auth); i++)
+        CHECK_EQ(socks5_auth_request(auth, i), 0);
+    CHECK_EQ(socks5_auth_request(auth, sizeof(auth)), 8);
+    const uint8_t req[] = {5, 1, 0, 3, 4, 'h', 'o', 's', 't', 0x01, 0xbb};
+    uint8_t cmd = 0;
+    uint16_t port = 0;
+    char host[256];
+    for (size_t i = 0; i < sizeof(req); i++)
+        CHECK_EQ(socks5_request(req, i, &cmd, host, sizeof(host), &port), 0);
+    CHECK_EQ(socks5_request(req, sizeof(req), &cmd, host, sizeof(host),
+                            &port),
+             11);
+    CHECK_STR_EQ(host, "host");
+    CHECK_EQ(port, 443);
+    CHECK_EQ(cmd, SOCKS5_CMD_CONNECT);
+    const uint8_t v6[] = {5, 1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0,
+                          0, 0, 0, 0, 0, 0, 0, 1, 0, 80};
+    CHECK_EQ(socks5_request(v6, sizeof(v6), &cmd, host, sizeof(host), &port),
+             22);
+    CHECK_STR_EQ(host, "::1");
+    const uint8_t rep[] = {5, 0, 0, 1, 127, 0, 0, 1, 0, 80, 'x'};
+    uint8_t r = 9;
+    CHECK_EQ(socks5_reply(rep, sizeof(rep), &r), 10); /* data may follow */
+    CHECK_EQ(r, 0);
+    const uint8_t bad[] = {5, 0, 1, 1};
+    CHECK_EQ(socks5_reply(bad, sizeof(bad), &r), -1); /* RSV must be 0 */
+    const uint8_t badtype[] = {5, 0, 0, 9};
+    CHECK_EQ(socks5_reply(badtype, sizeof(badtype), &r), -1);
+}
+
 static const nectar_test_t tests[] = {
     {"domains", domains},
     {"admission", admission},
     {"config", config},
     {"control_api", control_api},
+    {"socks5_framing", socks5_framing},
     {NULL, NULL},
 };
 
