@@ -336,6 +336,47 @@ static void test_moved_and_foreign(void)
     kfix_close(&b);
 }
 
+/* A damaged master key file never yields plaintext: the store refuses to
+ * open, or every item fails authentication. */
+static void test_master_key_tamper(void)
+{
+    struct kfix f;
+    kfix_open(&f);
+    put(f.kc, "svc", "acct", "guarded");
+    nectar_keychain_close(f.kc);
+    f.kc = NULL;
+    char path[160];
+    snprintf(path, sizeof(path), "%s/master.key", f.store);
+    size_t n;
+    uint8_t *orig = st_read(path, &n);
+    CHECK_EQ(n, 37);
+    nectar_keychain_options_t o = {.backend = "file", .dir = f.store};
+    for (size_t i = 0; i < n; i++) {
+        uint8_t copy[37];
+        memcpy(copy, orig, n);
+        copy[i] ^= 0x20;
+        st_write(path, copy, n);
+        nectar_keychain_t *kc = NULL;
+        nectar_error_t err = {0};
+        int rc = nectar_keychain_open(&o, &kc, &err);
+        if (rc != 0) {
+            CHECK(rc == NECTAR_EPARSE || rc == NECTAR_EVERSION);
+            continue;
+        }
+        uint8_t *d = NULL;
+        size_t dl = 0;
+        CHECK_EQ(nectar_keychain_load(kc, "svc", "acct", &d, &dl, &err),
+                 NECTAR_EAUTH);
+        CHECK(d == NULL);
+        nectar_keychain_close(kc);
+    }
+    st_write(path, orig, n);
+    f.kc = open_store(f.store, NULL);
+    expect(f.kc, "svc", "acct", "guarded");
+    free(orig);
+    kfix_close(&f);
+}
+
 /* ---- fault injection ------------------------------------------------ */
 
 static int fail_errno;
@@ -860,6 +901,7 @@ int main(int argc, char **argv)
         {"permissions", test_permissions},
         {"tamper", test_tamper},
         {"moved_and_foreign", test_moved_and_foreign},
+        {"master_key_tamper", test_master_key_tamper},
         {"fault_injection", test_fault_injection},
         {"alloc_failures", test_alloc_failures},
         {"racing_writers", test_racing_writers},
