@@ -418,6 +418,11 @@ static void chain_tls(struct ex_chain *ch, const peek_tls_hello_t *hello)
     }
     svc_stream_t *c = ch->c, *s = ch->s;
     ch->c = ch->s = NULL;
+    if (t->live->hijack_host[0] != '\0' &&
+        strcmp(host, t->live->hijack_host) == 0) {
+        svc_close(s); /* the hijacked host is served here, not upstream */
+        s = NULL;
+    }
     ch->mitm = tls_mitm_flow_start(t->live->mitm, c, s, hello, t->remote,
                                    t->id, chain_mitm_done, ch);
     if (ch->mitm == NULL)

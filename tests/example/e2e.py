@@ -747,6 +747,27 @@ def t_connect(env):
     ls.close()
 
 
+def t_hijack(env):
+    """The hijacked host is served by the example itself: status page,
+    /ping and the CA for download, which then verifies intercepted
+    sites."""
+    pki, sim = env.pki, env.https_sim()
+    hj = "nectar.localhost"
+    rc, pem, err = curl(["-k"] + resolve(sim.port, hj) +
+                        [url(sim.port, "/data/root.ca.pem", hj)])
+    check(rc == 0, "CA download: " + err)
+    check(pem.decode().strip() == pki.mitm_cert_pem.strip(), "CA PEM: %r" % pem)
+    exported = os.path.join(env.tmp, "exported.pem")
+    with open(exported, "wb") as f:
+        f.write(pem)
+    rc, body, err = curl(["--cacert", exported, "-w", "%{http_code}"] +
+                         resolve(sim.port, hj) + [url(sim.port, "/ping", hj)])
+    check(rc == 0 and body.endswith(b"200"), "ping: %r %s" % (body, err))
+    rc, html, err = curl(["--cacert", exported] + resolve(sim.port) +
+                         [url(sim.port, "/page.html")])
+    check(rc == 0 and html.count(BADGE_ID) == 1, "exported CA trusted")
+
+
 class Env:
     def __init__(self, sim_path):
         self.sim_path = sim_path
@@ -782,7 +803,7 @@ TESTS = {
     "reject": t_reject, "upstream_untrusted": t_upstream_untrusted,
     "s_client": t_s_client, "raw_tcp": t_raw_tcp, "h2": t_h2,
     "websocket": t_websocket, "udp": t_udp, "admission": t_admission,
-    "socks5": t_socks5, "connect": t_connect,
+    "socks5": t_socks5, "connect": t_connect, "hijack": t_hijack,
 }
 
 

@@ -377,6 +377,16 @@ tls_mitm_flow_t *tls_mitm_flow_start(tls_mitm_t *m, svc_stream_t *client,
     f->data = data;
     const char *host = hello->has_sni ? hello->sni : fallback_host;
     snprintf(f->host, sizeof(f->host), "%s", host ? host : "");
+    if (server == NULL) {
+        /* Served locally: HTTP/1.1 if the app offers it, else nothing. */
+        if (hello->offers_http11)
+            snprintf(f->alpn, sizeof(f->alpn), "http/1.1");
+        if (start_client_side(f) != 0) {
+            flow_free(f);
+            return NULL;
+        }
+        return f;
+    }
     if (start_upstream(f, server, hello) != 0) {
         flow_free(f);
         return NULL;

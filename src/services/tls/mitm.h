@@ -81,7 +81,10 @@ typedef void (*tls_mitm_done_cb)(int status, svc_stream_t *client,
  * Start intercepting.  `client` must replay the peeked ClientHello (an
  * svc_stream_prefix); both streams are owned from here on, also on error.
  * `fallback_host` names the server when the hello has no SNI (the remote
- * address).  Returns NULL on ENOMEM (streams closed, cb never runs).
+ * address).  server == NULL terminates the app's TLS only (a host served
+ * locally): no upstream handshake, ALPN http/1.1 when offered, and the
+ * callback's server is NULL.  Returns NULL on ENOMEM (streams closed, cb
+ * never runs).
  */
 tls_mitm_flow_t *tls_mitm_flow_start(tls_mitm_t *m, svc_stream_t *client,
                                      svc_stream_t *server,

@@ -412,6 +412,29 @@ static void flow_control(void)
     fx_close(&f);
 }
 
+/* The server answers, then says GOAWAY: the client hears GOAWAY too and
+ * the relay ends on its own once the stream is done. */
+static void server_goaway(void)
+{
+    fx_t f;
+    tpeer_t c, s;
+    start_pair(&f, &c, &s);
+    client_request(&c, "GET", "a.test", "/post/1", NULL, 0);
+    flush_peer(&c);
+    both_t b = {&c, 1};
+    CHECK(mem_run_until(&f.loop, all_closed, &b, 5000));
+    CHECK_EQ(c.st[0].code, 0);
+    CHECK_EQ(nghttp2_session_terminate_session(s.sess, NGHTTP2_NO_ERROR), 0);
+    flush_peer(&s);
+    fx_wait_done(&f);
+    CHECK_EQ(f.status, 0);
+    /* The client session got the relay's GOAWAY: it wants nothing more. */
+    CHECK(!nghttp2_session_want_read(c.sess));
+    peer_free(&c);
+    peer_free(&s);
+    fx_close(&f);
+}
+
 static void server_reset(void)
 {
     fx_t f;
@@ -439,6 +462,7 @@ static void server_reset(void)
 static const nectar_test_t tests[] = {
     {"streams16", streams16},
     {"flow_control", flow_control},
+    {"server_goaway", server_goaway},
     {"server_reset", server_reset},
     {NULL, NULL},
 };
