@@ -269,10 +269,16 @@ static void pump(h2_t *h)
         return;
     h->in_pump = true;
     int rc = h->err;
-    if (rc == 0)
+    for (int round = 0; rc == 0 && round < 2; round++) {
         rc = drain(h, h->cs, b->client, &h->to_client);
-    if (rc == 0)
-        rc = drain(h, h->ss, b->server, &h->to_server);
+        if (rc == 0)
+            rc = drain(h, h->ss, b->server, &h->to_server);
+        bool s_idle = !nghttp2_session_want_read(h->ss) &&
+                      !nghttp2_session_want_write(h->ss);
+        if (rc != 0 || !s_idle || h->s_gone)
+            break;
+        server_gone(h); /* then drain again: the GOAWAY to the client */
+    }
     h->in_pump = false;
     if (rc != 0) {
         nectar__http_finish(b, rc);
@@ -280,10 +286,6 @@ static void pump(h2_t *h)
     }
     bool c_idle =
         !nghttp2_session_want_read(h->cs) && !nghttp2_session_want_write(h->cs);
-    bool s_idle =
-        !nghttp2_session_want_read(h->ss) && !nghttp2_session_want_write(h->ss);
-    if (s_idle && !h->s_gone)
-        server_gone(h);
     /* Done when the client session has nothing left to do (GOAWAY
      * exchanged and every stream closed), when the client went away and
      * the server heard so, or when the server went away and every stream
