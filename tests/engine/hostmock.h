@@ -40,7 +40,7 @@ struct hm {
     /* PAUSED policy: pause when (xorshift % 100) < pause_pct. */
     int pause_pct;
     uint32_t rng;
-    bool pause_forever_app;      /* on_server_bytes always PAUSED */
+    bool pause_forever_app; /* on_server_bytes always PAUSED */
     /* Deterministic: PAUSED on exactly the n-th call (1-based; 0 = off). */
     int pause_at_app;
     int pause_at_remote;

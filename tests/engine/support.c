@@ -202,10 +202,15 @@ static void echo_recv(nectar_udp_flow_t *flow, ssize_t nread,
     (void)data;
     if (nread < 0)
         return;
-    atomic_fetch_add(&th_stats.udp_received, 1);
+    int n = atomic_fetch_add(&th_stats.udp_received, 1) + 1;
     if (nread == 0)
         atomic_fetch_add(&th_stats.udp_zero_len, 1);
-    nectar_udp_flow_send(flow, buf, (size_t)nread, peer);
+    CHECK_EQ(nectar_udp_flow_send(flow, buf, (size_t)nread, peer), 0);
+    if (th_cfg.udp_finish_after > 0 && n >= th_cfg.udp_finish_after) {
+        CHECK_EQ(nectar_udp_flow_recv_stop(flow), 0);
+        nectar_udp_flow_finish(flow);
+        CHECK_EQ(nectar_udp_flow_send(flow, buf, 0, NULL), NECTAR_ECLOSED);
+    }
 }
 
 static void echo_start(void *svc, nectar_udp_flow_t *flow)

@@ -23,6 +23,9 @@ struct th_config {
      * (0 = never). */
     uint64_t promote_after;
     bool relay_no_read; /* start, but never read (backpressure) */
+    /* UDP echo: stop receiving, then finish, after this many datagrams
+     * (0 = never). */
+    int udp_finish_after;
     /* Edits the proxy config (NULL: keep the defaults). */
     void (*proxy_config)(nectar_proxy_config_t *cfg);
 };

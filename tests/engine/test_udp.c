@@ -279,6 +279,40 @@ static void test_stop_and_late_activate(void)
     CHECK_EQ(atomic_load(&th_stats.svc_destroyed), 2);
 }
 
+/* The service ending by itself: on_server_closed fires once (gate open),
+ * later deliveries are silent. */
+static void test_service_finish(void)
+{
+    nectar_engine_options_t o;
+    RamaTransparentProxyEngine *e;
+    RamaTransparentProxyUdpSession *s;
+    struct uh u;
+    int one = 1, d;
+
+    th_reset();
+    th_options(&o);
+    th_cfg.udp_finish_after = 2;
+    e = th_engine(&o);
+    s = open_udp(e, &u);
+    rama_transparent_proxy_udp_session_activate(s);
+    for (int i = 0; i < 2; i++)
+        rama_transparent_proxy_udp_session_on_client_datagram(
+            s, (RamaBytesView){(const uint8_t *)"ab", 2},
+            peer_view("192.0.2.1", 9, 0));
+    CHECK(uh_wait(&u, &u.closed, 1, 5000));
+    CHECK(nectar_test_poll(destroyed_ge, &one, 5000));
+    CHECK_EQ(uh_get(&u, &u.datagrams), 2);
+    d = uh_get(&u, &u.demand);
+    rama_transparent_proxy_udp_session_on_client_datagram(
+        s, (RamaBytesView){(const uint8_t *)"ab", 2}, peer_view("::1", 9, 0));
+    CHECK_EQ(uh_get(&u, &u.demand), d);
+    th_sleep_ms(20);
+    CHECK_EQ(uh_get(&u, &u.closed), 1);
+    CHECK_EQ(atomic_load(&th_stats.svc_cancelled), 0);
+    rama_transparent_proxy_udp_session_free(s);
+    rama_transparent_proxy_engine_stop(e, 0);
+}
+
 static void test_peer_round_trip(void)
 {
     struct sockaddr_storage ss;
@@ -332,6 +366,7 @@ static const nectar_test_t tests[] = {
     {"overflow_drop", test_overflow_drop},
     {"idle_and_lifetime", test_idle_and_lifetime},
     {"stop_and_late_activate", test_stop_and_late_activate},
+    {"service_finish", test_service_finish},
     {"peer_round_trip", test_peer_round_trip},
     {NULL, NULL},
 };
