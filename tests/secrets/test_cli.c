@@ -4,7 +4,10 @@
  * stdin and stdout only, a PKCS#12 from the openssl command, envelopes
  * checked against python3-cryptography, and the TPM through swtpm.
  */
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "harness/test.h"
 #include "secrets/secrets_test.h"
@@ -221,6 +224,56 @@ static void test_cli_vault_tpm(void)
     test_swtpm_stop(&t);
 }
 
+/* Is the process's core size limit 0 (read from /proc/PID/limits)? */
+static int core_limit_zero(void *arg)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/limits", *(pid_t *)arg);
+    FILE *fp = fopen(path, "r");
+    int zero = 0;
+    while (fp != NULL && fgets(line, sizeof(line), fp) != NULL) {
+        unsigned long soft, hard;
+        if (sscanf(line, "Max core file size %lu %lu", &soft, &hard) == 2)
+            zero = soft == 0 && hard == 0;
+    }
+    if (fp != NULL)
+        fclose(fp);
+    return zero;
+}
+
+/* While `keychain set` waits for its secret on stdin, it has already
+ * turned core dumps off. */
+static void test_cli_no_core_dumps(void)
+{
+    struct clifix f;
+    cli_open(&f);
+    char fifo[128], store[128];
+    snprintf(fifo, sizeof(fifo), "%s/stdin", f.dir);
+    snprintf(store, sizeof(store), "%s/store", f.dir);
+    CHECK_EQ(mkfifo(fifo, 0600), 0);
+    pid_t pid = fork();
+    CHECK_GE(pid, 0);
+    if (pid == 0) {
+        int in = open(fifo, O_RDONLY);
+        if (in < 0 || dup2(in, 0) < 0)
+            _exit(126);
+        execl(NECTAR_BIN, "nectar", "keychain", "--store", store, "--vault",
+              "software", "set", "svc", "acct", (char *)NULL);
+        _exit(127);
+    }
+    int out = open(fifo, O_WRONLY);
+    CHECK_GE(out, 0);
+    CHECK(nectar_test_poll(core_limit_zero, &pid, 5000));
+    CHECK_EQ(write(out, "s3cr3t", 6), 6);
+    close(out);
+    int st;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_EQ(nectar(&f, NULL, "keychain get svc acct"), 0);
+    CHECK_STR_EQ(slurp(&f, "out"), "s3cr3t");
+    st_rmrf(f.dir);
+}
+
 int main(int argc, char **argv)
 {
     static const nectar_test_t tests[] = {
@@ -229,6 +282,7 @@ int main(int argc, char **argv)
         {"cli_ca", test_cli_ca},
         {"cli_vault", test_cli_vault},
         {"cli_vault_tpm", test_cli_vault_tpm},
+        {"cli_no_core_dumps", test_cli_no_core_dumps},
         {NULL, NULL},
     };
     return nectar_test_main(argc, argv, tests);
