@@ -6,15 +6,21 @@
 #   intercepted flow over 10,000 flows (nectar-sim RSS, and the engine
 #   alone through the ABI).
 # Env: BUILD_DIR (default build), SECS per measurement (default 4),
+#      REPS runs per figure, median reported (default 3),
 #      IDLE_FLOWS (default 10000), BASE_PORT (default 21000).
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$top/build}
 nb=$build/bench/sim/nbench
 sim=$build/apps/nectar-sim/nectar-sim
-secs=${SECS:-4}
+secs=${SECS:-3}
+reps=${REPS:-3}
 idle_flows=${IDLE_FLOWS:-10000}
 p=${BASE_PORT:-21000}
+# Skip past ports someone else (another bench run) is listening on.
+busy() { ss -ltn 2>/dev/null | awk '{print $4}' | grep -Eq ":($1|$(($1 + 1))|$(($1 + 2))|$(($1 + 3)))\$"; }
+tries=0
+while busy "$p" && [ $tries -lt 50 ]; do p=$((p + 10)); tries=$((tries + 1)); done
 srv_port=$p; socat_port=$((p + 1)); hap_port=$((p + 2)); sim_port=$((p + 3))
 for b in "$nb" "$sim"; do
     [ -x "$b" ] || { echo "bench/sim: $b not built" >&2; exit 1; }
@@ -96,18 +102,29 @@ wait_port "$sim_port"
 targets="$targets nectar-sim:$sim_port"
 
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+# median FIELD CMD...: run CMD $reps times, print the median of FIELD (this
+# VM is noisy; single runs vary by 2x).
+median() {
+    f=$1; shift
+    i=0; vals=""
+    while [ $i -lt "$reps" ]; do
+        vals="$vals $("$@" | field "$f")"
+        i=$((i + 1))
+    done
+    echo $vals | tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
 
-echo "bench/sim: $(nproc) cores, $(uname -r), ${secs}s per measurement"
+echo "bench/sim: $(nproc) cores, $(uname -r), ${secs}s per run, median of $reps runs"
 printf '%-11s %12s %12s %10s %9s %9s\n' target "1flow Mbit/s" "16flow Mbit/s" "short/s" "p50 us" "p99 us"
 for t in $targets; do
     name=${t%%:*}; port=${t##*:}
-    s1=$("$nb" stream "127.0.0.1:$port" "$secs" 1 | field mbit_s)
-    s16=$("$nb" stream "127.0.0.1:$port" "$secs" 16 | field mbit_s)
-    sh=$("$nb" short "127.0.0.1:$port" "$secs" 4 | field flows_s)
-    pp=$("$nb" pingpong "127.0.0.1:$port" 20000)
-    p50=$(echo "$pp" | field p50_us); p99=$(echo "$pp" | field p99_us)
+    s1=$(median mbit_s "$nb" stream "127.0.0.1:$port" "$secs" 1)
+    s16=$(median mbit_s "$nb" stream "127.0.0.1:$port" "$secs" 16)
+    sh=$(median flows_s "$nb" short "127.0.0.1:$port" "$secs" 4)
+    p50=$(median p50_us "$nb" pingpong "127.0.0.1:$port" 20000)
+    p99=$(median p99_us "$nb" pingpong "127.0.0.1:$port" 20000)
     printf '%-11s %12s %12s %10s %9s %9s\n' "$name" "$s1" "$s16" "$sh" "$p50" "$p99"
     eval "r_${name%%-*}_s1=$s1 r_${name%%-*}_s16=$s16 r_${name%%-*}_sh=$sh r_${name%%-*}_p50=$p50 r_${name%%-*}_p99=$p99"
 done

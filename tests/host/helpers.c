@@ -459,6 +459,28 @@ int client_run(int family, uint16_t port, int mode, uint32_t seed, uint64_t n,
     return 0;
 }
 
+/* ---- blackhole ---------------------------------------------------------- */
+
+int blackhole_start(uint16_t *port, int *filler)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = make_loop(AF_INET, 0, &ss);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 0) != 0) {
+        perror("blackhole_start");
+        exit(1);
+    }
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    *port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    /* One connection fills the accept queue; later SYNs are dropped. */
+    *filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(*filler, (struct sockaddr *)&ss, len) != 0) {
+        perror("blackhole_start: fill");
+        exit(1);
+    }
+    return fd;
+}
+
 /* ---- UDP echo ----------------------------------------------------------- */
 
 struct udp_echo {

@@ -63,6 +63,11 @@ struct udp_echo;
 struct udp_echo *udp_echo_start(int family, uint16_t *port);
 void udp_echo_stop(struct udp_echo *e);
 
+/* A loopback TCP port whose connects hang: a listener with backlog 0 that
+ * never accepts, its queue already filled by one connection.  Returns the
+ * listening fd; *filler is the filling connection (close both). */
+int blackhole_start(uint16_t *port, int *filler);
+
 /* Number of open file descriptors of this process. */
 int count_fds(void);
 /* List them on stderr (for failure reports). */

@@ -35,6 +35,8 @@ struct fixture {
 };
 
 static struct fixture fx = {.lock = PTHREAD_MUTEX_INITIALIZER};
+/* Host knobs for the next sim_up (zero = defaults). */
+static nectar_host_options_t fx_host;
 
 static void on_report(void *ctx, const nectar_host_flow_report_t *r)
 {
@@ -74,6 +76,7 @@ static void sim_up(int family, uint16_t target_port, const char *cfg,
         .config_len = cfg != NULL ? strlen(cfg) : 0,
         .on_flow_closed = on_report,
         .ctx = &fx,
+        .host = fx_host,
     };
     nectar_error_t err = {0};
     fx.nreports = 0;
@@ -368,6 +371,149 @@ static void test_blocked(void)
     server_stop(srv);
 }
 
+/* ---- host policies: admission, watchdogs, pressure ---------------------- */
+
+/* A client whose flow is accepted by the sim; returns the socket. */
+static int open_client(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(fx.port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+/* The sim closed this client (EOF or reset) within ms. */
+static bool closed_by_peer(int fd, int ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, ms) != 1)
+        return false;
+    char c;
+    return recv(fd, &c, 1, MSG_DONTWAIT) <= 0;
+}
+
+static int stats_live_zero(void *arg)
+{
+    (void)arg;
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    return st.tcp_live == 0;
+}
+
+static void test_admission_hard_cap(void)
+{
+    int filler;
+    uint16_t bport;
+    int bh = blackhole_start(&bport, &filler);
+    sim_up(AF_INET, bport,
+           "{\"proxy\":{\"tcp_start_in_flight_hard_cap\":1}}", false, NULL);
+    int a = open_client(); /* hangs in connect: holds the only token */
+    nectar_host_stats_t st;
+    for (int i = 0; i < 200; i++) {
+        nectar_sim_stats(fx.sim, &st);
+        if (st.tcp_starts_in_flight == 1)
+            break;
+        usleep(5000);
+    }
+    CHECK_EQ(st.tcp_starts_in_flight, 1);
+    int b = open_client(); /* over the hard cap: refused, fail closed */
+    CHECK(closed_by_peer(b, 2000));
+    wait_reports(1);
+    CHECK_EQ(fx.reports[0].decision, NECTAR_HOST_BLOCKED);
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.admission_rejected, 1);
+    sim_down();
+    close(a);
+    close(b);
+    close(filler);
+    close(bh);
+}
+
+static void test_connect_timeout(void)
+{
+    int filler;
+    uint16_t bport;
+    int bh = blackhole_start(&bport, &filler);
+    fx_host.connect_timeout_ms = 200;
+    sim_up(AF_INET, bport, "{}", false, NULL);
+    fx_host.connect_timeout_ms = 0;
+    uint64_t t0 = nectar_test_now_ms();
+    int a = open_client();
+    CHECK(closed_by_peer(a, 3000));
+    wait_reports(1);
+    CHECK_STR_EQ(fx.reports[0].reason, "connect-timeout");
+    CHECK_LT(nectar_test_now_ms() - t0, 2000);
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.tcp_starts_in_flight, 0); /* the token came back */
+    sim_down();
+    close(a);
+    close(filler);
+    close(bh);
+}
+
+static void test_stale_watchdog(void)
+{
+    int filler;
+    uint16_t bport;
+    int bh = blackhole_start(&bport, &filler);
+    /* Connect timeout far away; the maintenance tick must kick the flow
+     * on the second tick that sees it not ready. */
+    fx_host.maintenance_ms = 100;
+    sim_up(AF_INET, bport, "{}", false, NULL);
+    fx_host.maintenance_ms = 0;
+    int a = open_client();
+    CHECK(closed_by_peer(a, 3000));
+    wait_reports(1);
+    CHECK_STR_EQ(fx.reports[0].reason, "connect-timeout");
+    sim_down();
+    close(a);
+    close(filler);
+    close(bh);
+}
+
+static void test_pressure_reaper(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport,
+           "{\"proxy\":{\"flow_pressure_soft_cap\":3,"
+           "\"flow_pressure_low_water\":1,"
+           "\"flow_pressure_idle_floor_ms\":100}}",
+           false, NULL);
+    int fds[3];
+    uint32_t hdr[4] = {M_ECHO, 70, 0, 0};
+    for (int i = 0; i < 3; i++) {
+        fds[i] = open_client();
+        CHECK_EQ(send(fds[i], hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+        char c = 'x';
+        CHECK_EQ(send(fds[i], &c, 1, 0), 1);
+        CHECK_EQ(recv(fds[i], &c, 1, MSG_WAITALL), 1);
+    }
+    usleep(300000); /* all three idle past the 100 ms floor */
+    struct client_result r; /* a 4th flow: over the soft cap, reap */
+    CHECK_EQ(client_run(AF_INET, fx.port, M_ECHO, 71, 0, 64 * 1024, false,
+                        &r), 0);
+    CHECK_EQ(r.down, 64 * 1024);
+    CHECK(r.down_ok);
+    /* 4 live >= soft cap 3 => reap down to low water 1: the three idle
+     * flows, oldest first (the active one is never a candidate). */
+    int closed = 0;
+    for (int i = 0; i < 3; i++)
+        closed += closed_by_peer(fds[i], 2000);
+    CHECK_EQ(closed, 3);
+    CHECK(nectar_test_poll(stats_live_zero, NULL, 5000));
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.evicted, 3);
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
+    sim_down();
+    server_stop(srv);
+}
+
 /* ---- UDP ---------------------------------------------------------------- */
 
 /* n clients, each sends `per` datagrams (sizes vary, one empty) and waits
@@ -540,6 +686,10 @@ static const nectar_test_t tests[] = {
     {"udp_ipv6", test_udp_ipv6},
     {"curl", test_curl},
     {"no_fd_leak", test_no_fd_leak},
+    {"admission_hard_cap", test_admission_hard_cap},
+    {"connect_timeout", test_connect_timeout},
+    {"stale_watchdog", test_stale_watchdog},
+    {"pressure_reaper", test_pressure_reaper},
     {NULL, NULL},
 };
 

@@ -175,6 +175,8 @@ void nectar__host_report(nectar_host_t *h, const nectar_host_flow_report_t *r)
         h->stats.blocked++;
     if (r->promoted)
         h->stats.promoted++;
+    if (r->reason != NULL && strcmp(r->reason, "pressure-evicted") == 0)
+        h->stats.evicted++;
     h->stats.bytes_c2s += r->bytes_c2s;
     h->stats.bytes_s2c += r->bytes_s2c;
     pthread_mutex_unlock(&h->lock);
@@ -186,6 +188,8 @@ void nectar__host_stats(nectar_host_t *h, nectar_host_stats_t *out)
 {
     pthread_mutex_lock(&h->lock);
     *out = h->stats;
+    out->tcp_starts_in_flight = h->adm.in_flight;
+    out->breaker_open = h->adm.breaker_open;
     pthread_mutex_unlock(&h->lock);
     out->pump_paused = atomic_load(&h->pump_paused);
     out->engine_paused = atomic_load(&h->engine_paused);
@@ -292,6 +296,10 @@ static void resolve_options(nectar_host_t *h, const nectar_host_options_t *o)
         d.udp_idle_timeout_ms = 60000;
     if (d.stop_wait_ms == 0)
         d.stop_wait_ms = 5000;
+    if (d.maintenance_ms == 0)
+        d.maintenance_ms = 60000;
+    if (d.promoted_idle_ms == 0)
+        d.promoted_idle_ms = 900000;
     h->opts = d;
 }
 
@@ -307,8 +315,9 @@ static void apply_engine_config(nectar_host_t *h)
         if (cfg->tcp_write_pump_max_pending_bytes > 0)
             cap = cfg->tcp_write_pump_max_pending_bytes;
         refusal = cfg->flow_refusal_action;
-        rama_transparent_proxy_config_free(cfg);
     }
+    nectar__host_adm_configure(h, cfg);
+    rama_transparent_proxy_config_free(cfg);
     if (h->opts.tcp_write_pump_max_pending_bytes > 0)
         cap = h->opts.tcp_write_pump_max_pending_bytes;
     h->wp_cap = cap;
@@ -323,6 +332,8 @@ static void apply_engine_config(nectar_host_t *h)
                h->opts.loops);
 }
 
+/* Loops and their handles are made on this thread before any loop thread
+ * runs (libuv handles must not be created on a loop another thread runs). */
 static int start_loops(nectar_host_t *h, nectar_error_t *err)
 {
     for (unsigned i = 0; i < h->nloops; i++) {
@@ -335,6 +346,14 @@ static int start_loops(nectar_host_t *h, nectar_error_t *err)
         if (rc != 0)
             return nectar_error_set(err, rc, "host loop: %s", uv_strerror(rc));
         l->wake.data = l;
+        l->inited = true;
+    }
+    int rc = nectar__host_maint_init(h);
+    if (rc != 0)
+        return nectar_error_set(err, rc, "host maintenance: %s",
+                                uv_strerror(rc));
+    for (unsigned i = 0; i < h->nloops; i++) {
+        struct core_loop *l = &h->loops[i];
         rc = pthread_create(&l->thread, NULL, loop_main, l);
         if (rc != 0)
             return nectar_error_set(err, -rc, "host loop thread: %s",
@@ -346,16 +365,28 @@ static int start_loops(nectar_host_t *h, nectar_error_t *err)
 
 static void stop_loops(nectar_host_t *h)
 {
+    pthread_mutex_lock(&h->lock);
+    h->maint_started = false; /* no more scan wake-ups */
+    pthread_mutex_unlock(&h->lock);
     for (unsigned i = 0; i < h->nloops; i++) {
         struct core_loop *l = &h->loops[i];
-        if (!l->started)
+        if (!l->started) {
+            if (l->inited) {
+                /* Never ran: close its handles here. */
+                uv_walk(&l->loop, close_any, NULL);
+                uv_run(&l->loop, UV_RUN_DEFAULT);
+                uv_loop_close(&l->loop);
+                l->inited = false;
+            }
             continue;
+        }
         pthread_mutex_lock(&l->lock);
         l->stopping = true;
         pthread_mutex_unlock(&l->lock);
         uv_async_send(&l->wake);
         pthread_join(l->thread, NULL);
         l->started = false;
+        l->inited = false;
         uv_loop_close(&l->loop);
     }
 }

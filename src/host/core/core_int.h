@@ -51,10 +51,29 @@ struct core_loop {
     uv_loop_t loop;
     uv_async_t wake;
     pthread_t thread;
-    bool started;
+    bool inited, started;
     pthread_mutex_t lock;   /* guards inbox and the queued/next fields */
     struct core_obj *inbox_head, *inbox_tail;
     bool stopping;          /* guarded by lock */
+};
+
+/* TCP start admission and the latency breaker (ne-host §4.2), the
+ * flow-pressure reaper (§5.5) and the maintenance tick (§5).  Guarded by
+ * nectar_host.lock. */
+#define ADM_WINDOW 128
+struct admission {
+    uint32_t hard_cap, soft_cap, open_p95_ms, close_p95_ms;
+    uint32_t pressure_clamp_ms, breaker_clamp_ms;
+    uint32_t in_flight;
+    uint32_t window[ADM_WINDOW]; /* start-to-ready latencies, ms */
+    unsigned wcount, wpos;
+    uint64_t admissions, timeouts, sheds; /* since the last tick */
+    bool breaker_open;
+    /* pressure reaper */
+    uint32_t soft_cap_flows, low_water, idle_floor_ms;
+    bool scan_pending, no_headroom_logged;
+    uint64_t peak;
+    uint64_t tick;
 };
 
 struct nectar_host {
@@ -75,6 +94,10 @@ struct nectar_host {
     struct core_obj *reg_head;
     nectar_host_stats_t stats;
     atomic_uint_fast64_t pump_paused, engine_paused; /* lock-free counters */
+    struct admission adm;          /* guarded by lock */
+    uv_timer_t maint_timer;        /* on loops[0] */
+    uv_async_t maint_wake;         /* on loops[0]: run a pressure scan */
+    bool maint_started;
 };
 
 /* Events (bits of core_obj.events). */
@@ -90,6 +113,10 @@ enum {
     EV_PROMOTE = 1u << 8,
     EV_UDP_FLUSH = 1u << 9,
     EV_UDP_CLOSE = 1u << 10, /* client went away */
+    EV_KICK_STALE = 1u << 11,  /* maintenance: stuck before ready */
+    EV_KICK_WEDGED = 1u << 12, /* maintenance: graceful close wedged */
+    EV_KICK_IDLE = 1u << 13,   /* maintenance: promoted flow idle */
+    EV_EVICT = 1u << 14,       /* pressure reaper victim */
 };
 
 /* ---- core.c ------------------------------------------------------------- */
@@ -118,6 +145,27 @@ struct meta_store {
 int nectar__host_build_meta(const nectar_host_flow_meta_t *in, int protocol,
                             RamaTransparentProxyFlowMeta *out,
                             struct meta_store *store);
+
+/* ---- maintenance.c ------------------------------------------------------ */
+
+/* Read the admission/pressure knobs from the engine config (cfg may be
+ * NULL: spec defaults). */
+void nectar__host_adm_configure(nectar_host_t *h,
+                                const RamaTransparentProxyConfig *cfg);
+/* Try to take a start token; on refusal *why says why. */
+bool nectar__host_admit(nectar_host_t *h, char *why, size_t n);
+enum adm_outcome { ADM_READY, ADM_TIMEOUT, ADM_FAILED };
+/* Give a token back with its start time; records latency, breaker. */
+void nectar__host_admit_finish(nectar_host_t *h, uint64_t start_ms,
+                               enum adm_outcome outcome);
+/* Connect timeout after the pressure/breaker clamps. */
+uint32_t nectar__host_connect_timeout(nectar_host_t *h, uint32_t base);
+/* After a registration: trigger the (coalesced) pressure scan if the
+ * combined flow count is at or over the soft cap. */
+void nectar__host_pressure_check(nectar_host_t *h);
+/* Start/stop the maintenance timer and scan wake-up on loops[0]; start
+ * runs on the creating thread before loops start, stop on loops[0]. */
+int nectar__host_maint_init(nectar_host_t *h);
 
 /* ---- tcp_flow.c / udp_flow.c -------------------------------------------- */
 

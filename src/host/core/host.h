@@ -143,6 +143,9 @@ typedef struct nectar_host_options {
     uint32_t egress_eof_grace_ms;     /* 2000 unless the session says */
     uint32_t udp_idle_timeout_ms;     /* 60000; UINT32_MAX disables */
     uint32_t stop_wait_ms;            /* bound on flow teardown at stop; 5000 */
+    uint32_t maintenance_ms;          /* watchdog/telemetry tick; 60000 */
+    uint32_t promoted_idle_ms;        /* promoted idle reaper; 900000,
+                                         UINT32_MAX disables */
 } nectar_host_options_t;
 
 /* Live counters, a snapshot. */
@@ -154,6 +157,10 @@ typedef struct nectar_host_stats {
     uint64_t bytes_c2s, bytes_s2c; /* of closed flows */
     uint64_t pump_paused;   /* PAUSED returned to the engine by a write pump */
     uint64_t engine_paused; /* PAUSED returned by the engine to a read pump */
+    uint64_t tcp_starts_in_flight; /* admission tokens held */
+    uint64_t admission_rejected;   /* TCP starts shed by admission */
+    uint64_t evicted;              /* flows ended by the pressure reaper */
+    bool breaker_open;
 } nectar_host_stats_t;
 
 /* ---- the host object ---------------------------------------------------- */
@@ -184,6 +191,15 @@ void nectar__host_stop(nectar_host_t *h, int32_t reason);
 void nectar__host_free(nectar_host_t *h);
 
 void nectar__host_stats(nectar_host_t *h, nectar_host_stats_t *out);
+
+/*
+ * System sleep / wake (ne-host §2.6, §2.7).  Sleep: resets the TCP overload
+ * state and tells the engine; no flow is torn down.  Wake: tells the
+ * engine and drops every TCP flow that has not reached ready (its connect
+ * cannot be trusted across a sleep).  Any thread; never blocks on flows.
+ */
+void nectar__host_system_sleep(nectar_host_t *h);
+void nectar__host_system_wake(nectar_host_t *h);
 
 /* The effective write-pump cap (bytes), as read from the engine config. */
 size_t nectar__host_write_pump_cap(const nectar_host_t *h);

@@ -231,6 +231,8 @@ void nectar__tcp_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             engine_read_end(f, client, (int)nread);
         else
             nectar__fwd_read_end(f, client, (int)nread);
+        if (!f->done)
+            nectar__tcp_publish(f);
         return;
     }
     c->len = (size_t)nread;
@@ -241,6 +243,7 @@ void nectar__tcp_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     else
         nectar__fwd_read(f, client, c);
 }
+
 
 /* Demand from the engine: replay the held chunk first, then read on. */
 static void rp_resume(struct tcp_flow *f, struct rpump *rp, bool client)
@@ -310,6 +313,7 @@ static const struct wpump_ops egress_ops = {egress_drain_edge, pump_written,
 /* ---- 4. connect and activation ------------------------------------------ */
 
 static void on_closed(uv_handle_t *h);
+static void token_finish(struct tcp_flow *f, enum adm_outcome outcome);
 
 static void activate(struct tcp_flow *f)
 {
@@ -344,18 +348,22 @@ static void on_connect(uv_connect_t *req, int status)
     }
     uv_timer_stop(&f->timer);
     f->egress_ready = true;
+    token_finish(f, ADM_READY);
     atomic_store(&f->last_activity, nectar__host_now_ms());
     if (f->mode == MODE_DIRECT)
         nectar__fwd_start_direct(f);
     else
         activate(f);
+    nectar__tcp_publish(f);
 }
 
 static void on_connect_timeout(uv_timer_t *t)
 {
     struct tcp_flow *f = t->data;
-    if (!f->egress_ready)
+    if (!f->egress_ready) {
+        token_finish(f, ADM_TIMEOUT);
         nectar__tcp_finish(f, NECTAR_ETIMEDOUT, "connect-timeout");
+    }
 }
 
 static int open_egress_socket(struct tcp_flow *f)
@@ -403,10 +411,10 @@ static void start(struct tcp_flow *f)
         pthread_mutex_unlock(&f->slock);
     }
     const nectar_host_options_t *ho = &f->host->opts;
-    f->connect_timeout_ms = have && o.has_connect_timeout_ms &&
-                                    o.connect_timeout_ms > 0
-                                ? o.connect_timeout_ms
-                                : ho->connect_timeout_ms;
+    f->connect_timeout_ms = nectar__host_connect_timeout(
+        f->host, have && o.has_connect_timeout_ms && o.connect_timeout_ms > 0
+                     ? o.connect_timeout_ms
+                     : ho->connect_timeout_ms);
     f->linger_ms = have && o.has_linger_close_ms && o.linger_close_ms > 0
                        ? o.linger_close_ms
                        : ho->linger_close_ms;
@@ -437,6 +445,34 @@ static void start(struct tcp_flow *f)
 
 /* ---- 5. close callbacks, backstop, teardown ----------------------------- */
 
+static bool drain_pending(const struct tcp_flow *f);
+
+void nectar__tcp_publish(struct tcp_flow *f)
+{
+    unsigned v = 0;
+    if (f->egress_ready)
+        v |= PS_READY;
+    if (f->server_closed || f->close_egress ||
+        (f->mode != MODE_ENGINE && drain_pending(f)))
+        v |= PS_CLOSING;
+    if (drain_pending(f))
+        v |= PS_DRAIN;
+    if (f->mode == MODE_PROMOTED)
+        v |= PS_PROMOTED;
+    if (f->done)
+        v |= PS_DONE;
+    atomic_store(&f->pub, v);
+}
+
+/* Give the admission token back (ne-host §4.2). */
+static void token_finish(struct tcp_flow *f, enum adm_outcome outcome)
+{
+    if (!f->token)
+        return;
+    f->token = false;
+    nectar__host_admit_finish(f->host, f->token_start_ms, outcome);
+}
+
 void nectar__tcp_shutdown_write(uv_tcp_t *tcp)
 {
     uv_os_fd_t fd;
@@ -463,6 +499,8 @@ static void client_drained(struct wpump *p)
     nectar__tcp_shutdown_write(&f->client);
     f->s2c_done = true;
     maybe_done(f);
+    if (!f->done)
+        nectar__tcp_publish(f);
 }
 
 static void egress_drained(struct wpump *p)
@@ -473,6 +511,8 @@ static void egress_drained(struct wpump *p)
     nectar__tcp_shutdown_write(&f->egress); /* the FIN */
     f->c2s_done = true;
     maybe_done(f);
+    if (!f->done)
+        nectar__tcp_publish(f);
 }
 
 static bool drain_pending(const struct tcp_flow *f)
@@ -589,6 +629,8 @@ void nectar__tcp_finish(struct tcp_flow *f, int err, const char *reason)
     f->done = true;
     f->end_error = err;
     f->end_reason = reason;
+    token_finish(f, ADM_FAILED);
+    nectar__tcp_publish(f);
     if (err != 0 && err != NECTAR_ECANCELED)
         nectar_log(NECTAR_LOG_DEBUG, TAG, "tcp flow %llu to %s: %s (%s)",
                    (unsigned long long)f->obj.id, f->remote_text, reason,
@@ -632,6 +674,28 @@ static void promote(struct tcp_flow *f)
     confirm(f, RAMA_PROMOTE_CONFIRM_OK, NULL);
 }
 
+/* A maintenance or pressure kick: re-check here, on the flow's loop,
+ * before acting (the flow may have moved on since it was picked). */
+static void kick(struct tcp_flow *f, unsigned ev)
+{
+    uint64_t now = nectar__host_now_ms();
+    uint64_t idle = now - atomic_load(&f->last_activity);
+    bool wedged = drain_pending(f) && idle > f->linger_ms;
+    if ((ev & EV_KICK_STALE) && !f->egress_ready) {
+        token_finish(f, ADM_TIMEOUT);
+        nectar__tcp_finish(f, NECTAR_ETIMEDOUT, "connect-timeout");
+    } else if ((ev & EV_KICK_WEDGED) && f->egress_ready && wedged) {
+        nectar__tcp_finish(f, NECTAR_ETIMEDOUT, "drain-backstop");
+    } else if ((ev & EV_KICK_IDLE) && f->mode == MODE_PROMOTED && !wedged &&
+               idle > f->host->opts.promoted_idle_ms) {
+        nectar__tcp_finish(f, NECTAR_ETIMEDOUT, "idle-timeout");
+    } else if ((ev & EV_EVICT) && f->egress_ready &&
+               (!drain_pending(f) || wedged) &&
+               idle > f->host->adm.idle_floor_ms) {
+        nectar__tcp_finish(f, NECTAR_ETIMEDOUT, "pressure-evicted");
+    }
+}
+
 static void dispatch(struct core_obj *o, unsigned ev)
 {
     struct tcp_flow *f = (struct tcp_flow *)o;
@@ -653,6 +717,11 @@ static void dispatch(struct core_obj *o, unsigned ev)
         on_close_egress(f);
     if ((ev & EV_SERVER_CLOSED) && !f->done)
         on_server_closed(f);
+    if ((ev & (EV_KICK_STALE | EV_KICK_WEDGED | EV_KICK_IDLE | EV_EVICT)) &&
+        !f->done)
+        kick(f, ev);
+    if (!f->done)
+        nectar__tcp_publish(f);
 }
 
 static void destroy(struct core_obj *o)
@@ -761,6 +830,24 @@ static nectar_host_decision_t decide(nectar_host_t *h, struct tcp_flow *f,
     return h->fail_open ? NECTAR_HOST_PASSTHROUGH : NECTAR_HOST_BLOCKED;
 }
 
+/* TCP start admission (ne-host §4.1, §4.2): a refused start drops the
+ * session and falls back to the refusal action. */
+static nectar_host_decision_t admit(nectar_host_t *h, struct tcp_flow *f)
+{
+    char why[128];
+    if (nectar__host_admit(h, why, sizeof(why))) {
+        f->token = true;
+        f->token_start_ms = nectar__host_now_ms();
+        return NECTAR_HOST_INTERCEPT;
+    }
+    nectar_log(NECTAR_LOG_INFO, TAG, "tcp admission rejected: %s, %s", why,
+               h->fail_open ? "passing through (fail open)"
+                            : "blocking (fail closed)");
+    rama_transparent_proxy_tcp_session_free(f->session);
+    f->session = NULL;
+    return h->fail_open ? NECTAR_HOST_PASSTHROUGH : NECTAR_HOST_BLOCKED;
+}
+
 int nectar__tcp_flow_start(nectar_host_t *h, int client_fd,
                            const nectar_host_flow_meta_t *meta,
                            nectar_host_decision_t *decision)
@@ -782,6 +869,8 @@ int nectar__tcp_flow_start(nectar_host_t *h, int client_fd,
      * tcp_session_free (callbacks may fire as soon as the session exists). */
     nectar__host_ref(&f->obj);
     nectar_host_decision_t d = decide(h, f, meta);
+    if (d == NECTAR_HOST_INTERCEPT)
+        d = admit(h, f);
     if (f->session == NULL)
         nectar__host_unref(&f->obj);
     f->decision = d;
@@ -804,5 +893,7 @@ int nectar__tcp_flow_start(nectar_host_t *h, int client_fd,
         return 0;
     }
     nectar__host_post(&f->obj, EV_START);
+    if (d == NECTAR_HOST_INTERCEPT)
+        nectar__host_pressure_check(h);
     return 0;
 }

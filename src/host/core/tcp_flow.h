@@ -40,8 +40,23 @@ struct fwd_dir {
     bool reading;
 };
 
+/* Published state bits (tcp_flow.pub): written on the flow's loop, read
+ * by the maintenance tick and the pressure reaper on another loop. */
+enum {
+    PS_READY = 1u << 0,    /* egress connected */
+    PS_CLOSING = 1u << 1,  /* a graceful close was signalled */
+    PS_DRAIN = 1u << 2,    /* ... and its drain has not finished */
+    PS_PROMOTED = 1u << 3,
+    PS_DONE = 1u << 4,
+};
+
 struct tcp_flow {
     struct core_obj obj;
+    atomic_uint pub;      /* PS_* bits */
+    /* guarded by host->lock: admission token, maintenance marks */
+    bool token;
+    uint64_t token_start_ms;
+    uint64_t stale_tick, wedge_tick;
     nectar_host_t *host;
     nectar_host_decision_t decision;
     enum tcp_mode mode;
@@ -77,6 +92,8 @@ struct tcp_flow {
 };
 
 /* tcp_flow.c */
+/* Recompute and publish f->pub from the loop-side fields. */
+void nectar__tcp_publish(struct tcp_flow *f);
 void nectar__tcp_finish(struct tcp_flow *f, int err, const char *reason);
 void nectar__tcp_arm_backstop(struct tcp_flow *f);
 void nectar__tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);

@@ -103,6 +103,8 @@ static void c2s_drained(struct wpump *p)
     nectar__tcp_shutdown_write(&f->egress); /* FIN to the remote */
     f->c2s.phase = FD_FINISHED;
     check_terminal(f);
+    if (!f->done)
+        nectar__tcp_publish(f);
 }
 
 static void s2c_drained(struct wpump *p)
@@ -118,6 +120,8 @@ static void s2c_drained(struct wpump *p)
     nectar__tcp_shutdown_write(&f->client);
     f->s2c.phase = FD_FINISHED;
     check_terminal(f);
+    if (!f->done)
+        nectar__tcp_publish(f);
 }
 
 static void finish_dir(struct tcp_flow *f, struct fwd_dir *d)

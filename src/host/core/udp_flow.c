@@ -429,6 +429,7 @@ int nectar__host_udp_open(nectar_host_t *h, const nectar_host_flow_meta_t *meta,
         u->has_last_peer = true;
     }
     nectar__host_post(&u->obj, EV_START);
+    nectar__host_pressure_check(h);
     *out = u;
     return 0;
 }

@@ -455,6 +455,30 @@ static void udp_client_datagram(struct udp_flow *f, const uint8_t *buf,
     }
 }
 
+static struct udp_flow *udp_new(struct daemon *d,
+                                const struct sockaddr_storage *client,
+                                const struct sockaddr_storage *orig);
+
+/* A datagram from `client` to `orig` that reached the front: to its flow,
+ * or a new one. */
+static void udp_dispatch(struct daemon *d, const struct sockaddr_storage *client,
+                         const struct sockaddr_storage *orig, size_t n)
+{
+    atomic_fetch_add(&d->n.udp_datagrams, 1);
+    struct udp_flow *f = udp_find(d, client, orig);
+    if (f == NULL)
+        f = udp_new(d, client, orig);
+    if (f == NULL) {
+        atomic_fetch_add(&d->n.udp_dropped, 1);
+        return;
+    }
+    udp_client_datagram(f, d->dgram, n);
+}
+
+/* Client datagrams arriving on a flow's reply socket.  tproxy's
+ * established-socket lookup may queue another client's datagram here while
+ * the socket is bound but not yet connected, so the source decides the
+ * flow, never the socket. */
 static void on_reply_readable(uv_poll_t *p, int status, int events)
 {
     struct udp_flow *f = p->data;
@@ -462,12 +486,22 @@ static void on_reply_readable(uv_poll_t *p, int status, int events)
     (void)events;
     if (status < 0 || f->removed)
         return;
+    int fd = f->reply_fd;
+    struct sockaddr_storage orig = f->orig;
     for (int i = 0; i < UDP_BATCH && !f->removed; i++) {
-        ssize_t n = recv(f->reply_fd, d->dgram, sizeof(d->dgram), MSG_DONTWAIT);
+        struct sockaddr_storage src;
+        socklen_t sl = sizeof(src);
+        ssize_t n = recvfrom(fd, d->dgram, sizeof(d->dgram), MSG_DONTWAIT,
+                             (struct sockaddr *)&src, &sl);
         if (n < 0)
             return; /* EAGAIN, or an ICMP error: keep the flow */
-        atomic_fetch_add(&d->n.udp_datagrams, 1);
-        udp_client_datagram(f, d->dgram, (size_t)n);
+        normalize(&src);
+        if (same_addr(&src, &f->client)) {
+            atomic_fetch_add(&d->n.udp_datagrams, 1);
+            udp_client_datagram(f, d->dgram, (size_t)n);
+        } else {
+            udp_dispatch(d, &src, &orig, (size_t)n);
+        }
     }
 }
 
@@ -585,17 +619,9 @@ static void on_udp_listener(uv_poll_t *p, int status, int events)
             atomic_fetch_add(&d->n.udp_dropped, 1);
             continue;
         }
-        atomic_fetch_add(&d->n.udp_datagrams, 1);
         normalize(&client);
         normalize(&orig);
-        struct udp_flow *f = udp_find(d, &client, &orig);
-        if (f == NULL)
-            f = udp_new(d, &client, &orig);
-        if (f == NULL) {
-            atomic_fetch_add(&d->n.udp_dropped, 1);
-            continue;
-        }
-        udp_client_datagram(f, d->dgram, (size_t)n);
+        udp_dispatch(d, &client, &orig, (size_t)n);
     }
 }
 

@@ -8,7 +8,7 @@
  *   prerouting (filter, mangle priority)    forwarded traffic, and the
  *     packets the output chain rerouted to lo
  *     - not TCP/UDP, or carrying nectar's bypass mark    -> return
- *     - a packet of an established transparent socket    -> mark, accept
+ *     - a TCP packet of an established transparent socket -> mark, accept
  *     - marked by output (local capture)                 -> tproxy
  *     - wrong interface, to a local/broadcast/multicast
  *       address, or in the sticky-passthrough sets       -> return
@@ -273,7 +273,12 @@ static void emit_prerouting(struct emit *e, const struct matcher *ms, size_t n,
     sb_printf(e->b, "\tchain prerouting {\n\t\ttype filter hook prerouting "
                     "priority mangle; policy accept;\n");
     emit_common_skips(e);
-    sb_printf(e->b, "\t\tsocket transparent 1 meta mark set 0x%x accept\n",
+    /* TCP only: tproxy assigns a UDP datagram to its socket itself, while
+     * this shortcut would leave the choice to the normal lookup, which can
+     * miss a reply socket caught between its bind and its connect. */
+    sb_printf(e->b,
+              "\t\tmeta l4proto tcp socket transparent 1 meta mark set 0x%x "
+              "accept\n",
               c->fwmark);
     if (c->capture_local) {
         /* Already classified by the output chain. */
