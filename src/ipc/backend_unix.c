@@ -84,7 +84,9 @@ struct nectar_ipc_conn {
     atomic_uint refs;      /* memory */
     atomic_uint user_refs; /* handed to users (creator + retains) */
     bool is_client;
-    struct ux_loop *loop; /* client: created on first connect */
+    /* Client: created on first connect or upgrade; atomic because the
+     * "am I on its thread" checks read it without the lock. */
+    struct ux_loop *_Atomic loop;
 
     pthread_mutex_t send_lock;
     pthread_mutex_t lock; /* everything below up to "loop thread only" */

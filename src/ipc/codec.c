@@ -251,8 +251,7 @@ static void attach(struct dec *d, nectar_ipc_obj_t *v)
         fail(d, NECTAR_EPARSE, "duplicate dictionary key");
         return;
     } else {
-        rc = nectar_ipc_dict_set(f->container, f->key, v, d->err);
-        nectar_free(f->key);
+        rc = nectar__ipc_dict_set_owned(f->container, f->key, v, d->err);
         f->key = NULL;
     }
     if (rc != 0) {
@@ -423,7 +422,7 @@ static void cb_text(void *c, cbor_data p, size_t len)
         d->stack[d->depth - 1].key = k;
         return;
     }
-    attach(d, nectar_ipc_string_len((const char *)p, len));
+    attach(d, nectar__ipc_string_checked((const char *)p, len));
 }
 
 static void cb_bytes(void *c, cbor_data p, size_t len)

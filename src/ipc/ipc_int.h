@@ -62,6 +62,12 @@ void nectar__ipc_base64(struct ipc_buf *b, const uint8_t *p, size_t len);
 bool nectar__ipc_utf8_ok(const char *p, size_t len);
 /* Marks obj (and nothing below: children are frozen on insertion). */
 void nectar__ipc_freeze(const nectar_ipc_obj_t *obj);
+/* Decoder fast paths, for input already checked to be UTF-8 without
+ * NUL: a string value, and a dict insert that takes ownership of key
+ * (freed on failure too). */
+nectar_ipc_obj_t *nectar__ipc_string_checked(const char *s, size_t len);
+int nectar__ipc_dict_set_owned(nectar_ipc_obj_t *dict, char *key,
+                               nectar_ipc_obj_t *val, nectar_error_t *err);
 /* Takes ownership of fd (no dup). */
 nectar_ipc_obj_t *nectar__ipc_fd_adopt(int fd);
 

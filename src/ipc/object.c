@@ -198,6 +198,11 @@ nectar_ipc_obj_t *nectar_ipc_string_len(const char *s, size_t len)
     return bytes_new(NECTAR_IPC_STRING, s, len);
 }
 
+nectar_ipc_obj_t *nectar__ipc_string_checked(const char *s, size_t len)
+{
+    return bytes_new(NECTAR_IPC_STRING, s, len);
+}
+
 nectar_ipc_obj_t *nectar_ipc_string(const char *s)
 {
     if (s == NULL)
@@ -352,29 +357,28 @@ static void dict_rehight(nectar_ipc_obj_t *d)
     d->height = h;
 }
 
-int nectar_ipc_dict_set(nectar_ipc_obj_t *dict, const char *key,
-                        nectar_ipc_obj_t *val, nectar_error_t *err)
+/* Inserts val under key; key_owned (already a private copy, or NULL to
+ * copy key) is consumed.  Common to the public setter and the decoder. */
+static int dict_insert(nectar_ipc_obj_t *dict, const char *key, char *key_owned,
+                       nectar_ipc_obj_t *val, nectar_error_t *err)
 {
-    if (key == NULL || !nectar__ipc_utf8_ok(key, strlen(key))) {
-        nectar_ipc_release(val);
-        return nectar_error_set(err, NECTAR_EINVAL,
-                                "ipc: dictionary key must be UTF-8 "
-                                "without NUL");
-    }
     int rc = insert_check(dict, NECTAR_IPC_DICT, val, dict ? dict->v.dict.n : 0,
                           err);
-    if (rc != 0)
+    if (rc != 0) {
+        nectar_free(key_owned);
         return rc;
+    }
     bool found;
     size_t at = dict_find(dict, key, &found);
     if (found) {
+        nectar_free(key_owned);
         nectar_ipc_release(dict->v.dict.items[at].val);
         nectar__ipc_freeze(val);
         dict->v.dict.items[at].val = val;
         dict_rehight(dict);
         return 0;
     }
-    char *k = nectar_strdup(key);
+    char *k = key_owned ? key_owned : nectar_strdup(key);
     if (k == NULL || !grow((void **)&dict->v.dict.items, &dict->v.dict.cap,
                            dict->v.dict.n, sizeof(*dict->v.dict.items))) {
         nectar_free(k);
@@ -388,6 +392,24 @@ int nectar_ipc_dict_set(nectar_ipc_obj_t *dict, const char *key,
     dict->v.dict.n++;
     adopt_child(dict, val);
     return 0;
+}
+
+int nectar_ipc_dict_set(nectar_ipc_obj_t *dict, const char *key,
+                        nectar_ipc_obj_t *val, nectar_error_t *err)
+{
+    if (key == NULL || !nectar__ipc_utf8_ok(key, strlen(key))) {
+        nectar_ipc_release(val);
+        return nectar_error_set(err, NECTAR_EINVAL,
+                                "ipc: dictionary key must be UTF-8 "
+                                "without NUL");
+    }
+    return dict_insert(dict, key, NULL, val, err);
+}
+
+int nectar__ipc_dict_set_owned(nectar_ipc_obj_t *dict, char *key,
+                               nectar_ipc_obj_t *val, nectar_error_t *err)
+{
+    return dict_insert(dict, key, key, val, err);
 }
 
 /* ---- reference counting ---------------------------------------------- */
