@@ -102,8 +102,8 @@ ex_reject_t ex_admission_try(ex_admission_t *a, uint16_t port,
 {
     memset(permit, 0, sizeof(*permit));
     bool nonweb = port != 80 && port != 443;
-    bool keyed = bundle != NULL && bundle[0] != '\0' && host != NULL &&
-                 host[0] != '\0';
+    bool keyed =
+        bundle != NULL && bundle[0] != '\0' && host != NULL && host[0] != '\0';
     uint64_t key = keyed ? app_host_key(bundle, host) : 0;
     ex_reject_t r = EX_ADMIT;
     pthread_mutex_lock(&a->mu);

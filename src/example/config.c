@@ -18,8 +18,7 @@
 
 static int bad(nectar_error_t *err, const char *key, const char *what)
 {
-    return nectar_error_set(err, NECTAR_ECONFIG, "%s: expected %s", key,
-                            what);
+    return nectar_error_set(err, NECTAR_ECONFIG, "%s: expected %s", key, what);
 }
 
 static int get_bool(json_t *root, const char *key, bool *out,
@@ -51,8 +50,8 @@ static int get_str(json_t *root, const char *key, char **out,
     return 0;
 }
 
-static int get_uint(json_t *root, const char *key, uint64_t max,
-                    uint64_t *out, nectar_error_t *err)
+static int get_uint(json_t *root, const char *key, uint64_t max, uint64_t *out,
+                    nectar_error_t *err)
 {
     json_t *v = json_object_get(root, key);
     if (v == NULL || json_is_null(v))
@@ -119,8 +118,7 @@ static int get_ports(json_t *root, struct ex_config *cfg, nectar_error_t *err)
     return 0;
 }
 
-void ex_endpoint_format(const char *host, uint16_t port, char *out,
-                        size_t cap)
+void ex_endpoint_format(const char *host, uint16_t port, char *out, size_t cap)
 {
     bool v6 = strchr(host, ':') != NULL;
     snprintf(out, cap, v6 ? "[%s]:%u" : "%s:%u", host, port);
@@ -156,8 +154,7 @@ static bool parse_endpoint(const char *s, char *out, size_t cap)
     return true;
 }
 
-static int get_blocked(json_t *root, struct ex_config *cfg,
-                       nectar_error_t *err)
+static int get_blocked(json_t *root, struct ex_config *cfg, nectar_error_t *err)
 {
     const char *key = "udp_blocked_endpoints";
     json_t *v = json_object_get(root, key);
@@ -189,15 +186,33 @@ static int get_blocked(json_t *root, struct ex_config *cfg,
 /* ---- root --------------------------------------------------------------- */
 
 /* Every key this file owns; the rest goes to the built-in parser. */
-static const char *const example_keys[] = {
-    "app", "html_badge_enabled", "html_badge_label", "peek_duration_s",
-    "tcp_connect_timeout_ms", "tcp_no_delay", "exclude_domains",
-    "passthrough_domains", "udp_passthrough_ports", "udp_blocked_endpoints",
-    "udp_e2e_mode", "ca_cert_pem", "ca_key_pem", "xpc_service_name",
-    "container_signing_identifier", "upstream_ca_file", "upstream_insecure",
-    "tls_keylog", "tls_keylog_file", "trust_cache_size", "trust_cache_ttl_s",
-    "leaf_cache_size", "hijack_host", "admission_global_limit", "keychain_dir",
-    "admission_per_app_host_limit", NULL};
+static const char *const example_keys[] = {"app",
+                                           "html_badge_enabled",
+                                           "html_badge_label",
+                                           "peek_duration_s",
+                                           "tcp_connect_timeout_ms",
+                                           "tcp_no_delay",
+                                           "exclude_domains",
+                                           "passthrough_domains",
+                                           "udp_passthrough_ports",
+                                           "udp_blocked_endpoints",
+                                           "udp_e2e_mode",
+                                           "ca_cert_pem",
+                                           "ca_key_pem",
+                                           "xpc_service_name",
+                                           "container_signing_identifier",
+                                           "upstream_ca_file",
+                                           "upstream_insecure",
+                                           "tls_keylog",
+                                           "tls_keylog_file",
+                                           "trust_cache_size",
+                                           "trust_cache_ttl_s",
+                                           "leaf_cache_size",
+                                           "hijack_host",
+                                           "admission_global_limit",
+                                           "keychain_dir",
+                                           "admission_per_app_host_limit",
+                                           NULL};
 
 static void set_defaults(struct ex_config *cfg)
 {
@@ -222,8 +237,7 @@ static int get_peek(json_t *root, struct ex_config *cfg, nectar_error_t *err)
     return 0;
 }
 
-static int get_numbers(json_t *root, struct ex_config *cfg,
-                       nectar_error_t *err)
+static int get_numbers(json_t *root, struct ex_config *cfg, nectar_error_t *err)
 {
     uint64_t conn = 0, trust = cfg->trust_cache_size;
     uint64_t ttl_s = cfg->trust_cache_ttl_ms / 1000;
@@ -254,8 +268,7 @@ static int get_numbers(json_t *root, struct ex_config *cfg,
     return 0;
 }
 
-static int get_strings(json_t *root, struct ex_config *cfg,
-                       nectar_error_t *err)
+static int get_strings(json_t *root, struct ex_config *cfg, nectar_error_t *err)
 {
     struct {
         const char *key;
@@ -287,8 +300,7 @@ static int get_bools(json_t *root, struct ex_config *cfg, nectar_error_t *err)
     if (rc == 0)
         rc = get_bool(root, "udp_e2e_mode", &cfg->udp_e2e_mode, err);
     if (rc == 0)
-        rc = get_bool(root, "upstream_insecure", &cfg->upstream_insecure,
-                      err);
+        rc = get_bool(root, "upstream_insecure", &cfg->upstream_insecure, err);
     if (rc == 0)
         rc = get_bool(root, "tls_keylog", &cfg->tls_keylog, err);
     return rc;
@@ -343,8 +355,8 @@ static int fill_defaults(struct ex_config *cfg, nectar_error_t *err)
         cfg->exclude =
             ex_domains_new(ex_default_excluded, ex_default_excluded_len);
     if (cfg->passthrough == NULL)
-        cfg->passthrough = ex_domains_new(ex_default_passthrough,
-                                          ex_default_passthrough_len);
+        cfg->passthrough =
+            ex_domains_new(ex_default_passthrough, ex_default_passthrough_len);
     if (cfg->badge_label == NULL || cfg->hijack_host == NULL ||
         cfg->exclude == NULL || cfg->passthrough == NULL)
         return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
@@ -424,8 +436,7 @@ void ex_config_free(struct ex_config *cfg)
 /* ---- updateSettings ----------------------------------------------------- */
 
 int ex_settings_update_parse(const char *json, size_t len,
-                             struct ex_settings_update *u,
-                             nectar_error_t *err)
+                             struct ex_settings_update *u, nectar_error_t *err)
 {
     memset(u, 0, sizeof(*u));
     json_error_t jerr;

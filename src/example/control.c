@@ -64,8 +64,8 @@ static void ctl_install(void *ctx, nectar_control_ca_result_t *res)
 {
     (void)ctx;
     nectar_error_t err = {0};
-    int rc = nectar_example_ca_install(&res->cert_der, &res->cert_der_len,
-                                       &err);
+    int rc =
+        nectar_example_ca_install(&res->cert_der, &res->cert_der_len, &err);
     ca_result(res, rc, &err);
 }
 
@@ -73,8 +73,8 @@ static void ctl_uninstall(void *ctx, nectar_control_ca_result_t *res)
 {
     (void)ctx;
     nectar_error_t err = {0};
-    int rc = nectar_example_ca_uninstall(&res->cert_der, &res->cert_der_len,
-                                         &err);
+    int rc =
+        nectar_example_ca_uninstall(&res->cert_der, &res->cert_der_len, &err);
     ca_result(res, rc, &err);
 }
 
@@ -110,8 +110,8 @@ static int ctl_status(void *ctx, nectar_control_status_t *out)
     out->uptime_ms = ex_now_ms() - ex->created_ms;
     out->tcp_flows = (uint64_t)atomic_load(&ex->stats.tcp.live);
     out->udp_flows = (uint64_t)atomic_load(&ex->stats.udp.live);
-    out->total_flows = atomic_load(&ex->stats.tcp.opened) +
-                       atomic_load(&ex->stats.udp.opened);
+    out->total_flows =
+        atomic_load(&ex->stats.tcp.opened) + atomic_load(&ex->stats.udp.opened);
     out->tls_keylog = tls_keylog_enabled(ex->keylog);
     return 0;
 }

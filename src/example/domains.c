@@ -8,7 +8,7 @@
 #include "common/alloc.h"
 
 struct ex_entry {
-    char *name;    /* normalised, with "*." for wildcards */
+    char *name;       /* normalised, with "*." for wildcards */
     const char *base; /* name without "*." */
     bool wildcard;
 };
@@ -19,19 +19,32 @@ struct ex_domains {
 };
 
 const char *const ex_default_excluded[] = {
-    "detectportal.firefox.com", "connectivitycheck.gstatic.com",
-    "captive.apple.com",        "my.securityjourney.com",
-    "*.my.securityjourney.com", "webgate.ec.europa.eu",
-    "*.github.com",             "*.githubusercontent.com",
-    "*.googleapis.com",         "*.gstatic.com",
-    "*.cloudflare.com",         "*.jsdelivr.net",
-    "*.apple.com",              "*.icloud.com",
-    "*.microsoft.com",          "*.azureedge.net",
-    "*.fastly.net",             "*.akamaized.net",
-    "*.amazonaws.com",          "*.cloudfront.net",
-    "*.google.com",             "*.googlevideo.com",
-    "*.slack-edge.com",         "registry.npmjs.org",
-    "*.pythonhosted.org",       "*.docker.io",
+    "detectportal.firefox.com",
+    "connectivitycheck.gstatic.com",
+    "captive.apple.com",
+    "my.securityjourney.com",
+    "*.my.securityjourney.com",
+    "webgate.ec.europa.eu",
+    "*.github.com",
+    "*.githubusercontent.com",
+    "*.googleapis.com",
+    "*.gstatic.com",
+    "*.cloudflare.com",
+    "*.jsdelivr.net",
+    "*.apple.com",
+    "*.icloud.com",
+    "*.microsoft.com",
+    "*.azureedge.net",
+    "*.fastly.net",
+    "*.akamaized.net",
+    "*.amazonaws.com",
+    "*.cloudfront.net",
+    "*.google.com",
+    "*.googlevideo.com",
+    "*.slack-edge.com",
+    "registry.npmjs.org",
+    "*.pythonhosted.org",
+    "*.docker.io",
 };
 const size_t ex_default_excluded_len =
     sizeof(ex_default_excluded) / sizeof(ex_default_excluded[0]);

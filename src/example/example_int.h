@@ -14,17 +14,17 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "app/stats.h"
 #include "example/admission.h"
 #include "example/config.h"
 #include "example/domains.h"
 #include "nectar/handler.h"
-#include "app/stats.h"
 #include "services/tls/keylog.h"
 #include "services/tls/mitm.h"
 
-#define EX_TAG "example"
+#define EX_TAG    "example"
 #define EX_CA_ORG "nectar Transparent Proxy Example Root CA"
-#define EX_CA_CN "nectar-tproxy-mitm-ca.localhost"
+#define EX_CA_CN  "nectar-tproxy-mitm-ca.localhost"
 
 struct ex_live {
     atomic_int refs;
@@ -46,7 +46,7 @@ struct ex_state {
     struct app_stats stats;
     uint64_t created_ms;
     char *storage_dir;
-    void *control; /* nectar_control_t when the example bound IPC */
+    void *control;  /* nectar_control_t when the example bound IPC */
     void *keychain; /* nectar_keychain_t holding the CA, or NULL */
 };
 

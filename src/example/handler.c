@@ -82,8 +82,8 @@ static struct ex_live *live_new(struct ex_state *ex, const struct ex_live *from,
     const ex_domains_t *src = from ? from->exclude : ex->cfg.exclude;
     if (u != NULL && u->has_exclude)
         src = u->exclude;
-    const char **names = nectar_calloc(ex_domains_count(src) + 1,
-                                       sizeof(*names));
+    const char **names =
+        nectar_calloc(ex_domains_count(src) + 1, sizeof(*names));
     if (names != NULL) {
         for (size_t i = 0; i < ex_domains_count(src); i++)
             names[i] = ex_domains_get(src, i);
@@ -114,9 +114,8 @@ static void live_swap(struct ex_state *ex, struct ex_live *l)
 
 /* ---- CA ------------------------------------------------------------------ */
 
-static int mitm_from_pem(struct ex_state *ex, const char *cert,
-                         const char *key, tls_mitm_t **out,
-                         nectar_error_t *err)
+static int mitm_from_pem(struct ex_state *ex, const char *cert, const char *key,
+                         tls_mitm_t **out, nectar_error_t *err)
 {
     tls_ca_t *ca = NULL;
     int rc = tls_ca_from_pem(cert, key, ex->cfg.leaf_cache_size, &ca, err);
@@ -189,8 +188,7 @@ static bool keychain_ca(struct ex_state *ex, char **cert, char **key)
 /* The CA at start (spec §2.3): both PEMs from the config skip the
  * keychain; else the keychain's CA; else one generated in memory for this
  * run only (logged). */
-static int load_ca(struct ex_state *ex, tls_mitm_t **mitm,
-                   nectar_error_t *err)
+static int load_ca(struct ex_state *ex, tls_mitm_t **mitm, nectar_error_t *err)
 {
     char *cert = NULL, *key = NULL;
     if (ex->cfg.ca_cert_pem != NULL && ex->cfg.ca_key_pem != NULL) {
@@ -405,8 +403,7 @@ static void log_new_flow(const nectar_flow_meta_t *m)
                m->bundle_identifier ? m->bundle_identifier : "-");
 }
 
-static void settle(struct ex_state *ex, nectar_decision_t *d,
-                   nectar_action_t a)
+static void settle(struct ex_state *ex, nectar_decision_t *d, nectar_action_t a)
 {
     nectar__app_stats_decision(&ex->stats, a);
     if (a == NECTAR_ACTION_BLOCK)
@@ -428,8 +425,7 @@ static void ex_decide_tcp(void *state, const nectar_flow_meta_t *m,
         return;
     }
     ex_permit_t permit;
-    const char *host = m->remote_hostname ? m->remote_hostname
-                                          : m->remote.host;
+    const char *host = m->remote_hostname ? m->remote_hostname : m->remote.host;
     ex_reject_t r = ex_admission_try(ex->adm, m->remote.port,
                                      m->bundle_identifier, host, &permit);
     if (r != EX_ADMIT) {
@@ -548,7 +544,8 @@ NECTAR_API const nectar_handler_vtable_t *nectar_example_handler(void)
     return &example_vtable;
 }
 
-/* ---- control API ---------------------------------------------------------- */
+/* ---- control API ----------------------------------------------------------
+ */
 
 NECTAR_API int nectar_example_update_settings(const char *json, size_t len,
                                               nectar_error_t *err)
@@ -668,8 +665,8 @@ static int new_ca(struct ex_state *ex, char **cert, char **key,
     char *c = NULL, *k = NULL;
     uint8_t *prev = NULL;
     size_t prev_len = 0;
-    int rc = nectar_ca_rotate(ex->keychain, NULL, &c, &k, &prev, &prev_len,
-                              err);
+    int rc =
+        nectar_ca_rotate(ex->keychain, NULL, &c, &k, &prev, &prev_len, err);
     nectar_secret_free(prev);
     return rc != 0 ? rc : take_pems(c, k, cert, key, err);
 }
@@ -714,9 +711,9 @@ NECTAR_API int nectar_example_ca_rotate(uint8_t **der, size_t *der_len,
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&g_mu);
-    rc = g_current ? rotate_locked(g_current, err)
-                   : nectar_error_set(err, NECTAR_ESTATE,
-                                      "no example engine runs");
+    rc = g_current
+             ? rotate_locked(g_current, err)
+             : nectar_error_set(err, NECTAR_ESTATE, "no example engine runs");
     pthread_mutex_unlock(&g_mu);
     if (rc == 0)
         rc = current_der(der, der_len, err);

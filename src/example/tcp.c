@@ -25,13 +25,13 @@
 
 #include "common/alloc.h"
 #include "example/example_int.h"
+#include "example/socks5.h"
 #include "nectar/log.h"
 #include "services/http/http.h"
 #include "services/peek/clienthello.h"
 #include "services/peek/peek.h"
 #include "services/peek/sniff.h"
 #include "services/relay.h"
-#include "example/socks5.h"
 
 #define PEEK_MAX (64 * 1024)
 
@@ -152,8 +152,8 @@ struct verdict {
 static enum kind classify(const uint8_t *b, size_t n, bool final,
                           struct verdict *v)
 {
-    peek_verdict_t tls = v->tls_allowed ? peek_tls_parse(b, n, &v->hello)
-                                        : PEEK_NO;
+    peek_verdict_t tls =
+        v->tls_allowed ? peek_tls_parse(b, n, &v->hello) : PEEK_NO;
     if (tls == PEEK_YES)
         return K_TLS;
     peek_verdict_t http = peek_http_parse(b, n, final, &v->req);
@@ -167,8 +167,7 @@ static enum kind classify(const uint8_t *b, size_t n, bool final,
     return K_MORE;
 }
 
-static bool judge(struct verdict *v, const uint8_t *buf, size_t len,
-                  bool final)
+static bool judge(struct verdict *v, const uint8_t *buf, size_t len, bool final)
 {
     v->kind = classify(buf, len, final, v);
     return v->kind != K_MORE;
@@ -176,8 +175,7 @@ static bool judge(struct verdict *v, const uint8_t *buf, size_t len,
 
 static const char *kind_name(enum kind k)
 {
-    static const char *const names[] = {"?", "tls", "http", "socks5",
-                                        "other"};
+    static const char *const names[] = {"?", "tls", "http", "socks5", "other"};
     return names[k];
 }
 
@@ -368,10 +366,9 @@ static void chain_http_done(int status, void *data)
 static void chain_http(struct ex_chain *ch, bool h2)
 {
     svc_http_t *h = NULL;
-    int rc = h2 ? svc_h2_start(ch->c, ch->s, &ch->opts, chain_http_done, ch,
-                               &h)
-                : svc_http1_start(ch->c, ch->s, &ch->opts, chain_http_done,
-                                  ch, &h);
+    int rc =
+        h2 ? svc_h2_start(ch->c, ch->s, &ch->opts, chain_http_done, ch, &h)
+           : svc_http1_start(ch->c, ch->s, &ch->opts, chain_http_done, ch, &h);
     if (rc != 0) {
         chain_end(ch, rc);
         return;
@@ -391,8 +388,10 @@ static void chain_mitm_done(int status, svc_stream_t *c, svc_stream_t *s,
     }
     ch->c = c;
     ch->s = s;
-    nectar_log(NECTAR_LOG_DEBUG, EX_TAG, "flow=%llu intercepted TLS for %s, "
-               "alpn \"%s\"", (unsigned long long)ch->t->id, ch->host, alpn);
+    nectar_log(NECTAR_LOG_DEBUG, EX_TAG,
+               "flow=%llu intercepted TLS for %s, "
+               "alpn \"%s\"",
+               (unsigned long long)ch->t->id, ch->host, alpn);
     if (strcmp(alpn, "h2") == 0)
         chain_http(ch, true);
     else if (strcmp(alpn, "http/1.1") == 0)
@@ -423,8 +422,8 @@ static void chain_tls(struct ex_chain *ch, const peek_tls_hello_t *hello)
         svc_close(s); /* the hijacked host is served here, not upstream */
         s = NULL;
     }
-    ch->mitm = tls_mitm_flow_start(t->live->mitm, c, s, hello, t->remote,
-                                   t->id, chain_mitm_done, ch);
+    ch->mitm = tls_mitm_flow_start(t->live->mitm, c, s, hello, t->remote, t->id,
+                                   chain_mitm_done, ch);
     if (ch->mitm == NULL)
         chain_end(ch, NECTAR_ENOMEM);
 }
@@ -460,8 +459,7 @@ static void chain_peek_done(int status, uint8_t *buf, size_t len, void *data)
     }
 }
 
-static bool chain_judge(const uint8_t *buf, size_t len, bool final,
-                        void *data)
+static bool chain_judge(const uint8_t *buf, size_t len, bool final, void *data)
 {
     return judge(&((struct ex_chain *)data)->v, buf, len, final);
 }
@@ -477,8 +475,15 @@ static void chain_peek(struct ex_chain *ch)
 /* ---- SOCKS5: the handshake relayed message by message ------------------- */
 
 /* Steps: which message is read next (from the app or from the proxy). */
-enum { SK_METHOD = 1, SK_AUTH_REQ, SK_AUTH_REP, SK_REQ, SK_REP, SK_RAW,
-       SK_INNER };
+enum {
+    SK_METHOD = 1,
+    SK_AUTH_REQ,
+    SK_AUTH_REP,
+    SK_REQ,
+    SK_REP,
+    SK_RAW,
+    SK_INNER
+};
 
 static bool sk_from_server(int step)
 {
@@ -540,8 +545,7 @@ static void sk_continue(struct ex_chain *ch)
     if (!ok) {
         chain_end(ch, NECTAR_ENOMEM);
     } else if (ch->sk_next == SK_INNER) {
-        nectar_log(NECTAR_LOG_DEBUG, EX_TAG,
-                   "flow=%llu SOCKS5 tunnel to %s:%u",
+        nectar_log(NECTAR_LOG_DEBUG, EX_TAG, "flow=%llu SOCKS5 tunnel to %s:%u",
                    (unsigned long long)ch->t->id, ch->host, ch->sk_port);
         ch->within_connect = true; /* one level of tunnels, like CONNECT */
         ch->opts.within_connect = true;
@@ -579,7 +583,7 @@ static int sk_after(struct ex_chain *ch, const uint8_t *msg)
         return SK_REP;
     default:
         return ch->sk_rep == 0 && ch->sk_cmd == SOCKS5_CMD_CONNECT ? SK_INNER
-                                                                  : SK_RAW;
+                                                                   : SK_RAW;
     }
 }
 
@@ -619,8 +623,8 @@ static void sk_read(struct ex_chain *ch, int step)
     ch->sk_step = step;
     ch->sk_len = 0;
     svc_stream_t *from = sk_from_server(step) ? ch->s : ch->c;
-    ch->peek = svc_peek_start(from, ch->t->peek_ms, 1024, sk_judge,
-                              sk_peeked, ch);
+    ch->peek =
+        svc_peek_start(from, ch->t->peek_ms, 1024, sk_judge, sk_peeked, ch);
     if (ch->peek == NULL)
         chain_raw(ch);
 }
@@ -759,8 +763,7 @@ static void promote(struct ex_tcp *t, const char *why)
 static struct ex_chain *top_chain(struct ex_tcp *t, const char *host,
                                   bool replay)
 {
-    svc_stream_t *c = replay ? svc_stream_prefix(t->in, t->buf, t->len)
-                             : t->in;
+    svc_stream_t *c = replay ? svc_stream_prefix(t->in, t->buf, t->len) : t->in;
     t->in = NULL;
     if (replay) {
         nectar_free(t->buf);
@@ -885,8 +888,8 @@ static void tcp_start(void *svc, nectar_tcp_flow_t *flow)
         flow_end(t);
         return;
     }
-    t->peek = svc_peek_start(t->in, t->peek_ms, PEEK_MAX, flow_judge,
-                             on_peeked, t);
+    t->peek =
+        svc_peek_start(t->in, t->peek_ms, PEEK_MAX, flow_judge, on_peeked, t);
     if (t->peek == NULL)
         flow_end(t);
 }

@@ -265,11 +265,10 @@ void test_make_ca(const char *cn, char **cert_pem, char **key_pem)
     X509_set_version(x, 2);
     ASN1_INTEGER_set(X509_get_serialNumber(x), 4242);
     X509_NAME *n = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(n, "O", MBSTRING_ASC,
-                               (const unsigned char *)"nectar tests", -1, -1,
-                               0);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
-                               (const unsigned char *)cn, -1, -1, 0);
+    X509_NAME_add_entry_by_txt(
+        n, "O", MBSTRING_ASC, (const unsigned char *)"nectar tests", -1, -1, 0);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn,
+                               -1, -1, 0);
     X509_set_issuer_name(x, n);
     X509_gmtime_adj(X509_getm_notBefore(x), -60);
     X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 30);
@@ -280,8 +279,7 @@ void test_make_ca(const char *cn, char **cert_pem, char **key_pem)
                              {"keyUsage", "critical,keyCertSign,cRLSign"},
                              {"subjectKeyIdentifier", "hash"}};
     for (size_t i = 0; i < 3; i++) {
-        X509_EXTENSION *e =
-            X509V3_EXT_conf(NULL, &ctx, exts[i][0], exts[i][1]);
+        X509_EXTENSION *e = X509V3_EXT_conf(NULL, &ctx, exts[i][0], exts[i][1]);
         X509_add_ext(x, e, -1);
         X509_EXTENSION_free(e);
     }

@@ -19,8 +19,7 @@ typedef void (*test_connect_cb)(svc_stream_t *s, int status, void *data);
 
 /* Listen on 127.0.0.1:0; returns the port.  cb gets each accepted
  * stream.  The listener is closed by test_listen_close. */
-int test_listen(uv_loop_t *loop, uv_tcp_t *srv, test_accept_cb cb,
-                void *data);
+int test_listen(uv_loop_t *loop, uv_tcp_t *srv, test_accept_cb cb, void *data);
 void test_listen_close(uv_tcp_t *srv);
 void test_connect(uv_loop_t *loop, int port, test_connect_cb cb, void *data);
 

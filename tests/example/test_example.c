@@ -18,7 +18,7 @@
 static void domains(void)
 {
     const char *names[] = {"Exact.Test.", "*.wild.test", "bad name", "",
-                           "*.", "a..b"};
+                           "*.",          "a..b"};
     ex_domains_t *d = ex_domains_new(names, 6);
     CHECK_EQ(ex_domains_count(d), 2); /* invalid names dropped silently */
     CHECK(ex_domains_match(d, "exact.test"));
@@ -107,8 +107,7 @@ static void config(void)
     ex_config_free(&c);
     CHECK_EQ(parse("{\"bogus\":1}", &c, &e), NECTAR_ECONFIG);
     ex_config_free(&c);
-    CHECK_EQ(parse("{\"html_badge_enabled\":\"yes\"}", &c, &e),
-             NECTAR_ECONFIG);
+    CHECK_EQ(parse("{\"html_badge_enabled\":\"yes\"}", &c, &e), NECTAR_ECONFIG);
     CHECK(strstr(e.message, "html_badge_enabled") != NULL);
     ex_config_free(&c);
     CHECK_EQ(parse("{\"udp_blocked_endpoints\":[\"nope\"]}", &c, &e),
@@ -127,14 +126,14 @@ static void control_api(void)
     CHECK(nectar_example_ca_pem() == NULL);
     char *cert, *key;
     test_make_ca("control ca", &cert, &key);
-    json_t *cfg = json_pack("{s:s, s:s}", "ca_cert_pem", cert, "ca_key_pem",
-                            key);
+    json_t *cfg =
+        json_pack("{s:s, s:s}", "ca_cert_pem", cert, "ca_key_pem", key);
     char *json = json_dumps(cfg, JSON_COMPACT);
     json_decref(cfg);
     nectar_error_t err;
-    RamaTransparentProxyEngine *eng = nectar_engine_new(
-        nectar_example_handler(), NULL, (const uint8_t *)json, strlen(json),
-        &err);
+    RamaTransparentProxyEngine *eng =
+        nectar_engine_new(nectar_example_handler(), NULL, (const uint8_t *)json,
+                          strlen(json), &err);
     CHECK(eng != NULL);
     char *pem = nectar_example_ca_pem();
     CHECK_STR_EQ(pem, cert);
@@ -143,9 +142,9 @@ static void control_api(void)
                  "{\"html_badge_enabled\":false,\"exclude_domains\":[\"x\"]}",
                  52, &e),
              0);
-    CHECK_EQ(nectar_example_update_settings("{\"html_badge_enabled\":1}", 24,
-                                            &e),
-             NECTAR_ECONFIG);
+    CHECK_EQ(
+        nectar_example_update_settings("{\"html_badge_enabled\":1}", 24, &e),
+        NECTAR_ECONFIG);
     CHECK(!nectar_example_get_tls_keylog());
     CHECK(nectar_example_set_tls_keylog(true));
     CHECK(nectar_example_get_tls_keylog());
@@ -187,14 +186,13 @@ static void socks5_framing(void)
     char host[256];
     for (size_t i = 0; i < sizeof(req); i++)
         CHECK_EQ(socks5_request(req, i, &cmd, host, sizeof(host), &port), 0);
-    CHECK_EQ(socks5_request(req, sizeof(req), &cmd, host, sizeof(host),
-                            &port),
+    CHECK_EQ(socks5_request(req, sizeof(req), &cmd, host, sizeof(host), &port),
              11);
     CHECK_STR_EQ(host, "host");
     CHECK_EQ(port, 443);
     CHECK_EQ(cmd, SOCKS5_CMD_CONNECT);
-    const uint8_t v6[] = {5, 1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0,
-                          0, 0, 0, 0, 0, 0, 0, 1, 0, 80};
+    const uint8_t v6[] = {5, 1, 0, 4, 0, 0, 0, 0, 0, 0, 0,
+                          0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 80};
     CHECK_EQ(socks5_request(v6, sizeof(v6), &cmd, host, sizeof(host), &port),
              22);
     CHECK_STR_EQ(host, "::1");

@@ -31,14 +31,14 @@ static size_t make_hello(const char *sni, const uint8_t *alpn,
     return (size_t)n;
 }
 
-static const uint8_t alpn_both[] = {2, 'h', '2', 8, 'h', 't', 't', 'p',
-                                    '/', '1', '.', '1'};
+static const uint8_t alpn_both[] = {2,   'h', '2', 8,   'h', 't',
+                                    't', 'p', '/', '1', '.', '1'};
 
 static void tls_real_hello(void)
 {
     uint8_t buf[4096];
-    size_t n = make_hello("WWW.Example.COM.", alpn_both, sizeof(alpn_both),
-                          buf, sizeof(buf));
+    size_t n = make_hello("WWW.Example.COM.", alpn_both, sizeof(alpn_both), buf,
+                          sizeof(buf));
     peek_tls_hello_t h;
     CHECK_EQ(peek_tls_parse(buf, n, &h), PEEK_YES);
     CHECK(h.has_sni);
@@ -66,8 +66,7 @@ static void tls_no_sni_no_alpn(void)
 
 /* Re-frames the handshake payload of one record into records of `step`
  * bytes, as a middlebox or a client with tiny records may send. */
-static size_t refragment(const uint8_t *in, size_t n, size_t step,
-                         uint8_t *out)
+static size_t refragment(const uint8_t *in, size_t n, size_t step, uint8_t *out)
 {
     size_t payload = n - 5, o = 0;
     for (size_t off = 0; off < payload; off += step) {
@@ -86,8 +85,8 @@ static size_t refragment(const uint8_t *in, size_t n, size_t step,
 static void tls_fragmented(void)
 {
     uint8_t buf[4096], frag[16384];
-    size_t n = make_hello("frag.test", alpn_both, sizeof(alpn_both), buf,
-                          sizeof(buf));
+    size_t n =
+        make_hello("frag.test", alpn_both, sizeof(alpn_both), buf, sizeof(buf));
     size_t steps[] = {1, 3, 7, 100, 1000};
     for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
         size_t m = refragment(buf, n, steps[s], frag);
@@ -105,8 +104,7 @@ static void tls_garbage(void)
 {
     peek_tls_hello_t h;
     const char *http = "GET / HTTP/1.1\r\n";
-    CHECK_EQ(peek_tls_parse((const uint8_t *)http, strlen(http), &h),
-             PEEK_NO);
+    CHECK_EQ(peek_tls_parse((const uint8_t *)http, strlen(http), &h), PEEK_NO);
     uint8_t ssh[] = "SSH-2.0-OpenSSH_9.2\r\n";
     CHECK_EQ(peek_tls_parse(ssh, sizeof(ssh) - 1, &h), PEEK_NO);
     /* A handshake record carrying a ServerHello, not a ClientHello. */
@@ -175,21 +173,18 @@ static void http_heads(void)
     CHECK(r.head_complete);
     CHECK_STR_EQ(r.host, "www.site.test");
     CHECK_EQ(r.version_minor, 1);
-    CHECK_EQ(http("GET http://abs.test/x HTTP/1.0\nHost: other\n\n", false,
-                  &r),
+    CHECK_EQ(http("GET http://abs.test/x HTTP/1.0\nHost: other\n\n", false, &r),
              PEEK_YES);
     CHECK_STR_EQ(r.host, "abs.test");
     CHECK_EQ(r.version_minor, 0);
-    CHECK_EQ(http("OPTIONS * HTTP/1.1\r\nhost: [::1]:80\r\n\r\n", false,
-                  &r),
+    CHECK_EQ(http("OPTIONS * HTTP/1.1\r\nhost: [::1]:80\r\n\r\n", false, &r),
              PEEK_YES);
     CHECK_STR_EQ(r.host, "::1");
     CHECK_EQ(http("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true, &r), PEEK_NO);
     CHECK_EQ(http("get / HTTP/1.1\r\n", true, &r), PEEK_NO);
     CHECK_EQ(http("GET  / HTTP/1.1\r\n", true, &r), PEEK_NO);
     CHECK_EQ(http("GET / HTTP/1.1 extra\r\n", true, &r), PEEK_NO);
-    CHECK_EQ(http("VERYVERYLONGMETHODNAME / HTTP/1.1\r\n", true, &r),
-             PEEK_NO);
+    CHECK_EQ(http("VERYVERYLONGMETHODNAME / HTTP/1.1\r\n", true, &r), PEEK_NO);
     CHECK_EQ(http("\x16\x03\x01", true, &r), PEEK_NO);
 }
 

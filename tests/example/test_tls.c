@@ -331,8 +331,8 @@ static void mid_connected(svc_stream_t *up, int status, void *data)
     CHECK_EQ(peek_tls_parse(F.peek, F.peek_len, &hello), PEEK_YES);
     svc_stream_t *pre = svc_stream_prefix(F.mid_in, F.peek, F.peek_len);
     F.mid_in = NULL;
-    CHECK(tls_mitm_flow_start(F.mitm, pre, up, &hello, "127.0.0.1", 1,
-                              mid_done, NULL) != NULL);
+    CHECK(tls_mitm_flow_start(F.mitm, pre, up, &hello, "127.0.0.1", 1, mid_done,
+                              NULL) != NULL);
 }
 
 static void mid_read(svc_stream_t *s, ssize_t n, const uint8_t *buf, void *d)
@@ -390,8 +390,8 @@ static void cli_send_next(void)
     if (F.sent == ECHO_TOTAL) {
         return;
     }
-    size_t n = ECHO_TOTAL - F.sent < ECHO_CHUNK ? ECHO_TOTAL - F.sent
-                                               : ECHO_CHUNK;
+    size_t n =
+        ECHO_TOTAL - F.sent < ECHO_CHUNK ? ECHO_TOTAL - F.sent : ECHO_CHUNK;
     const uint8_t *p = F.pattern + F.sent;
     F.sent += n;
     CHECK_EQ(svc_write(F.cli, p, n, cli_written, NULL), 0);
@@ -446,8 +446,8 @@ static void cli_connected(svc_stream_t *s, int status, void *data)
     SSL *ssl = SSL_new(F.cli_ctx);
     SSL_set_tlsext_host_name(ssl, host);
     SSL_set1_host(ssl, host);
-    static const uint8_t alpn[] = {2, 'h', '2', 8, 'h', 't', 't', 'p',
-                                   '/', '1', '.', '1'};
+    static const uint8_t alpn[] = {2,   'h', '2', 8,   'h', 't',
+                                   't', 'p', '/', '1', '.', '1'};
     SSL_set_alpn_protos(ssl, alpn, sizeof(alpn));
     SSL_set_connect_state(ssl);
     F.cli = svc_tls_new(s, ssl);

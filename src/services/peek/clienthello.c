@@ -16,12 +16,12 @@
 
 #include "common/alloc.h"
 
-#define REC_HANDSHAKE 22
-#define HS_CLIENT_HELLO 1
-#define REC_HDR 5
+#define REC_HANDSHAKE     22
+#define HS_CLIENT_HELLO   1
+#define REC_HDR           5
 #define REC_MAX_PLAINTEXT 16384
-#define EXT_SERVER_NAME 0
-#define EXT_ALPN 16
+#define EXT_SERVER_NAME   0
+#define EXT_ALPN          16
 
 /* A bounds-checked reader over a byte range. */
 typedef struct reader {
@@ -147,8 +147,8 @@ static bool parse_sni(reader_t ext, peek_tls_hello_t *out)
         if (type == 0 && !out->has_sni) {
             /* An unusable name is ignored, not fatal: the flow is still
              * TLS, it just has no SNI we can act on. */
-            out->has_sni = copy_hostname(name.p, name.left, out->sni,
-                                         sizeof(out->sni));
+            out->has_sni =
+                copy_hostname(name.p, name.left, out->sni, sizeof(out->sni));
         }
     }
     return true;
@@ -253,8 +253,7 @@ peek_verdict_t peek_tls_parse(const uint8_t *buf, size_t len,
     return v;
 }
 
-bool peek_alpn_contains(const uint8_t *alpn, size_t alpn_len,
-                        const char *proto)
+bool peek_alpn_contains(const uint8_t *alpn, size_t alpn_len, const char *proto)
 {
     size_t plen = strlen(proto);
     size_t i = 0;

@@ -31,13 +31,13 @@ typedef enum peek_verdict {
 
 typedef struct peek_tls_hello {
     bool has_sni;
-    char sni[256];       /* lower-case, no trailing dot, NUL-terminated */
+    char sni[256]; /* lower-case, no trailing dot, NUL-terminated */
     uint16_t legacy_version;
-    size_t alpn_len;     /* bytes in alpn (0: no ALPN extension) */
+    size_t alpn_len;                 /* bytes in alpn (0: no ALPN extension) */
     uint8_t alpn[PEEK_TLS_MAX_ALPN]; /* wire format: len byte + name, ... */
     bool offers_h2;
     bool offers_http11;
-    size_t consumed;     /* bytes of records up to the end of the hello */
+    size_t consumed; /* bytes of records up to the end of the hello */
 } peek_tls_hello_t;
 
 /*

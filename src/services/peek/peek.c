@@ -40,8 +40,7 @@ static void finish(struct svc_peek *p, int status)
     done(status, buf, len, data);
 }
 
-static void on_read(svc_stream_t *s, ssize_t n, const uint8_t *buf,
-                    void *data)
+static void on_read(svc_stream_t *s, ssize_t n, const uint8_t *buf, void *data)
 {
     (void)s;
     struct svc_peek *p = data;

@@ -119,7 +119,8 @@ static void scan_headers(const uint8_t *buf, size_t len, size_t start,
             while (v < llen && (line[v] == ' ' || line[v] == '\t'))
                 v++;
             size_t vend = llen;
-            while (vend > v && (line[vend - 1] == ' ' || line[vend - 1] == '\t'))
+            while (vend > v &&
+                   (line[vend - 1] == ' ' || line[vend - 1] == '\t'))
                 vend--;
             if (!peek_host_normalize(line + v, vend - v, out->host,
                                      sizeof(out->host)))

@@ -27,10 +27,10 @@ peek_verdict_t peek_socks5_greeting(const uint8_t *buf, size_t len,
 
 typedef struct peek_http_req {
     char method[17];
-    char host[256];      /* lower-case, no port; "" when unknown */
-    int version_minor;   /* 0 or 1 */
-    bool head_complete;  /* the blank line ending the head was seen */
-    size_t line_len;     /* bytes of the request line incl. its newline */
+    char host[256];     /* lower-case, no port; "" when unknown */
+    int version_minor;  /* 0 or 1 */
+    bool head_complete; /* the blank line ending the head was seen */
+    size_t line_len;    /* bytes of the request line incl. its newline */
 } peek_http_req_t;
 
 /*

@@ -74,8 +74,7 @@ static void write_line(tls_keylog_t *k, const char *line)
 {
     pthread_mutex_lock(&k->mu);
     if (k->fd < 0) {
-        k->fd = open(k->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-                     0600);
+        k->fd = open(k->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
         if (k->fd < 0)
             nectar_log(NECTAR_LOG_WARN, "tls", "cannot open key log %s",
                        k->path);

@@ -15,9 +15,9 @@
 #include "nectar/error.h"
 
 struct lru_entry {
-    struct lru_entry *hnext;      /* hash chain */
+    struct lru_entry *hnext;       /* hash chain */
     struct lru_entry *prev, *next; /* use order */
-    uint64_t expires_ms;          /* 0: never */
+    uint64_t expires_ms;           /* 0: never */
     void *value;
     char key[];
 };
@@ -50,8 +50,8 @@ static size_t hash_key(const char *k)
     return (size_t)h;
 }
 
-tls_lru_t *tls_lru_new(size_t max_entries, uint64_t ttl_ms,
-                       tls_lru_dup_fn dup, tls_lru_free_fn free_value)
+tls_lru_t *tls_lru_new(size_t max_entries, uint64_t ttl_ms, tls_lru_dup_fn dup,
+                       tls_lru_free_fn free_value)
 {
     if (max_entries == 0)
         max_entries = 1;

@@ -23,8 +23,8 @@ typedef void *(*tls_lru_dup_fn)(void *value);
 typedef void (*tls_lru_free_fn)(void *value);
 
 /* max_entries >= 1; ttl_ms == 0 means no expiry.  NULL on ENOMEM. */
-tls_lru_t *tls_lru_new(size_t max_entries, uint64_t ttl_ms,
-                       tls_lru_dup_fn dup, tls_lru_free_fn free_value);
+tls_lru_t *tls_lru_new(size_t max_entries, uint64_t ttl_ms, tls_lru_dup_fn dup,
+                       tls_lru_free_fn free_value);
 void tls_lru_free(tls_lru_t *c);
 
 /* The value for key duplicated with `dup` (or the raw pointer when dup is

@@ -18,7 +18,7 @@
 #include "nectar/log.h"
 #include "services/tls/lru.h"
 
-#define LEAF_DAYS 90
+#define LEAF_DAYS         90
 #define LEAF_CACHE_TTL_MS (89ull * 24 * 3600 * 1000)
 
 struct tls_ca {
@@ -99,8 +99,8 @@ static int load_pair(tls_ca_t *ca, const char *cert_pem, const char *key_pem,
     return 0;
 }
 
-int tls_ca_from_pem(const char *cert_pem, const char *key_pem,
-                    size_t cache_max, tls_ca_t **out, nectar_error_t *err)
+int tls_ca_from_pem(const char *cert_pem, const char *key_pem, size_t cache_max,
+                    tls_ca_t **out, nectar_error_t *err)
 {
     if (cert_pem == NULL || key_pem == NULL || out == NULL)
         return nectar_error_set(err, NECTAR_EINVAL, "missing CA PEM");
@@ -166,8 +166,8 @@ static bool valid_host(const char *h)
     for (size_t i = 0; i < n; i++) {
         char c = h[i];
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                  (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-                  c == '_' || c == ':';
+                  (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+                  c == ':';
         if (!ok)
             return false;
     }
@@ -198,8 +198,8 @@ static bool set_serial(X509 *x)
     raw[0] &= 0x7f; /* positive */
     raw[0] |= 0x01; /* and never zero-padded away */
     BIGNUM *bn = BN_bin2bn(raw, sizeof(raw), NULL);
-    bool ok = bn != NULL &&
-              BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
+    bool ok =
+        bn != NULL && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
     BN_free(bn);
     return ok;
 }
@@ -213,8 +213,7 @@ static bool fill_leaf(tls_ca_t *ca, X509 *x, const char *host)
     /* A CN is limited to 64 characters; the SAN is what clients check. */
     if (strlen(host) <= 64 &&
         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                   (const unsigned char *)host, -1, -1,
-                                   0) != 1)
+                                   (const unsigned char *)host, -1, -1, 0) != 1)
         return false;
     if (X509_set_version(x, 2) != 1 || !set_serial(x) ||
         X509_set_issuer_name(x, X509_get_subject_name(ca->cert)) != 1 ||
@@ -283,8 +282,8 @@ static bool ca_fill(X509 *x, EVP_PKEY *key, const char *org, const char *cn)
         return false;
     raw[0] &= 0x7f; /* 159 random bits, positive */
     BIGNUM *bn = BN_bin2bn(raw, sizeof(raw), NULL);
-    bool ok = bn != NULL &&
-              BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
+    bool ok =
+        bn != NULL && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
     BN_free(bn);
     X509_NAME *n = X509_get_subject_name(x);
     return ok && X509_set_version(x, 2) == 1 &&
@@ -308,10 +307,10 @@ int tls_ca_generate(const char *org, const char *cn, char **cert_pem,
     EVP_PKEY *key = EVP_EC_gen("P-256");
     X509 *x = X509_new();
     BIO *cb = BIO_new(BIO_s_mem()), *kb = BIO_new(BIO_s_mem());
-    bool ok = key != NULL && x != NULL && cb != NULL && kb != NULL &&
-              ca_fill(x, key, org, cn) && PEM_write_bio_X509(cb, x) == 1 &&
-              PEM_write_bio_PKCS8PrivateKey(kb, key, NULL, NULL, 0, NULL,
-                                            NULL) == 1;
+    bool ok =
+        key != NULL && x != NULL && cb != NULL && kb != NULL &&
+        ca_fill(x, key, org, cn) && PEM_write_bio_X509(cb, x) == 1 &&
+        PEM_write_bio_PKCS8PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1;
     X509_free(x);
     EVP_PKEY_free(key);
     ERR_clear_error();

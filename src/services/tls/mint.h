@@ -30,8 +30,8 @@ typedef struct tls_ca tls_ca_t;
  * PEM; the key must match the certificate).  Returns 0 and *out, or
  * NECTAR_EPARSE / NECTAR_EINVAL / NECTAR_ECRYPTO / NECTAR_ENOMEM with *err
  * filled. */
-int tls_ca_from_pem(const char *cert_pem, const char *key_pem,
-                    size_t cache_max, tls_ca_t **out, nectar_error_t *err);
+int tls_ca_from_pem(const char *cert_pem, const char *key_pem, size_t cache_max,
+                    tls_ca_t **out, nectar_error_t *err);
 
 tls_ca_t *tls_ca_ref(tls_ca_t *ca);
 void tls_ca_unref(tls_ca_t *ca);

@@ -36,9 +36,9 @@ struct tls_mitm_flow {
     svc_stream_t *client_tls;
     svc_stream_t *server_tls;
     char host[256];
-    bool refuse;        /* answer the app with an alert */
-    int refuse_status;  /* what done reports then */
-    char alpn[64];      /* protocol the server chose, "" none */
+    bool refuse;       /* answer the app with an alert */
+    int refuse_status; /* what done reports then */
+    char alpn[64];     /* protocol the server chose, "" none */
     uint64_t flow_id;
     tls_mitm_done_cb cb;
     void *data;
@@ -124,8 +124,7 @@ static int make_client_ctx(tls_mitm_t *m, tls_keylog_t *keylog,
                                 o->upstream_ca_file);
     }
     SSL_CTX_set_verify(m->cctx,
-                       o->upstream_insecure ? SSL_VERIFY_NONE
-                                            : SSL_VERIFY_PEER,
+                       o->upstream_insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
                        NULL);
     if (keylog != NULL)
         tls_keylog_attach(keylog, m->cctx);
@@ -160,9 +159,9 @@ int tls_mitm_new(tls_ca_t *ca, tls_keylog_t *keylog, const tls_mitm_opts_t *o,
     if (rc == 0)
         rc = make_client_ctx(m, keylog, o, err);
     if (rc == 0) {
-        m->rejected = tls_lru_new(o->trust_cache_size ? o->trust_cache_size
-                                                      : 4096,
-                                  o->trust_cache_ttl_ms, NULL, NULL);
+        m->rejected =
+            tls_lru_new(o->trust_cache_size ? o->trust_cache_size : 4096,
+                        o->trust_cache_ttl_ms, NULL, NULL);
         if (m->rejected == NULL)
             rc = nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
     }
@@ -357,12 +356,10 @@ static int start_upstream(struct tls_mitm_flow *f, svc_stream_t *server,
     return svc_tls_handshake(f->server_tls, on_upstream_handshake, f);
 }
 
-tls_mitm_flow_t *tls_mitm_flow_start(tls_mitm_t *m, svc_stream_t *client,
-                                     svc_stream_t *server,
-                                     const peek_tls_hello_t *hello,
-                                     const char *fallback_host,
-                                     uint64_t flow_id, tls_mitm_done_cb cb,
-                                     void *data)
+tls_mitm_flow_t *
+tls_mitm_flow_start(tls_mitm_t *m, svc_stream_t *client, svc_stream_t *server,
+                    const peek_tls_hello_t *hello, const char *fallback_host,
+                    uint64_t flow_id, tls_mitm_done_cb cb, void *data)
 {
     struct tls_mitm_flow *f = nectar_calloc(1, sizeof(*f));
     if (f == NULL) {

@@ -86,12 +86,10 @@ typedef void (*tls_mitm_done_cb)(int status, svc_stream_t *client,
  * callback's server is NULL.  Returns NULL on ENOMEM (streams closed, cb
  * never runs).
  */
-tls_mitm_flow_t *tls_mitm_flow_start(tls_mitm_t *m, svc_stream_t *client,
-                                     svc_stream_t *server,
-                                     const peek_tls_hello_t *hello,
-                                     const char *fallback_host,
-                                     uint64_t flow_id, tls_mitm_done_cb cb,
-                                     void *data);
+tls_mitm_flow_t *
+tls_mitm_flow_start(tls_mitm_t *m, svc_stream_t *client, svc_stream_t *server,
+                    const peek_tls_hello_t *hello, const char *fallback_host,
+                    uint64_t flow_id, tls_mitm_done_cb cb, void *data);
 
 /* Abort: closes everything; cb does not run.  A cancel while the app's
  * handshake waits for its verdict on our certificate counts as a

@@ -43,8 +43,7 @@ typedef enum svc_tls_fail {
 
 /* status 0: established; otherwise a NECTAR_* code and svc_tls_failure()
  * tells why.  The stream stays valid until the caller closes it. */
-typedef void (*svc_tls_handshake_cb)(svc_stream_t *tls, int status,
-                                     void *data);
+typedef void (*svc_tls_handshake_cb)(svc_stream_t *tls, int status, void *data);
 
 /*
  * Layer TLS over inner.  `ssl` must be fresh and already set to connect
@@ -61,8 +60,7 @@ svc_stream_t *svc_tls_new(svc_stream_t *inner, SSL *ssl);
  * that they return NECTAR_ESTATE).  Returns 0 or NECTAR_ESTATE when called
  * twice.
  */
-int svc_tls_handshake(svc_stream_t *tls, svc_tls_handshake_cb cb,
-                      void *data);
+int svc_tls_handshake(svc_stream_t *tls, svc_tls_handshake_cb cb, void *data);
 
 /* The SSL object (borrowed; valid until the stream is closed). */
 SSL *svc_tls_ssl(svc_stream_t *tls);

@@ -204,8 +204,7 @@ static void classify_failure(struct tls_stream *ts, int ssl_err)
     } else if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL &&
                is_cert_rejection(ERR_GET_REASON(e))) {
         set_fail(ts, SVC_TLS_PEER_REJECTED_CERT, ERR_reason_error_string(e));
-    } else if (ssl_err == SSL_ERROR_WANT_READ ||
-               ssl_err == SSL_ERROR_SYSCALL ||
+    } else if (ssl_err == SSL_ERROR_WANT_READ || ssl_err == SSL_ERROR_SYSCALL ||
                ssl_err == SSL_ERROR_ZERO_RETURN) {
         bool early = SSL_is_server(ts->ssl) && ts->flight_sent;
         set_fail(ts, early ? SVC_TLS_EOF_AFTER_FLIGHT : SVC_TLS_IO,
