@@ -107,6 +107,7 @@ struct nectar_ipc_conn {
     bool has_cred;
     bool final_done;    /* the final event (if any) has run */
     bool direct;        /* client without event thread (see below) */
+    bool stalled;       /* a write timed out: no more writes */
     bool reader_active; /* direct mode: a caller is reading the socket */
     void *user_ctx;
 
@@ -911,6 +912,10 @@ static int client_dial(struct nectar_ipc_conn *c, int *out_fd,
     if (fd < 0)
         return nectar_error_set(err, -errno, "ipc: socket: %s",
                                 strerror(errno));
+    /* Bounds connect() too when the listener's backlog is full. */
+    struct timeval ctv = {.tv_sec = c->connect_timeout_ms / 1000,
+                          .tv_usec = (c->connect_timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &ctv, sizeof(ctv));
     if (connect(fd, (struct sockaddr *)&sa, salen) != 0) {
         int e = errno;
         close(fd);
@@ -1026,10 +1031,35 @@ static int ensure_open(struct nectar_ipc_conn *c, uint64_t *gen,
         c->has_cred = true;
         c->fd = fd;
         c->gen++;
+        c->stalled = false;
         c->state = ST_OPEN;
         pthread_cond_broadcast(&c->cv);
         if (!c->direct)
             loop_post(c->loop, CMD_ATTACH, c, fd, c->gen);
+    }
+}
+
+/* After a failed write: a direct-mode client drops its socket (the next
+ * send reconnects); otherwise a peer that stopped reading is invalidated
+ * by its event thread (a vanished one is noticed by the reader). */
+static void write_failed(struct nectar_ipc_conn *c, int rc)
+{
+    pthread_mutex_lock(&c->lock);
+    bool direct = c->is_client && c->direct;
+    unsigned uid = (unsigned)c->cred.uid;
+    bool first = !c->stalled;
+    if (!direct && rc == NECTAR_ETIMEDOUT)
+        c->stalled = true; /* later writes fail at once */
+    pthread_mutex_unlock(&c->lock);
+    if (direct) {
+        direct_close(c, false, false, NECTAR_ECONNRESET,
+                     "connection interrupted");
+        return;
+    }
+    if (rc == NECTAR_ETIMEDOUT && first && c->loop != NULL) {
+        nectar_log(NECTAR_LOG_WARN, TAG,
+                   "dropping a peer that does not read (uid %u)", uid);
+        loop_post(c->loop, CMD_CANCEL, c, -1, 0);
     }
 }
 
@@ -1050,12 +1080,17 @@ static int conn_write(struct nectar_ipc_conn *c, uint8_t type, uint64_t id,
     pthread_mutex_lock(&c->send_lock);
     pthread_mutex_lock(&c->lock);
     int fd = c->fd;
-    bool live = c->state == ST_OPEN && (gen == 0 || gen == c->gen);
+    bool live =
+        c->state == ST_OPEN && !c->stalled && (gen == 0 || gen == c->gen);
     pthread_mutex_unlock(&c->lock);
     if (!live || fd < 0) {
         rc = nectar_error_set(err, NECTAR_ECLOSED, "ipc: connection is closed");
     } else {
-        rc = nectar__ux_write_message(fd, type, id, b.p, b.len, fds, nfds);
+        /* An event thread serves every peer of its loop: it must not
+         * wait long on one that does not read. */
+        uint32_t t =
+            on_loop_thread(c->loop) ? LOOP_SEND_TIMEOUT_MS : SEND_TIMEOUT_MS;
+        rc = nectar__ux_write_message(fd, type, id, b.p, b.len, fds, nfds, t);
         if (rc != 0)
             rc = nectar_error_set(
                 err, rc == NECTAR_ETIMEDOUT ? rc : NECTAR_ECONNRESET,
@@ -1063,14 +1098,8 @@ static int conn_write(struct nectar_ipc_conn *c, uint8_t type, uint64_t id,
     }
     pthread_mutex_unlock(&c->send_lock);
     nectar__ipc_buf_free(&b);
-    if (rc == NECTAR_ECONNRESET && c->is_client) {
-        pthread_mutex_lock(&c->lock);
-        bool direct = c->direct;
-        pthread_mutex_unlock(&c->lock);
-        if (direct)
-            direct_close(c, false, false, NECTAR_ECONNRESET,
-                         "connection interrupted");
-    }
+    if (rc == NECTAR_ECONNRESET || rc == NECTAR_ETIMEDOUT)
+        write_failed(c, rc);
     return rc;
 }
 

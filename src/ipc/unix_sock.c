@@ -134,9 +134,9 @@ static int send_packet(int fd, const uint8_t *hdr, const uint8_t *chunk,
  * connection's send lock, so fragments of two messages never interleave. */
 int nectar__ux_write_message(int fd, uint8_t type, uint64_t id,
                              const uint8_t *payload, size_t len, const int *fds,
-                             size_t nfds)
+                             size_t nfds, uint32_t timeout_ms)
 {
-    uint64_t deadline = nectar__ux_now_ms() + SEND_TIMEOUT_MS;
+    uint64_t deadline = nectar__ux_now_ms() + timeout_ms;
     size_t off = 0;
     do {
         size_t chunk = len - off > PKT_PAYLOAD ? PKT_PAYLOAD : len - off;
@@ -348,7 +348,8 @@ void nectar__ux_send_verdict(int fd, bool ok, const char *reason)
     struct ipc_buf b = {0};
     if (v != NULL && nectar__ipc_encode(v, &b, NULL, NULL, NULL) == 0 &&
         b.len <= PKT_PAYLOAD)
-        nectar__ux_write_message(fd, PKT_VERDICT, 0, b.p, b.len, NULL, 0);
+        nectar__ux_write_message(fd, PKT_VERDICT, 0, b.p, b.len, NULL, 0,
+                                 LOOP_SEND_TIMEOUT_MS);
     nectar__ipc_buf_free(&b);
     nectar_ipc_release(v);
 }

@@ -28,11 +28,12 @@ enum pkt_type {
     PKT_REPLY = 4,
 };
 
-#define SEND_TIMEOUT_MS    5000 /* a peer that never reads is dropped */
-#define READS_PER_TURN     32   /* packets read per wake-up, per conn */
-#define ACCEPTS_PER_TURN   64
-#define DEFAULT_CONNECT_MS 5000
-#define DIRECT_SLICE_MS    50 /* direct-mode readers re-check this often */
+#define SEND_TIMEOUT_MS      5000 /* a peer that never reads is dropped */
+#define LOOP_SEND_TIMEOUT_MS 500  /* ...sooner when an event thread waits */
+#define READS_PER_TURN       32   /* packets read per wake-up, per conn */
+#define ACCEPTS_PER_TURN     64
+#define DEFAULT_CONNECT_MS   5000
+#define DIRECT_SLICE_MS      50 /* direct-mode readers re-check this often */
 
 struct pkt_header {
     uint8_t type;
@@ -52,11 +53,12 @@ uint64_t nectar__ux_now_ms(void);
  * NECTAR_ETIMEDOUT or -errno. */
 int nectar__ux_wait_fd(int fd, short events, uint64_t deadline);
 /* Writes one message as packets (fragments if needed), fds on the first;
- * waits at most SEND_TIMEOUT_MS for buffer space.  The caller serializes
- * writers.  0 or a negative code. */
+ * waits at most timeout_ms for buffer space.  The caller serializes
+ * writers.  0 or a negative code (NECTAR_ETIMEDOUT: the peer does not
+ * read). */
 int nectar__ux_write_message(int fd, uint8_t type, uint64_t id,
                              const uint8_t *payload, size_t len, const int *fds,
-                             size_t nfds);
+                             size_t nfds, uint32_t timeout_ms);
 
 struct ux_cred {
     uid_t uid;

@@ -52,6 +52,7 @@ void test_path_socket(void);
 void test_no_listener(void);
 void test_shared_connection(void);
 void test_direct_reconnect(void);
+void test_peer_not_reading(void);
 
 /* test_router.c */
 void test_router_convention(void);

@@ -923,3 +923,56 @@ void test_direct_reconnect(void)
     nectar_ipc_conn_release(c);
     echo_stop(&s);
 }
+
+void test_peer_not_reading(void)
+{
+    /* A peer floods requests and never reads the replies: the listener
+     * drops it after a bounded wait and keeps serving others. */
+    const char *name = ipc_test_name("noread");
+    struct echo_server s;
+    echo_start(&s, name, NULL);
+    nectar_ipc_conn_t *good = client_new(name);
+    check_echo_int(good, 1);
+    int fd = raw_connect(name);
+    uint8_t buf[4096];
+    CHECK_GT(raw_recv(fd, buf, sizeof(buf), 3000), 16);
+    /* {"pad": 1 KiB of data} as a request, sent until our side blocks. */
+    uint8_t payload[1100];
+    size_t n = 0;
+    payload[n++] = 0xa1;
+    payload[n++] = 0x63;
+    memcpy(payload + n, "pad", 3);
+    n += 3;
+    payload[n++] = 0x59;
+    payload[n++] = 0x04;
+    payload[n++] = 0x00;
+    memset(payload + n, 'x', 1024);
+    n += 1024;
+    uint8_t pkt[1200];
+    size_t len = packet(pkt, 3, payload, n);
+    int sent = 0;
+    uint64_t until = nectar_test_now_ms() + 3000;
+    while (nectar_test_now_ms() < until) {
+        if (send(fd, pkt, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+            if (errno != EAGAIN)
+                break; /* dropped already */
+            usleep(1000);
+            continue;
+        }
+        sent++;
+    }
+    CHECK_GT(sent, 100);
+    /* Others are still served promptly. */
+    uint64_t t0 = nectar_test_now_ms();
+    check_echo_int(good, 2);
+    CHECK_LT(nectar_test_now_ms() - t0, 2000);
+    /* And the flooding peer was closed. */
+    ssize_t r;
+    do {
+        r = raw_recv(fd, buf, sizeof(buf), 3000);
+    } while (r > 0);
+    CHECK_EQ(r, 0);
+    close(fd);
+    nectar_ipc_conn_release(good);
+    echo_stop(&s);
+}
