@@ -689,7 +689,8 @@ static void test_promote_under_load(void)
     CHECK_EQ(p.h.remote.len, fu.fed);
     CHECK_EQ(p.h.app.len, fd.fed);
     CHECK_MEM_EQ(p.h.remote.p, up, fu.fed);
-    CHECK_MEM_EQ(p.h.app.p, down, fd.fed);
+    if (fd.fed > 0) /* the cutover may beat the first response byte */
+        CHECK_MEM_EQ(p.h.app.p, down, fd.fed);
     pthread_mutex_unlock(&p.h.mu);
     /* ... and the carryover (up + fed .. len) follows it directly. */
     close_session(&p);
