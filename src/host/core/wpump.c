@@ -69,8 +69,12 @@ void wpump_init(struct wpump *p, size_t cap, void *owner,
 void wpump_destroy(struct wpump *p)
 {
     free_list(p->head);
-    free_list(p->inflight);
-    p->head = p->tail = p->inflight = NULL;
+    p->head = p->tail = NULL;
+    if (p->inflight != NULL) {
+        free_list(p->inflight->chunks);
+        nectar_free(p->inflight);
+        p->inflight = NULL;
+    }
     pthread_mutex_destroy(&p->lock);
 }
 
@@ -227,15 +231,29 @@ void wpump_flush(struct wpump *p)
         return;
     }
     unsigned n = 0;
+    for (struct wchunk *c = p->head; c != NULL && n < WPUMP_MAX_IOV;
+         c = c->next)
+        n++;
+    struct wbatch *b = nectar_malloc(sizeof(*b) + n * sizeof(uv_buf_t));
+    if (b == NULL) {
+        pthread_mutex_unlock(&p->lock);
+        wpump_cancel(p);
+        p->ops->error(p, UV_ENOMEM);
+        return;
+    }
     size_t total = 0;
-    struct wchunk *batch = p->head, *last = NULL;
+    struct wchunk *last = NULL;
+    b->chunks = p->head;
+    n = 0;
     for (struct wchunk *c = p->head; c != NULL && n < WPUMP_MAX_IOV;
          c = c->next) {
-        p->bufs[n] = uv_buf_init((char *)c->data, (unsigned)c->len);
+        b->bufs[n] = uv_buf_init((char *)c->data, (unsigned)c->len);
         total += c->len;
         last = c;
         n++;
     }
+    b->total = total;
+    b->pump = p;
     p->head = last->next;
     if (p->head == NULL)
         p->tail = NULL;
@@ -251,10 +269,9 @@ void wpump_flush(struct wpump *p)
     }
     pthread_mutex_unlock(&p->lock);
 
-    p->inflight = batch;
+    p->inflight = b;
     p->writing = true;
-    p->req.data = p;
-    int rc = uv_write(&p->req, p->stream, p->bufs, n, on_write);
+    int rc = uv_write(&b->req, p->stream, b->bufs, n, on_write);
     /* Signal the drain before the write completes so the engine can
      * produce in parallel (edge-triggered, ne-host §4.6). */
     if (edge_engine || edge_fwd)
@@ -264,7 +281,8 @@ void wpump_flush(struct wpump *p)
         pthread_mutex_lock(&p->lock);
         p->busy = false;
         pthread_mutex_unlock(&p->lock);
-        free_list(p->inflight);
+        free_list(b->chunks);
+        nectar_free(b);
         p->inflight = NULL;
         wpump_cancel(p);
         p->ops->error(p, rc);
@@ -273,11 +291,11 @@ void wpump_flush(struct wpump *p)
 
 static void on_write(uv_write_t *req, int status)
 {
-    struct wpump *p = req->data;
-    size_t n = 0;
-    for (struct wchunk *c = p->inflight; c != NULL; c = c->next)
-        n += c->len;
-    free_list(p->inflight);
+    struct wbatch *b = (struct wbatch *)req;
+    struct wpump *p = b->pump;
+    size_t n = b->total;
+    free_list(b->chunks);
+    nectar_free(b);
     p->inflight = NULL;
     p->writing = false;
     pthread_mutex_lock(&p->lock);

@@ -54,6 +54,15 @@ enum wpump_lifecycle { WP_PENDING, WP_OPEN, WP_DRAINING };
 
 struct wpump;
 
+/* One writev in flight: allocated per write so idle pumps stay small. */
+struct wbatch {
+    uv_write_t req;
+    struct wpump *pump;
+    struct wchunk *chunks;
+    size_t total;
+    uv_buf_t bufs[];
+};
+
 /* Callbacks, all on the loop thread, never with the pump mutex held. */
 struct wpump_ops {
     /* Pending bytes fell under the cap after a PAUSED (engine = true) or
@@ -90,9 +99,8 @@ struct wpump {
     enum wpump_lifecycle lifecycle;
     bool writing;
     uv_stream_t *stream;
-    uv_write_t req;
-    struct wchunk *inflight;
-    uv_buf_t bufs[WPUMP_MAX_IOV];
+    struct wbatch *inflight; /* the one write in flight (heap: an idle
+                                pump carries no write request) */
     uint64_t written;
     wpump_drained_cb drained;
 };
