@@ -162,8 +162,7 @@ static void control_api(void)
     nectar_example_free(der);
     nectar_example_free(der2);
     nectar_example_free(prev);
-    rama_transparent_proxy_engine_stop(eng, 0);
-    rama_transparent_proxy_engine_free(eng);
+    rama_transparent_proxy_engine_stop(eng, 0); /* stops and frees */
     CHECK(nectar_example_ca_pem() == NULL);
     free(json);
     free(cert);
