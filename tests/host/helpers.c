@@ -245,6 +245,15 @@ static void *conn_main(void *arg)
             uint64_t got = sink(c->fd, seed, &ok);
             (void)got;
             source(c->fd, seed ^ 0x55, n);
+        } else if (mode == M_HOLD) {
+            sink(c->fd, seed, &ok);
+            /* Silent and open: only a reset or close from the peer (or
+             * the 10 s cap) ends it. */
+            for (int i = 0; i < 1000; i++) {
+                struct pollfd p = {c->fd, POLLIN | POLLRDHUP, 0};
+                if (poll(&p, 1, 10) == 1 && (p.revents & (POLLERR | POLLHUP)))
+                    break;
+            }
         } else if (mode == M_SERVER_FIRST) {
             source(c->fd, seed, n);
             shutdown(c->fd, SHUT_WR);

@@ -25,6 +25,8 @@ enum peer_mode {
                        n bytes of pattern(seed ^ 0x55) */
     M_SERVER_FIRST = 5, /* server sends n bytes, FIN, then reads to EOF and
                            records count/ok in the result table */
+    M_HOLD = 6,     /* server reads to EOF, then stays silent with the
+                       connection open (up to 10 s) until the peer goes */
 };
 
 uint8_t pat_byte(uint32_t seed, uint64_t i);

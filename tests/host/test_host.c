@@ -514,6 +514,57 @@ static void test_pressure_reaper(void)
     server_stop(srv);
 }
 
+/* Linger after FIN: the client half-closes, the server never answers and
+ * never closes; once quiet for the linger the egress is released, the
+ * engine winds the client side down and the flow ends. */
+static void test_linger_after_fin(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    fx_host.linger_close_ms = 200;
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    fx_host.linger_close_ms = 0;
+    int a = open_client();
+    uint32_t hdr[4] = {M_HOLD, 80, 0, 0};
+    CHECK_EQ(send(a, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    shutdown(a, SHUT_WR);
+    uint64_t t0 = nectar_test_now_ms();
+    CHECK(closed_by_peer(a, 5000));
+    CHECK_LT(nectar_test_now_ms() - t0, 3000);
+    wait_reports(1);
+    sim_down();
+    close(a);
+    server_stop(srv);
+}
+
+/* EOF grace: the server sends and closes; the client reads it all but
+ * keeps its own half open and silent.  After the grace the egress is
+ * released and the flow ends (without it the flow would wait for the
+ * client forever). */
+static void test_eof_grace(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    fx_host.egress_eof_grace_ms = 200;
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    fx_host.egress_eof_grace_ms = 0;
+    int a = open_client();
+    uint32_t hdr[4] = {M_DOWNLOAD, 81, 1000, 0};
+    CHECK_EQ(send(a, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    uint8_t buf[1000];
+    CHECK_EQ(recv(a, buf, sizeof(buf), MSG_WAITALL), (ssize_t)sizeof(buf));
+    for (int i = 0; i < 1000; i++)
+        CHECK_EQ(buf[i], pat_byte(81, (uint64_t)i));
+    uint64_t t0 = nectar_test_now_ms();
+    wait_reports(1);
+    CHECK_LT(nectar_test_now_ms() - t0, 3000);
+    CHECK_EQ(fx.reports[0].error, 0);
+    CHECK_EQ(fx.reports[0].bytes_s2c, 1000);
+    sim_down();
+    close(a);
+    server_stop(srv);
+}
+
 /* ---- UDP ---------------------------------------------------------------- */
 
 /* n clients, each sends `per` datagrams (sizes vary, one empty) and waits
@@ -688,6 +739,8 @@ static const nectar_test_t tests[] = {
     {"no_fd_leak", test_no_fd_leak},
     {"admission_hard_cap", test_admission_hard_cap},
     {"connect_timeout", test_connect_timeout},
+    {"linger_after_fin", test_linger_after_fin},
+    {"eof_grace", test_eof_grace},
     {"stale_watchdog", test_stale_watchdog},
     {"pressure_reaper", test_pressure_reaper},
     {NULL, NULL},

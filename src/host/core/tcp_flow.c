@@ -210,6 +210,7 @@ static void engine_read_end(struct tcp_flow *f, bool client, int err)
             nectar__tcp_finish(f, err, "client-read-error");
         return;
     }
+    nectar__tcp_arm_backstop(f, f->c2s_done ? 1 : f->eof_grace_ms);
     if (err == UV_EOF)
         session_call(f, rama_transparent_proxy_tcp_session_on_egress_eof);
     else
@@ -418,6 +419,10 @@ static void start(struct tcp_flow *f)
     f->linger_ms = have && o.has_linger_close_ms && o.linger_close_ms > 0
                        ? o.linger_close_ms
                        : ho->linger_close_ms;
+    f->eof_grace_ms = have && o.has_egress_eof_grace_ms &&
+                              o.egress_eof_grace_ms > 0
+                          ? o.egress_eof_grace_ms
+                          : ho->egress_eof_grace_ms;
 
     int efd = open_egress_socket(f);
     if (efd < 0) {
@@ -503,13 +508,19 @@ static void client_drained(struct wpump *p)
         nectar__tcp_publish(f);
 }
 
+static void release_egress(struct tcp_flow *f);
+
 static void egress_drained(struct wpump *p)
 {
     struct tcp_flow *f = p->owner;
-    if (f->done)
+    if (f->done || f->egress_released)
         return;
     nectar__tcp_shutdown_write(&f->egress); /* the FIN */
     f->c2s_done = true;
+    if (f->erp.eof)
+        release_egress(f); /* both ways done: nothing left to wait for */
+    else
+        nectar__tcp_arm_backstop(f, f->linger_ms); /* linger after FIN */
     maybe_done(f);
     if (!f->done)
         nectar__tcp_publish(f);
@@ -523,30 +534,88 @@ static bool drain_pending(const struct tcp_flow *f)
            (f->close_egress && !f->c2s_done);
 }
 
+/*
+ * Close the egress socket before the flow ends (ne-host §4.6 linger
+ * watchdog and EOF-grace release): after our FIN when the server stays
+ * quiet for the linger, or after the server's EOF when the flow stays
+ * quiet for the EOF grace.  The engine hears an egress error if it had no
+ * EOF yet, so its service winds the client side down; nothing more can go
+ * to the server, so the client->server half counts as done.
+ */
+static void release_egress(struct tcp_flow *f)
+{
+    if (f->egress_released)
+        return;
+    f->egress_released = true;
+    bool had_eof = f->erp.eof;
+    rp_stop(&f->erp, RP_CLOSED);
+    f->erp.eof = true;
+    wpump_cancel(&f->ewp);
+    if (!had_eof)
+        session_call(f, rama_transparent_proxy_tcp_session_on_egress_error);
+    uv_handle_t *h = (uv_handle_t *)&f->egress;
+    if (h->data == f && !uv_is_closing(h))
+        uv_close(h, on_closed);
+    f->c2s_done = true;
+    maybe_done(f);
+}
+
+/* Budget of the egress release rule now in force, or 0 when none. */
+static uint32_t release_budget(const struct tcp_flow *f)
+{
+    if (f->mode != MODE_ENGINE || !f->egress_ready || f->egress_released)
+        return 0;
+    if (f->erp.eof && f->c2s_done)
+        return 1; /* both ways done: release at once */
+    if (f->erp.eof)
+        return f->eof_grace_ms;
+    if (f->c2s_done)
+        return f->linger_ms;
+    return 0;
+}
+
 static void on_backstop(uv_timer_t *t)
 {
     struct tcp_flow *f = t->data;
     f->backstop_armed = false;
-    if (f->done || !drain_pending(f))
+    if (f->done)
         return;
     uint64_t idle = nectar__host_now_ms() - atomic_load(&f->last_activity);
-    if (idle < f->linger_ms) {
-        /* A live half-close (the other direction still moving bytes) is
-         * never truncated. */
-        uint64_t again = f->linger_ms - idle;
-        f->backstop_armed = true;
-        uv_timer_start(&f->timer, on_backstop, again < 50 ? 50 : again, 0);
-        return;
+    uint64_t next = UINT64_MAX;
+    /* Both rules are idle-gated: a half-close whose other direction still
+     * moves bytes is never truncated. */
+    if (drain_pending(f)) {
+        if (idle >= f->linger_ms) {
+            nectar__tcp_finish(f, NECTAR_ETIMEDOUT, "drain-backstop");
+            return;
+        }
+        next = f->linger_ms - idle;
     }
-    nectar__tcp_finish(f, NECTAR_ETIMEDOUT, "drain-backstop");
+    uint32_t budget = release_budget(f);
+    if (budget > 0) {
+        if (idle >= budget) {
+            release_egress(f);
+            if (f->done)
+                return;
+        } else if (budget - idle < next) {
+            next = budget - idle;
+        }
+    }
+    if (next != UINT64_MAX)
+        nectar__tcp_arm_backstop(f, next < 50 ? 50 : (uint32_t)next);
+    nectar__tcp_publish(f);
 }
 
-void nectar__tcp_arm_backstop(struct tcp_flow *f)
+void nectar__tcp_arm_backstop(struct tcp_flow *f, uint32_t ms)
 {
-    if (f->done || f->backstop_armed)
+    if (f->done)
+        return;
+    uint64_t at = nectar__host_now_ms() + ms;
+    if (f->backstop_armed && f->deadline_at <= at)
         return;
     f->backstop_armed = true;
-    uv_timer_start(&f->timer, on_backstop, f->linger_ms, 0);
+    f->deadline_at = at;
+    uv_timer_start(&f->timer, on_backstop, ms, 0);
 }
 
 static void on_server_closed(struct tcp_flow *f)
@@ -557,7 +626,7 @@ static void on_server_closed(struct tcp_flow *f)
         return;
     }
     wpump_close_when_drained(&f->cwp, client_drained);
-    nectar__tcp_arm_backstop(f);
+    nectar__tcp_arm_backstop(f, f->linger_ms);
 }
 
 static void on_close_egress(struct tcp_flow *f)
@@ -568,7 +637,7 @@ static void on_close_egress(struct tcp_flow *f)
         return;
     }
     wpump_close_when_drained(&f->ewp, egress_drained);
-    nectar__tcp_arm_backstop(f);
+    nectar__tcp_arm_backstop(f, f->linger_ms);
 }
 
 static void close_handle(struct tcp_flow *f, uv_handle_t *h, bool rst)
@@ -762,6 +831,7 @@ static struct tcp_flow *flow_new(nectar_host_t *h, int fd,
     f->start_ms = nectar__host_now_ms();
     atomic_init(&f->last_activity, f->start_ms);
     f->linger_ms = h->opts.linger_close_ms;
+    f->eof_grace_ms = h->opts.egress_eof_grace_ms;
     size_t alen = meta->remote->sa_family == AF_INET
                       ? sizeof(struct sockaddr_in)
                       : sizeof(struct sockaddr_in6);

@@ -83,8 +83,10 @@ struct tcp_flow {
     bool server_closed, close_egress; /* engine close callbacks seen */
     bool s2c_done, c2s_done;          /* engine mode: halves shut */
     bool backstop_armed;
+    bool egress_released; /* linger/EOF grace closed the egress early */
     bool promoted;
-    uint32_t connect_timeout_ms, linger_ms;
+    uint32_t connect_timeout_ms, linger_ms, eof_grace_ms;
+    uint64_t deadline_at; /* when the backstop timer fires */
     uint64_t start_ms;
     atomic_uint_fast64_t last_activity; /* also bumped by direct writes */
     int end_error;
@@ -95,7 +97,10 @@ struct tcp_flow {
 /* Recompute and publish f->pub from the loop-side fields. */
 void nectar__tcp_publish(struct tcp_flow *f);
 void nectar__tcp_finish(struct tcp_flow *f, int err, const char *reason);
-void nectar__tcp_arm_backstop(struct tcp_flow *f);
+/* (Re)arm the flow's deadline timer to fire within ms (never later than
+ * an earlier arming); it checks the drain backstop, linger after FIN and
+ * the egress EOF grace. */
+void nectar__tcp_arm_backstop(struct tcp_flow *f, uint32_t ms);
 void nectar__tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void nectar__tcp_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 void nectar__tcp_shutdown_write(uv_tcp_t *tcp);

@@ -133,7 +133,7 @@ static void finish_dir(struct tcp_flow *f, struct fwd_dir *d)
     wpump_close_when_drained(dest(f, d),
                              is_c2s(f, d) ? c2s_drained : s2c_drained);
     if (!f->done)
-        nectar__tcp_arm_backstop(f);
+        nectar__tcp_arm_backstop(f, f->linger_ms);
 }
 
 void nectar__fwd_activate(struct tcp_flow *f, struct fwd_dir *d)
