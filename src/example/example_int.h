@@ -22,9 +22,7 @@
 #include "services/tls/keylog.h"
 #include "services/tls/mitm.h"
 
-#define EX_TAG    "example"
-#define EX_CA_ORG "nectar Transparent Proxy Example Root CA"
-#define EX_CA_CN  "nectar-tproxy-mitm-ca.localhost"
+#define EX_TAG "example"
 
 struct ex_live {
     atomic_int refs;

@@ -200,7 +200,10 @@ static int load_ca(struct ex_state *ex, tls_mitm_t **mitm, nectar_error_t *err)
             return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
         }
     } else if (!keychain_ca(ex, &cert, &key)) {
-        int rc = tls_ca_generate(EX_CA_ORG, EX_CA_CN, &cert, &key, err);
+        char *c = NULL, *k = NULL;
+        int rc = nectar_ca_generate(&c, &k, err);
+        if (rc == 0)
+            rc = take_pems(c, k, &cert, &key, err);
         if (rc != 0)
             return rc;
         nectar_log(NECTAR_LOG_WARN, EX_TAG,
@@ -660,13 +663,12 @@ NECTAR_API int nectar_example_ca_uninstall(uint8_t **der, size_t *der_len,
 static int new_ca(struct ex_state *ex, char **cert, char **key,
                   nectar_error_t *err)
 {
-    if (ex->keychain == NULL)
-        return tls_ca_generate(EX_CA_ORG, EX_CA_CN, cert, key, err);
     char *c = NULL, *k = NULL;
     uint8_t *prev = NULL;
     size_t prev_len = 0;
-    int rc =
-        nectar_ca_rotate(ex->keychain, NULL, &c, &k, &prev, &prev_len, err);
+    int rc = ex->keychain == NULL ? nectar_ca_generate(&c, &k, err)
+                                  : nectar_ca_rotate(ex->keychain, NULL, &c, &k,
+                                                     &prev, &prev_len, err);
     nectar_secret_free(prev);
     return rc != 0 ? rc : take_pems(c, k, cert, key, err);
 }

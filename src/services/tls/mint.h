@@ -50,14 +50,4 @@ X509 *tls_ca_leaf(tls_ca_t *ca, const char *host);
 /* Cached leaves (for tests and stats). */
 size_t tls_ca_cache_size(tls_ca_t *ca);
 
-/*
- * Generate a fresh CA the way spec §2.2 describes (ECDSA P-256, O then CN,
- * 159-bit random serial, valid from a minute ago for 20×365 days,
- * critical CA:TRUE, keyCertSign+cRLSign, subject key id), for when no CA
- * is configured or stored.  *cert_pem and *key_pem (PKCS#8) are allocated
- * with nectar_malloc.  Returns 0 or NECTAR_ECRYPTO/NECTAR_ENOMEM.
- */
-int tls_ca_generate(const char *org, const char *cn, char **cert_pem,
-                    char **key_pem, nectar_error_t *err);
-
 #endif
