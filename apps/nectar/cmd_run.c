@@ -39,7 +39,8 @@ static int usage(FILE *out)
     return out == stdout ? 0 : 2;
 }
 
-static RamaTransparentProxyEngine *make_engine(const nectar_linux_config_t *c)
+static RamaTransparentProxyEngine *make_engine(const nectar_linux_config_t *c,
+                                               const char *path)
 {
     static const char storage[] = "/var/lib/nectar";
     static const char bundle[] = "org.nectar.run";
@@ -58,8 +59,10 @@ static RamaTransparentProxyEngine *make_engine(const nectar_linux_config_t *c)
         e = rama_transparent_proxy_engine_new_with_config((RamaBytesView){
             (const uint8_t *)c->engine_json, c->engine_json_len});
     if (e == NULL)
-        fprintf(stderr, "nectar run: the engine refused its configuration "
-                        "(see the log above)\n");
+        fprintf(stderr,
+                "nectar run: %s: the engine refused its configuration "
+                "(reason in the log above)\n",
+                path);
     return e;
 }
 
@@ -127,7 +130,7 @@ int nectar_cmd_run(int argc, char **argv)
         nectar__linux_config_free(&cfg);
         return 1;
     }
-    RamaTransparentProxyEngine *engine = make_engine(&cfg);
+    RamaTransparentProxyEngine *engine = make_engine(&cfg, path);
     int rc = 1;
     if (engine != NULL && dry)
         rc = dry_run(&cfg, engine);

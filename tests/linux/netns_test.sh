@@ -1,0 +1,408 @@
+#!/bin/sh
+# netns_test.sh - `nectar run` against real traffic in network namespaces.
+#
+#   netns_test.sh NECTAR_BIN HELPERS_DIR TEST
+#
+# Topology (made here, removed on exit, names unique per run):
+#
+#   client ns  c0 10.77.1.2  fd77:1::2
+#        |  veth
+#   router ns  r0 10.77.1.1  fd77:1::1   <- nectar runs here, capturing
+#              r1 10.77.2.1  fd77:2::1      traffic forwarded from r0
+#        |  veth
+#   server ns  s0 10.77.2.2  fd77:2::2   HTTP :8080/:8081/:8082, TCP echo
+#                                        :7000, UDP echo :5353
+#
+# Exit 0 pass, 1 fail, 77 skip (not root / tool missing, outside CI only).
+set -u
+NECTAR=$1
+HELP=$2
+TEST=$3
+
+fail() {
+    echo "FAIL [$TEST]: $*" >&2
+    if [ -n "${NPID:-}" ] && kill -USR1 "$NPID" 2>/dev/null; then
+        sleep 0.5
+        # NECTAR_TEST_STACKS=1: where is every thread of nectar right now?
+        [ -n "${NECTAR_TEST_STACKS:-}" ] &&
+            gdb -p "$NPID" -batch -ex "thread apply all bt" >&2 2>/dev/null
+    fi
+    if [ -n "${W:-}" ] && [ -f "$W/nectar.log" ]; then
+        echo "---- nectar log (tail) ----" >&2
+        tail -n 40 "$W/nectar.log" >&2
+    fi
+    exit 1
+}
+
+skip() {
+    if [ "${CI:-}" = "true" ]; then
+        echo "FAIL [$TEST]: $* (CI=true: required)" >&2
+        exit 1
+    fi
+    echo "SKIP [$TEST]: $*" >&2
+    exit 77
+}
+
+[ "$(id -u)" = 0 ] || skip "needs root"
+for t in ip nft curl python3 sha256sum; do
+    command -v $t >/dev/null 2>&1 || skip "needs $t"
+done
+
+ID="nc$$"
+C="$ID-c"
+R="$ID-r"
+S="$ID-s"
+W=$(mktemp -d /tmp/nectar-netns.XXXXXX)
+PIDS=""
+
+cleanup() {
+    [ -n "${NPID:-}" ] && kill -9 "$NPID" 2>/dev/null
+    # Everything still running inside our namespaces is ours.
+    for n in "$C" "$R" "$S"; do
+        pids=$(ip netns pids "$n" 2>/dev/null)
+        [ -n "$pids" ] && kill $pids 2>/dev/null
+    done
+    for p in $PIDS; do
+        kill "$p" 2>/dev/null
+    done
+    wait 2>/dev/null
+    for n in "$C" "$R" "$S"; do
+        ip netns del "$n" 2>/dev/null
+    done
+    rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+inc() { ip netns exec "$C" "$@"; }
+inr() { ip netns exec "$R" "$@"; }
+ins() { ip netns exec "$S" "$@"; }
+
+topology() {
+    ip netns add "$C" && ip netns add "$R" && ip netns add "$S" ||
+        fail "ip netns add"
+    ip link add c0 netns "$C" type veth peer name r0 netns "$R" ||
+        fail "veth c0/r0"
+    ip link add s0 netns "$S" type veth peer name r1 netns "$R" ||
+        fail "veth s0/r1"
+    inc ip addr add 10.77.1.2/24 dev c0
+    inc ip -6 addr add fd77:1::2/64 dev c0 nodad
+    inr ip addr add 10.77.1.1/24 dev r0
+    inr ip -6 addr add fd77:1::1/64 dev r0 nodad
+    inr ip addr add 10.77.2.1/24 dev r1
+    inr ip -6 addr add fd77:2::1/64 dev r1 nodad
+    ins ip addr add 10.77.2.2/24 dev s0
+    ins ip -6 addr add fd77:2::2/64 dev s0 nodad
+    for n in "$C" "$R" "$S"; do
+        ip -n "$n" link set lo up
+    done
+    inc ip link set c0 up
+    inr ip link set r0 up
+    inr ip link set r1 up
+    ins ip link set s0 up
+    inc ip route add default via 10.77.1.1
+    inc ip -6 route add default via fd77:1::1
+    ins ip route add default via 10.77.2.1
+    ins ip -6 route add default via fd77:2::1
+    inr sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+        net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+}
+
+# Run a server in the server namespace; its output goes to a file so no
+# pipe of the caller is held open.
+bgs() {
+    ip netns exec "$S" "$@" >>"$W/servers.log" 2>&1 &
+    PIDS="$PIDS $!"
+}
+
+# Wait until `cmd` succeeds (up to $1 tenths of a second).
+wait_for() {
+    _w=$1
+    shift
+    while [ "$_w" -gt 0 ]; do
+        [ -n "${NPID:-}" ] && ! kill -0 "$NPID" 2>/dev/null && return 1
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+        _w=$((_w - 1))
+    done
+    return 1
+}
+
+servers() {
+    mkdir -p "$W/www"
+    bgs python3 "$HELP/http_server.py" 8080 "$W/www"
+    bgs python3 "$HELP/http_server.py" 8081 "$W/www"
+    bgs python3 "$HELP/http_server.py" 8082 "$W/www"
+    bgs python3 "$HELP/tcp_echo.py" 7000
+    bgs python3 "$HELP/udp_echo.py" 5353
+    wait_for 100 inc curl -sf -o /dev/null http://10.77.2.2:8080/bytes/1 ||
+        fail "servers did not start"
+    wait_for 100 inc curl -sf -o /dev/null http://10.77.2.2:8081/bytes/1 ||
+        fail "servers did not start"
+}
+
+# write_config [ENGINE_JSON_MEMBERS] [HOST_JSON_MEMBERS]
+write_config() {
+    eng=${1:-}
+    host=${2:-}
+    [ -n "$eng" ] && eng="$eng,"
+    [ -n "$host" ] && host=",$host"
+    cat >"$W/cfg.json" <<EOF
+{$eng "host": {"interfaces": ["r0"], "tcp_port": 15001, "udp_port": 15001$host}}
+EOF
+}
+
+start_nectar() {
+    : >"$W/nectar.log"
+    # shellcheck disable=SC2016
+    ip netns exec "$R" sh -c 'ulimit -n "$(ulimit -Hn)"; exec "$@"' sh \
+        env NECTAR_LOG="${NECTAR_LOG:-info}" ${NECTAR_TEST_WRAP:-} "$NECTAR" run \
+        --config "$W/cfg.json" >>"$W/nectar.log" 2>&1 &
+    NPID=$!
+    wait_for 100 grep -q "running:" "$W/nectar.log" ||
+        fail "nectar did not start"
+}
+
+stop_nectar() {
+    kill -TERM "$NPID" 2>/dev/null
+    _s=100
+    while kill -0 "$NPID" 2>/dev/null && [ $_s -gt 0 ]; do
+        sleep 0.1
+        _s=$((_s - 1))
+    done
+    kill -0 "$NPID" 2>/dev/null && fail "nectar did not stop on SIGTERM"
+    wait "$NPID"
+    rc=$?
+    NPID=""
+    [ $rc = 0 ] || fail "nectar exited with $rc"
+}
+
+# No table, rule or route of ours is left in the router namespace.
+assert_clean() {
+    inr nft list table inet nectar >/dev/null 2>&1 &&
+        fail "table inet nectar left behind ($1)"
+    inr ip -4 rule show | grep -q "fwmark 0x6e63" &&
+        fail "IPv4 fwmark rule left behind ($1)"
+    inr ip -6 rule show | grep -q "fwmark 0x6e63" &&
+        fail "IPv6 fwmark rule left behind ($1)"
+    [ -n "$(inr ip -4 route show table 28259 2>/dev/null)" ] &&
+        fail "IPv4 route table 28259 not empty ($1)"
+    [ -n "$(inr ip -6 route show table 28259 2>/dev/null)" ] &&
+        fail "IPv6 route table 28259 not empty ($1)"
+    return 0
+}
+
+count_log() {
+    grep -c -- "$1" "$W/nectar.log"
+}
+
+sha_of() {
+    sha256sum "$1" | cut -d' ' -f1
+}
+
+# ---- tests ------------------------------------------------------------------
+
+t_tcp_download() {
+    head -c 100M /dev/urandom >"$W/www/big" || fail "make file"
+    write_config
+    start_nectar
+    inc curl -sf -o "$W/got" http://10.77.2.2:8080/big || fail "curl download"
+    [ "$(sha_of "$W/got")" = "$(sha_of "$W/www/big")" ] ||
+        fail "downloaded bytes differ"
+    stop_nectar
+    grep -q "tcp intercept.*dst=10.77.2.2:8080.*down=10[0-9]\{7\}" \
+        "$W/nectar.log" || fail "no intercepted download in the flow log"
+}
+
+t_tcp_upload() {
+    head -c 100M /dev/urandom >"$W/up" || fail "make file"
+    write_config
+    start_nectar
+    got=$(inc curl -sf -H "Expect:" --data-binary @"$W/up" \
+        http://10.77.2.2:8080/up) || fail "curl upload"
+    [ "$got" = "$(sha_of "$W/up")" ] || fail "uploaded bytes differ"
+    stop_nectar
+    grep -q "tcp intercept.*dst=10.77.2.2:8080.*up=10[0-9]\{7\}" \
+        "$W/nectar.log" || fail "no intercepted upload in the flow log"
+}
+
+t_tcp_ipv6() {
+    head -c 3M /dev/urandom >"$W/www/mid" || fail "make file"
+    write_config
+    start_nectar
+    inc curl -sf -o "$W/got" "http://[fd77:2::2]:8080/mid" ||
+        fail "curl over IPv6"
+    [ "$(sha_of "$W/got")" = "$(sha_of "$W/www/mid")" ] ||
+        fail "IPv6 bytes differ"
+    stop_nectar
+    grep -q "tcp intercept.*dst=\[fd77:2::2\]:8080" "$W/nectar.log" ||
+        fail "no intercepted IPv6 flow in the log"
+}
+
+t_udp() {
+    write_config
+    start_nectar
+    inc python3 "$HELP/udp_peers.py" 10.77.2.2 5353 64 3 ||
+        fail "UDP IPv4 peers"
+    inc python3 "$HELP/udp_peers.py" fd77:2::2 5353 64 3 ||
+        fail "UDP IPv6 peers"
+    stop_nectar
+    n4=$(count_log "udp intercept.*dst=10.77.2.2:5353")
+    n6=$(count_log "udp intercept.*dst=\[fd77:2::2\]:5353")
+    [ "$n4" -ge 64 ] || fail "expected 64 intercepted IPv4 UDP flows, saw $n4"
+    [ "$n6" -ge 64 ] || fail "expected 64 intercepted IPv6 UDP flows, saw $n6"
+}
+
+t_passthrough_sticky() {
+    write_config '"actions": [{"match": {"protocol": "tcp", "remote_port": 8081}, "action": "passthrough"}]'
+    start_nectar
+    inc curl -sf -o "$W/a" http://10.77.2.2:8081/bytes/100000 ||
+        fail "first passthrough curl"
+    [ "$(stat -c %s "$W/a")" = 100000 ] || fail "passthrough size"
+    inr nft list set inet nectar sticky4 | grep -q "10.77.2.2 . tcp . 8081" ||
+        fail "destination not in the sticky set"
+    inc curl -sf -o "$W/b" http://10.77.2.2:8081/bytes/100000 ||
+        fail "second passthrough curl"
+    [ "$(stat -c %s "$W/b")" = 100000 ] || fail "sticky size"
+    # Interception still works for other ports.
+    inc curl -sf -o /dev/null http://10.77.2.2:8080/bytes/1000 ||
+        fail "intercepted curl next to passthrough"
+    stop_nectar
+    n=$(count_log "tcp passthrough.*dst=10.77.2.2:8081")
+    [ "$n" = 1 ] || fail "expected 1 passthrough flow (the 2nd is sticky), saw $n"
+    [ "$(count_log "tcp intercept.*dst=10.77.2.2:8080")" -ge 1 ] ||
+        fail "intercepted flow missing"
+}
+
+t_passthrough_nosticky() {
+    write_config '"actions": [{"match": {"protocol": "tcp", "remote_port": 8081}, "action": "passthrough"}]' \
+        '"sticky_passthrough": false'
+    start_nectar
+    for i in 1 2 3; do
+        inc curl -sf -o "$W/a" http://10.77.2.2:8081/bytes/1000000 ||
+            fail "passthrough curl $i"
+        [ "$(stat -c %s "$W/a")" = 1000000 ] || fail "passthrough size $i"
+    done
+    stop_nectar
+    n=$(count_log "tcp passthrough.*dst=10.77.2.2:8081")
+    [ "$n" = 3 ] || fail "expected 3 passthrough flows, saw $n"
+}
+
+t_block() {
+    write_config '"actions": [{"match": {"protocol": "tcp", "remote_port": 8082}, "action": "block"}, {"match": {"protocol": "udp", "remote_port": 5353}, "action": "block"}]'
+    start_nectar
+    inc curl -s -m 5 -o /dev/null http://10.77.2.2:8082/bytes/10 &&
+        fail "blocked curl succeeded"
+    inc python3 "$HELP/udp_peers.py" 10.77.2.2 5353 2 1 2 >/dev/null 2>&1 &&
+        fail "blocked UDP got echoes"
+    inc curl -sf -o /dev/null http://10.77.2.2:8080/bytes/10 ||
+        fail "unblocked port failed"
+    stop_nectar
+    [ "$(count_log "tcp blocked.*dst=10.77.2.2:8082")" -ge 1 ] ||
+        fail "no blocked TCP flow in the log"
+    [ "$(count_log "udp blocked.*dst=10.77.2.2:5353")" -ge 1 ] ||
+        fail "no blocked UDP flow in the log"
+}
+
+# Local capture in the router namespace: a curl there is intercepted, with
+# its process identity, and nectar's own egress is never captured again
+# (that would loop: one client flow would become endless flows).
+t_local_self() {
+    write_config "" '"capture_local": true'
+    NECTAR_LOG=debug start_nectar
+    inr curl -sf -o "$W/got" http://10.77.2.2:8080/bytes/200000 ||
+        fail "local curl"
+    [ "$(stat -c %s "$W/got")" = 200000 ] || fail "local size"
+    inc curl -sf -o /dev/null http://10.77.2.2:8080/bytes/1000 ||
+        fail "forwarded curl with local capture on"
+    stop_nectar
+    n=$(count_log "tcp intercept.*dst=10.77.2.2:8080")
+    [ "$n" = 2 ] || fail "expected exactly 2 intercepted flows, saw $n"
+    grep -q "flow open tcp dst=10.77.2.2:8080 app=$(command -v curl)" \
+        "$W/nectar.log" || fail "process identity of the local curl missing"
+}
+
+t_cleanup() {
+    write_config
+    start_nectar
+    inr nft list table inet nectar >/dev/null || fail "table not installed"
+    inr ip rule show | grep -q "fwmark 0x6e63" || fail "rule not installed"
+    stop_nectar
+    assert_clean "after SIGTERM"
+    start_nectar
+    kill -9 "$NPID"
+    wait "$NPID" 2>/dev/null
+    NPID=""
+    inr nft list table inet nectar >/dev/null ||
+        fail "kill -9 should leave the table (the test is wrong)"
+    start_nectar
+    grep -q "removed a stale table" "$W/nectar.log" ||
+        fail "stale table not reported"
+    inc curl -sf -o /dev/null http://10.77.2.2:8080/bytes/1000 ||
+        fail "curl after restart"
+    stop_nectar
+    assert_clean "after kill -9 and restart"
+}
+
+t_concurrent() {
+    # The default start caps (128 connects in flight) would refuse most of
+    # a 1000-connection burst, as designed; lift them for this test.
+    write_config '"proxy": {"tcp_start_in_flight_hard_cap": 4000, "tcp_start_in_flight_soft_cap": 4000, "flow_pressure_soft_cap": 0}'
+    start_nectar
+    inc sh -c "ulimit -n \$(ulimit -Hn); python3 '$HELP/tcp_load.py' concurrent 10.77.2.2 7000 1000" ||
+        fail "1000 concurrent connections"
+    stop_nectar
+    n=$(count_log "tcp intercept.*dst=10.77.2.2:7000")
+    [ "$n" -ge 1000 ] || fail "expected 1000 intercepted flows, saw $n"
+}
+
+fd_count() {
+    ls "/proc/$NPID/fd" 2>/dev/null | wc -l
+}
+
+rss_kb() {
+    awk '/VmRSS/ {print $2}' "/proc/$NPID/status"
+}
+
+# Find the nectar process itself (NPID is the `ip netns exec` parent until
+# it execs; with exec chains it is the same pid).
+t_short_flows() {
+    flows=${SHORT_FLOWS:-20000}
+    write_config '' '"log_flows": false'
+    start_nectar
+    inc python3 "$HELP/tcp_load.py" short 10.77.2.2 7000 2000 32 ||
+        fail "warm-up flows"
+    sleep 1
+    fd0=$(fd_count)
+    rss0=$(rss_kb)
+    inc python3 "$HELP/tcp_load.py" short 10.77.2.2 7000 "$flows" 32 ||
+        fail "$flows short flows"
+    sleep 2
+    fd1=$(fd_count)
+    rss1=$(rss_kb)
+    echo "short flows: $flows; fds $fd0 -> $fd1; rss ${rss0} KiB -> ${rss1} KiB"
+    [ "$fd1" -le $((fd0 + 2)) ] || fail "fd growth: $fd0 -> $fd1"
+    [ "$rss1" -le $((rss0 + 8192)) ] || fail "memory growth: $rss0 -> $rss1 KiB"
+    kill -USR1 "$NPID"
+    wait_for 50 grep -q "counters" "$W/nectar.log" || fail "no counters on SIGUSR1"
+    stop_nectar
+}
+
+topology
+servers
+case "$TEST" in
+tcp_download) t_tcp_download ;;
+tcp_upload) t_tcp_upload ;;
+tcp_ipv6) t_tcp_ipv6 ;;
+udp) t_udp ;;
+passthrough_sticky) t_passthrough_sticky ;;
+passthrough_nosticky) t_passthrough_nosticky ;;
+block) t_block ;;
+local_self) t_local_self ;;
+cleanup) t_cleanup ;;
+concurrent) t_concurrent ;;
+short_flows) t_short_flows ;;
+short_flows_long) SHORT_FLOWS=100000 t_short_flows ;;
+*) fail "unknown test $TEST" ;;
+esac
+echo "PASS [$TEST]"
