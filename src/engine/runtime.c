@@ -334,11 +334,33 @@ static void job_close_loop(void *arg)
     struct last_job *lj = arg;
     struct ne_loop *loop = lj->loop;
 
+    struct nectar_list ready, jobs, *n;
+
     if (lj->last != NULL)
         lj->last(lj->arg);
+    nectar_list_init(&ready);
+    nectar_list_init(&jobs);
     pthread_mutex_lock(&loop->mu);
     loop->accepting = false;
+    /* Jobs posted just before this one still run (posts are never lost
+     * once accepted). */
+    nectar_list_splice(&jobs, &loop->jobs);
+    /* Schedules that arrived after teardown (a late drain signal, say)
+     * would never run once the async handle closes: drop their refs. */
+    nectar_list_splice(&ready, &loop->ready);
+    for (n = ready.next; n != &ready; n = n->next)
+        nectar_list_entry(n, struct ne_obj, ready_node)->queued = false;
     pthread_mutex_unlock(&loop->mu);
+    while ((n = nectar_list_first(&jobs)) != NULL) {
+        struct ne_job *job = nectar_list_entry(n, struct ne_job, node);
+        nectar_list_remove(n);
+        job->fn(job->arg);
+        nectar_free(job);
+    }
+    while ((n = nectar_list_first(&ready)) != NULL) {
+        nectar_list_remove(n);
+        nectar__obj_unref(nectar_list_entry(n, struct ne_obj, ready_node));
+    }
     uv_walk(&loop->uv, close_walk_cb, NULL);
     nectar_free(lj);
 }
