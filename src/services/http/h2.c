@@ -40,6 +40,35 @@ typedef struct hfields {
     size_t bytes;
 } hfields_t;
 
+/* A body queue: bytes are appended at the end and taken from `off`, so
+ * taking a frame's worth does not move the rest (compacted lazily). */
+typedef struct bodyq {
+    hbuf_t b;
+    size_t off;
+} bodyq_t;
+
+static size_t bodyq_len(const bodyq_t *q)
+{
+    return q->b.len - q->off;
+}
+
+/* Copy up to len bytes out; returns the count. */
+static size_t bodyq_take(bodyq_t *q, uint8_t *out, size_t len)
+{
+    size_t n = bodyq_len(q) < len ? bodyq_len(q) : len;
+    if (n > 0)
+        memcpy(out, q->b.data + q->off, n);
+    q->off += n;
+    if (q->off == q->b.len) {
+        q->b.len = 0;
+        q->off = 0;
+    } else if (q->off > q->b.len / 2) {
+        nectar__http_buf_consume(&q->b, q->off);
+        q->off = 0;
+    }
+    return n;
+}
+
 typedef struct h2s {
     struct h2s *next;
     struct h2s *prev;
@@ -47,8 +76,8 @@ typedef struct h2s {
     int32_t sid;            /* stream on the server session; 0 before submit */
     hfields_t req;          /* request headers while collected */
     hfields_t res;          /* response headers, then trailers */
-    hbuf_t up;              /* request body waiting for the server session */
-    hbuf_t down;            /* response body waiting for the client session */
+    bodyq_t up;             /* request body waiting for the server session */
+    bodyq_t down;           /* response body waiting for the client session */
     size_t up_unconsumed;   /* client DATA bytes not yet consumed */
     size_t down_unconsumed; /* server DATA bytes not yet consumed */
     bool up_eof, down_eof;
@@ -183,8 +212,8 @@ static void stream_free(h2_t *h, h2s_t *st)
         st->next->prev = st->prev;
     nectar__http_buf_free(&st->req.raw);
     nectar__http_buf_free(&st->res.raw);
-    nectar__http_buf_free(&st->up);
-    nectar__http_buf_free(&st->down);
+    nectar__http_buf_free(&st->up.b);
+    nectar__http_buf_free(&st->down.b);
     nectar__http_badge_free(st->badge);
     nectar_free(st);
 }
@@ -300,10 +329,10 @@ static void pump(h2_t *h)
 }
 
 /* Reopen the window for bytes whose copy has (mostly) moved on. */
-static void consume(nghttp2_session *sess, int32_t id, hbuf_t *buf,
+static void consume(nghttp2_session *sess, int32_t id, const bodyq_t *q,
                     size_t *unconsumed)
 {
-    if (*unconsumed > 0 && buf->len < H2_LOW_WATER) {
+    if (*unconsumed > 0 && bodyq_len(q) < H2_LOW_WATER) {
         nghttp2_session_consume(sess, id, *unconsumed);
         *unconsumed = 0;
     }
@@ -319,12 +348,9 @@ static ssize_t read_up(nghttp2_session *sess, int32_t id, uint8_t *buf,
     (void)id;
     h2_t *h = user;
     h2s_t *st = src->ptr;
-    size_t n = st->up.len < len ? st->up.len : len;
-    if (n > 0)
-        memcpy(buf, st->up.data, n);
-    nectar__http_buf_consume(&st->up, n);
+    size_t n = bodyq_take(&st->up, buf, len);
     consume(h->cs, st->cid, &st->up, &st->up_unconsumed);
-    if (st->up.len == 0 && st->up_eof) {
+    if (bodyq_len(&st->up) == 0 && st->up_eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         return (ssize_t)n;
     }
@@ -347,13 +373,10 @@ static ssize_t read_down(nghttp2_session *sess, int32_t id, uint8_t *buf,
 {
     h2_t *h = user;
     h2s_t *st = src->ptr;
-    size_t n = st->down.len < len ? st->down.len : len;
-    if (n > 0)
-        memcpy(buf, st->down.data, n);
-    nectar__http_buf_consume(&st->down, n);
+    size_t n = bodyq_take(&st->down, buf, len);
     if (st->sid > 0 && !st->s_closed)
         consume(h->ss, st->sid, &st->down, &st->down_unconsumed);
-    if (st->down.len == 0 && st->down_eof) {
+    if (bodyq_len(&st->down) == 0 && st->down_eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (st->trailers) {
             size_t count;
@@ -457,7 +480,7 @@ static int answer_local(h2_t *h, h2s_t *st, const char *method)
         rc = fields_add(&st->res, (const uint8_t *)"cache-control", 13,
                         (const uint8_t *)"no-store", 8);
     if (rc == 0 && !st->head)
-        rc = nectar__http_buf_add(&st->down, r.body.data, r.body.len);
+        rc = nectar__http_buf_add(&st->down.b, r.body.data, r.body.len);
     nectar__http_buf_free(&r.body);
     if (rc != 0)
         return rc;
@@ -469,7 +492,7 @@ static int answer_local(h2_t *h, h2s_t *st, const char *method)
         return NECTAR_ENOMEM;
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_down};
     rc = nghttp2_submit_response(h->cs, st->cid, nv, count,
-                                 st->down.len > 0 ? &prd : NULL);
+                                 bodyq_len(&st->down) > 0 ? &prd : NULL);
     nectar_free(nv);
     fields_clear(&st->res);
     return rc == 0 ? 0 : NECTAR_EIO;
@@ -545,7 +568,7 @@ static int c_data(nghttp2_session *sess, uint8_t flags, int32_t id,
         nghttp2_session_consume(sess, id, len); /* local answer: drop */
         return 0;
     }
-    if (nectar__http_buf_add(&st->up, data, len) != 0)
+    if (nectar__http_buf_add(&st->up.b, data, len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     st->up_unconsumed += len;
     consume(h->cs, id, &st->up, &st->up_unconsumed);
@@ -631,7 +654,7 @@ static int submit_response(h2_t *h, h2s_t *st, bool end)
 static int finish_down(h2_t *h, h2s_t *st)
 {
     if (st->badge != NULL) {
-        if (nectar__http_badge_finish(st->badge, &st->down) != 0)
+        if (nectar__http_badge_finish(st->badge, &st->down.b) != 0)
             return NECTAR_ENOMEM;
         nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "h2 badge %s",
                          nectar__http_badge_inserted(st->badge)
@@ -674,8 +697,8 @@ static int s_data(nghttp2_session *sess, uint8_t flags, int32_t id,
         return 0;
     }
     int rc = st->badge != NULL
-                 ? nectar__http_badge_feed(st->badge, data, len, &st->down)
-                 : nectar__http_buf_add(&st->down, data, len);
+                 ? nectar__http_badge_feed(st->badge, data, len, &st->down.b)
+                 : nectar__http_buf_add(&st->down.b, data, len);
     if (rc != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     st->down_unconsumed += len;
