@@ -119,6 +119,23 @@ static const char page[] = "<!DOCTYPE html>\n<html><head><title>real</title>"
                            "</head>\n<body class=\"x\">\n<p>hello</p>\n"
                            "</body></html>\n";
 
+/* A failed check exits at once: do not leave the server running. */
+static void kill_backend(void)
+{
+    if (backend > 0) {
+        kill(backend, SIGTERM);
+        waitpid(backend, NULL, 0);
+        backend = 0;
+    }
+    if (dir[0] != '\0') {
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", dir);
+        dir[0] = '\0';
+    }
+}
+
 /* Docroot with a page and a 1 MiB binary; backend started; proxy up. */
 static void setup(bool h2, char *const argv_template[])
 {
@@ -145,6 +162,7 @@ static void setup(bool h2, char *const argv_template[])
             argv[i] = argv_template[i];
     }
     argv[i] = NULL;
+    atexit(kill_backend);
     backend = fork();
     if (backend == 0) {
         int null = open("/dev/null", O_WRONLY);
@@ -170,11 +188,7 @@ static void teardown(void)
     uv_async_send(&stopper);
     pthread_join(proxy_thread, NULL);
     uv_loop_close(&loop);
-    kill(backend, SIGTERM);
-    waitpid(backend, NULL, 0);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    CHECK_EQ(system(cmd), 0);
+    kill_backend();
 }
 
 /* Run a shell command; its stdout as a malloc'd string. */
