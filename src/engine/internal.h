@@ -292,8 +292,9 @@ struct nectar_tcp_flow {
     bool started;
     bool finishing;
     bool torn;
-    bool in_process; /* tcp_process is running (re-entrant calls) */
-    bool dirty;      /* a service call asked for another round */
+    bool in_process;    /* tcp_process is running (re-entrant calls) */
+    bool svc_destroyed; /* destroy ran (exactly once) */
+    bool dirty;         /* a service call asked for another round */
     unsigned open_handles;
     uv_timer_t idle;
     uint64_t idle_last;

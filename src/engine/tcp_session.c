@@ -150,7 +150,7 @@ static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel)
     for (int d = 0; d < 2; d++) {
         drop[d] = f->in[d].q;
         f->in[d].paused = false;
-        /* Give the ring fresh empty storage only when it keeps serving. */
+        /* The ingress ring stays only while it keeps buffering (quirk). */
         if (f->service_gone && d == NE_IN) {
             memset(&drop[d], 0, sizeof(drop[d]));
             continue;
@@ -179,8 +179,8 @@ static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel)
                (unsigned long long)f->st[NE_IN].bytes_written,
                (unsigned long long)f->st[NE_EG].bytes_read,
                (unsigned long long)f->st[NE_EG].bytes_written);
+    f->svc_destroyed = true;
     f->svc_vt->destroy(f->svc);
-    f->svc = NULL;
     timers_close(f);
 }
 
@@ -260,8 +260,8 @@ static void tcp_destroy(struct ne_obj *o)
 
     for (int d = 0; d < 2; d++)
         nectar_ring_free(&f->in[d].q, nectar__chunk_free);
-    if (f->svc != NULL) {
-        /* Only when the loop never ran (stopped engine). */
+    if (!f->svc_destroyed) {
+        /* Only when the loop never tore it down (a wedged stop). */
         f->svc_vt->destroy(f->svc);
     }
     while (!nectar_list_empty(&f->promote_waiters)) {

@@ -59,6 +59,7 @@ struct nectar_udp_flow {
     bool started;
     bool finishing;
     bool torn;
+    bool svc_destroyed;
     bool demand_once;
     unsigned open_handles;
     nectar_udp_recv_cb recv_cb;
@@ -286,8 +287,8 @@ static void teardown(struct nectar_udp_flow *f, int reason, bool call_cancel)
                    nectar__close_reason(reason));
         fire_closed(f); /* gated: suppressed after on_client_close */
     }
+    f->svc_destroyed = true;
     f->svc_vt->destroy(f->svc);
-    f->svc = NULL;
     if (!f->timers_up) {
         nectar__obj_finalize(&f->obj);
         return;
@@ -425,8 +426,8 @@ static void udp_destroy(struct ne_obj *o)
     struct ne_runtime *rt = o->loop->rt;
 
     nectar_ring_free(&f->q, nectar_free);
-    if (f->svc != NULL)
-        f->svc_vt->destroy(f->svc);
+    if (!f->svc_destroyed)
+        f->svc_vt->destroy(f->svc); /* a wedged stop never tore it down */
     pthread_mutex_destroy(&f->gate);
     pthread_mutex_destroy(&f->mu);
     nectar__meta_unref(f->meta);
