@@ -565,6 +565,24 @@ static void test_eof_grace(void)
     server_stop(srv);
 }
 
+/* A client that half-closes before any byte: the engine fast-cancels the
+ * session, so the host must end the flow itself. */
+static void test_eof_before_data(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    int a = open_client();
+    shutdown(a, SHUT_WR);
+    CHECK(closed_by_peer(a, 3000));
+    wait_reports(1);
+    CHECK_STR_EQ(fx.reports[0].reason, "client-eof-before-data");
+    CHECK(nectar_test_poll(stats_live_zero, NULL, 2000));
+    sim_down();
+    close(a);
+    server_stop(srv);
+}
+
 /* ---- UDP ---------------------------------------------------------------- */
 
 /* n clients, each sends `per` datagrams (sizes vary, one empty) and waits
@@ -741,6 +759,7 @@ static const nectar_test_t tests[] = {
     {"connect_timeout", test_connect_timeout},
     {"linger_after_fin", test_linger_after_fin},
     {"eof_grace", test_eof_grace},
+    {"eof_before_data", test_eof_before_data},
     {"stale_watchdog", test_stale_watchdog},
     {"pressure_reaper", test_pressure_reaper},
     {NULL, NULL},

@@ -101,6 +101,7 @@ static RamaTcpDeliverStatus deliver(struct tcp_flow *f, bool client,
 {
     RamaBytesOwnedView v = {c->data, c->len, c, wchunk_release};
     RamaTcpDeliverStatus st = RAMA_TCP_DELIVER_CLOSED;
+    f->saw_bytes = true;
     pthread_mutex_lock(&f->slock);
     if (!f->cancelled && f->session != NULL) {
         st = client ? rama_transparent_proxy_tcp_session_on_client_bytes_owned(
@@ -165,6 +166,11 @@ static void rp_stop(struct rpump *rp, enum rp_phase phase)
 static void client_half_closed(struct tcp_flow *f)
 {
     session_call(f, rama_transparent_proxy_tcp_session_on_client_eof);
+    /* With no byte either way the engine treats this EOF as a fast
+     * cancel (ne-engine §1.3.16): no callback will ever come, so the flow
+     * ends here instead of waiting forever. */
+    if (!f->saw_bytes)
+        nectar__tcp_finish(f, 0, "client-eof-before-data");
 }
 
 /* Act on a delivery status; c is consumed unless PAUSED keeps it. */

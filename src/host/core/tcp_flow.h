@@ -80,6 +80,7 @@ struct tcp_flow {
     struct fwd_dir c2s, s2c;
 
     bool egress_ready, activated, done;
+    bool saw_bytes; /* a non-empty delivery was attempted either way */
     bool server_closed, close_egress; /* engine close callbacks seen */
     bool s2c_done, c2s_done;          /* engine mode: halves shut */
     bool backstop_armed;

@@ -22,6 +22,7 @@ void nectar__linux_config_defaults(nectar_linux_config_t *cfg)
     cfg->udp_port = 15001;
     cfg->fwmark = 0x6e63;
     cfg->bypass_mark = 0x6e64;
+    cfg->bypass_gid = 28260;
     cfg->route_table = 28259;
     cfg->rule_priority = 28259;
     cfg->capture_forward = true;
@@ -152,7 +153,8 @@ static int read_names(struct ctx *c, json_t *host, const char *key,
 }
 
 static const char *const known_keys[] = {
-    "tcp_port", "udp_port", "fwmark", "bypass_mark", "route_table",
+    "tcp_port", "udp_port", "fwmark", "bypass_mark", "bypass_gid",
+    "route_table",
     "rule_priority", "interfaces", "capture_forward", "capture_local",
     "cgroups", "connect_timeout_ms", "sticky_passthrough",
     "sticky_timeout_s", "udp_idle_timeout_ms", "loops", "process_identity",
@@ -186,6 +188,9 @@ static int read_host(struct ctx *c, json_t *host, nectar_linux_config_t *cfg)
     if (rc == 0)
         rc = read_u32(c, host, "bypass_mark", 1, UINT32_MAX,
                       &cfg->bypass_mark);
+    if (rc == 0)
+        rc = read_u32(c, host, "bypass_gid", 0, 0xfffffffe,
+                      &cfg->bypass_gid);
     if (rc == 0)
         rc = read_u32(c, host, "route_table", 1, UINT32_MAX - 1,
                       &cfg->route_table);

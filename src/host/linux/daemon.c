@@ -837,6 +837,21 @@ static void close_fds(struct daemon *d)
     }
 }
 
+/* Under local capture, switch the effective group of the whole process
+ * (glibc applies setegid to every thread) so that each socket it opens from
+ * now on, the engine's UDP relays included, is skipped by the output chain
+ * (`meta skgid`).  Only the group changes; root keeps its privileges. */
+static int adopt_bypass_gid(const nectar_linux_config_t *cfg,
+                            nectar_error_t *err)
+{
+    if (!cfg->capture_local || cfg->bypass_gid == 0)
+        return 0;
+    if (setegid((gid_t)cfg->bypass_gid) != 0)
+        return nectar_error_set(err, -errno, "setegid(%u): %s",
+                                cfg->bypass_gid, strerror(errno));
+    return 0;
+}
+
 /* Start the core around the engine (consumed in every case). */
 static int start_core(struct daemon *d, RamaTransparentProxyEngine *engine,
                       nectar_error_t *err)
@@ -901,6 +916,11 @@ int nectar__linux_run(const nectar_linux_config_t *cfg,
     rc = nectar__linux_nft_probe_tproxy(err);
     if (rc == 0)
         rc = open_listeners(d, err);
+    if (rc != 0) {
+        rama_transparent_proxy_engine_stop(engine, 0);
+        goto out_fds;
+    }
+    rc = adopt_bypass_gid(cfg, err);
     if (rc != 0) {
         rama_transparent_proxy_engine_stop(engine, 0);
         goto out_fds;

@@ -38,6 +38,10 @@ typedef struct nectar_linux_config {
     uint16_t udp_port;          /* TPROXY UDP socket; 0 = no UDP capture */
     uint32_t fwmark;            /* packets to divert; default 0x6e63 */
     uint32_t bypass_mark;       /* nectar's own sockets; default 0x6e64 */
+    uint32_t bypass_gid;        /* egid of the daemon under local capture:
+                                   sockets nectar opens anywhere (engine
+                                   services too) carry it; default 28260,
+                                   0 = keep the group */
     uint32_t route_table;       /* local-delivery table; default 28259 */
     uint32_t rule_priority;     /* ip rule preference; default 28259 */
     char **interfaces;          /* forwarded traffic from these only */

@@ -16,7 +16,9 @@
  *     - include rules                                    -> tproxy + mark
  *   output (route, mangle priority)        locally originated traffic
  *     - same skips (bypass mark first: nectar's own egress is never
- *       captured), optional cgroup filter, excludes, then includes set the
+ *       captured; then the daemon's group, which also covers sockets the
+ *       engine's services open), optional cgroup filter, excludes, then
+ *       includes set the
  *       fwmark; the route hook re-routes the packet through the policy
  *       table onto lo, where prerouting diverts it.
  *
@@ -331,6 +333,10 @@ static void emit_output(struct emit *e, const struct matcher *ms, size_t n,
     sb_printf(e->b, "\tchain output {\n\t\ttype route hook output priority "
                     "mangle; policy accept;\n");
     emit_common_skips(e);
+    /* Sockets the engine's services open carry no mark, but every socket
+     * of the daemon carries its group (cgroup-independent, set once). */
+    if (c->bypass_gid != 0)
+        sb_printf(e->b, "\t\tmeta skgid %u return\n", c->bypass_gid);
     if (c->n_cgroups == 0) {
         sb_printf(e->b, "\t\tgoto local_capture\n\t}\n");
     } else {
