@@ -555,15 +555,19 @@ typedef struct nectar_control_ops {
 
 typedef struct nectar_control nectar_control_t;
 
-/* Starts the control service on service_name (NULL: the default).
- * requirement NULL means the platform default: on Linux root, or members
- * of group "nectar" when it exists.  ops is copied.  Errors as for
- * nectar_ipc_listen. */
+/* Starts the control service on service_name (NULL: the default), taking
+ * a systemd-activated socket of that name when one was passed.  req NULL
+ * means the platform default: on Linux root, or members of group
+ * "nectar" when it exists (root only otherwise).  ops and req are copied;
+ * ops->ctx is borrowed until nectar_control_stop returns.  Any thread.
+ * On error *out is NULL.  Errors as for nectar_ipc_listen. */
 NECTAR_API int nectar_control_start(const char *service_name,
                                     const nectar_ipc_requirement_t *req,
                                     const nectar_control_ops_t *ops,
                                     nectar_control_t **out,
                                     nectar_error_t *err);
+/* Stops serving (invalidating connected clients), waits until no slot
+ * runs any more, frees c.  Not from inside a slot.  NULL-safe. */
 NECTAR_API void nectar_control_stop(nectar_control_t *c);
 /* The router behind it (for in-process tests); borrowed. */
 NECTAR_API const nectar_ipc_router_t *
