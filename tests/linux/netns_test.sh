@@ -74,58 +74,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-inc() { ip netns exec "$C" "$@"; }
-inr() { ip netns exec "$R" "$@"; }
-ins() { ip netns exec "$S" "$@"; }
-
-topology() {
-    ip netns add "$C" && ip netns add "$R" && ip netns add "$S" ||
-        fail "ip netns add"
-    ip link add c0 netns "$C" type veth peer name r0 netns "$R" ||
-        fail "veth c0/r0"
-    ip link add s0 netns "$S" type veth peer name r1 netns "$R" ||
-        fail "veth s0/r1"
-    inc ip addr add 10.77.1.2/24 dev c0
-    inc ip -6 addr add fd77:1::2/64 dev c0 nodad
-    inr ip addr add 10.77.1.1/24 dev r0
-    inr ip -6 addr add fd77:1::1/64 dev r0 nodad
-    inr ip addr add 10.77.2.1/24 dev r1
-    inr ip -6 addr add fd77:2::1/64 dev r1 nodad
-    ins ip addr add 10.77.2.2/24 dev s0
-    ins ip -6 addr add fd77:2::2/64 dev s0 nodad
-    for n in "$C" "$R" "$S"; do
-        ip -n "$n" link set lo up
-    done
-    inc ip link set c0 up
-    inr ip link set r0 up
-    inr ip link set r1 up
-    ins ip link set s0 up
-    inc ip route add default via 10.77.1.1
-    inc ip -6 route add default via fd77:1::1
-    ins ip route add default via 10.77.2.1
-    ins ip -6 route add default via fd77:2::1
-    inr sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
-        net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-}
+. "$(dirname "$0")/netns_lib.sh"
 
 # Run a server in the server namespace; its output goes to a file so no
 # pipe of the caller is held open.
 bgs() {
     ip netns exec "$S" "$@" >>"$W/servers.log" 2>&1 &
     PIDS="$PIDS $!"
-}
-
-# Wait until `cmd` succeeds (up to $1 tenths of a second).
-wait_for() {
-    _w=$1
-    shift
-    while [ "$_w" -gt 0 ]; do
-        [ -n "${NPID:-}" ] && ! kill -0 "$NPID" 2>/dev/null && return 1
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-        _w=$((_w - 1))
-    done
-    return 1
 }
 
 servers() {
@@ -315,9 +270,14 @@ t_local_self() {
     [ "$(stat -c %s "$W/got")" = 200000 ] || fail "local size"
     inc curl -sf -o /dev/null http://10.77.2.2:8080/bytes/1000 ||
         fail "forwarded curl with local capture on"
+    # UDP from the router itself: the engine's own UDP egress (opened by
+    # its relay, not by the host) must not be captured again either.
+    inr python3 "$HELP/udp_peers.py" 10.77.2.2 5353 4 2 || fail "local UDP"
     stop_nectar
     n=$(count_log "tcp intercept.*dst=10.77.2.2:8080")
     [ "$n" = 2 ] || fail "expected exactly 2 intercepted flows, saw $n"
+    n=$(count_log "udp intercept.*dst=10.77.2.2:5353")
+    [ "$n" = 4 ] || fail "expected exactly 4 intercepted UDP flows, saw $n"
     grep -q "flow open tcp dst=10.77.2.2:8080 app=$(command -v curl)" \
         "$W/nectar.log" || fail "process identity of the local curl missing"
 }

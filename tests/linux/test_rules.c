@@ -239,6 +239,7 @@ static void rules_host_options(void)
     HAS(rs, "iifname != { \"veth0\", \"lo\" } return");
     HAS(rs, "chain output {");
     HAS(rs, "type route hook output priority mangle");
+    HAS(rs, "meta skgid 28260 return");
     HAS(rs, "socket cgroupv2 level 2 \"system.slice/x.service\" goto "
             "local_capture");
     HAS(rs, "meta nfproto ipv4 meta l4proto tcp meta mark set 0x6e63\n");
