@@ -295,9 +295,77 @@ static void curl_h2(void)
     teardown();
 }
 
+static const char ws_server[] =
+    "import asyncio, sys, websockets\n"
+    "async def echo(ws, path=None):\n"
+    "    async for m in ws:\n"
+    "        await ws.send(m)\n"
+    "async def main():\n"
+    "    async with websockets.serve(echo, '127.0.0.1', int(sys.argv[1])):\n"
+    "        await asyncio.Future()\n"
+    "asyncio.run(main())\n";
+
+static const char ws_client[] =
+    "import asyncio, sys, websockets\n"
+    "async def main():\n"
+    "    url = 'ws://127.0.0.1:%s/chat' % sys.argv[1]\n"
+    "    async with websockets.connect(url, compression=None) as ws:\n"
+    "        await ws.send('SECRET text')\n"
+    "        assert await ws.recv() == 'SECRET text'\n"
+    "        await ws.send(b'SECRET' * 100)\n"
+    "        assert await ws.recv() == b'SECRET' * 100\n"
+    "        await (await ws.ping(b'SECRETping'))\n"
+    "    print('ws ok')\n"
+    "asyncio.run(main())\n";
+
+/* A real WebSocket client and server (python3-websockets): messages of
+ * each kind both ways, the frames logged without payload. */
+static void websocket_python(void)
+{
+    NECTAR_REQUIRE_TOOL("/usr/bin/python3");
+    char *out = run("/usr/bin/python3 -c 'import websockets' 2>&1 && echo ok");
+    if (strstr(out, "ok") == NULL)
+        nectar_test_skip_or_fail("python3-websockets is missing");
+    free(out);
+    char *const server[] = {"/usr/bin/python3", "-c", (char *)ws_server, "PORT",
+                            NULL};
+    logcap_start();
+    setup(false, server);
+    char script[128];
+    snprintf(script, sizeof(script), "%s/client.py", dir);
+    FILE *f = fopen(script, "w");
+    CHECK(f != NULL);
+    fputs(ws_client, f);
+    fclose(f);
+    out = run("timeout 20 /usr/bin/python3 %s %d 2>&1", script, proxy_port);
+    if (strstr(out, "ws ok") == NULL)
+        NECTAR_FAIL_AT("websocket client:\n%s", out);
+    free(out);
+    teardown(); /* joins the proxy thread: the log is complete */
+    const char *log = logcap_text();
+    static const char *const want[] = {
+        "websocket tunnel started",
+        "ws frame dir=client->server kind=text size=11 fin=1 masked=1",
+        "ws frame dir=server->client kind=text size=11 fin=1 masked=0",
+        "ws frame dir=client->server kind=binary size=600 fin=1 masked=1",
+        "ws frame dir=server->client kind=binary size=600",
+        "ws frame dir=client->server kind=ping size=10",
+        "ws frame dir=server->client kind=pong size=10",
+        "ws frame dir=client->server kind=close",
+        "ws frame dir=server->client kind=close",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        if (strstr(log, want[i]) == NULL)
+            NECTAR_FAIL_AT("missing \"%s\" in log:\n%s", want[i], log);
+    }
+    CHECK(strstr(log, "SECRET") == NULL);
+    logcap_stop();
+}
+
 static const nectar_test_t tests[] = {
     {"curl_h1", curl_h1},
     {"curl_h2", curl_h2},
+    {"websocket_python", websocket_python},
     {NULL, NULL},
 };
 
