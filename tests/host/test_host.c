@@ -565,6 +565,29 @@ static void test_eof_grace(void)
     server_stop(srv);
 }
 
+/* Sleep tears nothing down; wake drops flows that never reached ready. */
+static void test_sleep_wake(void)
+{
+    int filler;
+    uint16_t bport;
+    int bh = blackhole_start(&bport, &filler);
+    sim_up(AF_INET, bport, "{}", false, NULL);
+    int a = open_client(); /* stuck in connect */
+    usleep(50000);
+    nectar_host_t *h = nectar_sim_host(fx.sim);
+    nectar__host_system_sleep(h);
+    usleep(50000);
+    CHECK_EQ(nreports(), 0);
+    nectar__host_system_wake(h);
+    CHECK(closed_by_peer(a, 3000));
+    wait_reports(1);
+    CHECK_STR_EQ(fx.reports[0].reason, "connect-timeout");
+    sim_down();
+    close(a);
+    close(filler);
+    close(bh);
+}
+
 /* A client that half-closes before any byte: the engine fast-cancels the
  * session, so the host must end the flow itself. */
 static void test_eof_before_data(void)
@@ -760,6 +783,7 @@ static const nectar_test_t tests[] = {
     {"linger_after_fin", test_linger_after_fin},
     {"eof_grace", test_eof_grace},
     {"eof_before_data", test_eof_before_data},
+    {"sleep_wake", test_sleep_wake},
     {"stale_watchdog", test_stale_watchdog},
     {"pressure_reaper", test_pressure_reaper},
     {NULL, NULL},
