@@ -21,7 +21,7 @@
 
 #include <nectar/handler.h>
 
-/* ---- the relay service (one per intercepted flow) ---------------------- */
+/* ---- the relay service (one per intercepted flow) ------------------------ */
 
 struct half {
     struct relay *r;
@@ -177,8 +177,7 @@ static const nectar_handler_vtable_t port80_handler = {
     /* decide_udp NULL: UDP passes through. */
 };
 
-/* ---- a minimal host for one flow -------------------------------------------
- */
+/* ---- a minimal host for one flow ----------------------------------------- */
 
 struct host {
     pthread_mutex_t mu;

@@ -73,8 +73,7 @@ static void deadline(struct timespec *ts, uint32_t ms)
     }
 }
 
-/* ---- decisions ------------------------------------------------------------
- */
+/* ---- decisions ----------------------------------------------------------- */
 
 static void decision_unref(struct nectar_decision *d)
 {
@@ -240,8 +239,7 @@ void nectar__decide(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
     }
 }
 
-/* ---- app-message replies --------------------------------------------------
- */
+/* ---- app-message replies ------------------------------------------------- */
 
 static void reply_unref(struct nectar_reply *r)
 {

@@ -14,7 +14,7 @@
 #include "engine/internal.h"
 #include "nectar/log.h"
 
-/* ---- process-wide registration (set once, before engines exist) -------- */
+/* ---- process-wide registration (set once, before engines exist) ---------- */
 
 static const nectar_handler_vtable_t *registered_vt;
 static nectar_engine_options_t registered_opts;
@@ -170,8 +170,7 @@ rama_transparent_proxy_initialize(const RamaTransparentProxyInitConfig *config)
     return result;
 }
 
-/* ---- engine context -------------------------------------------------------
- */
+/* ---- engine context ------------------------------------------------------ */
 
 NECTAR_API const uint8_t *nectar_engine_ctx_config(const nectar_engine_ctx_t *c,
                                                    size_t *len)
@@ -216,8 +215,7 @@ NECTAR_API int nectar_engine_ctx_post(nectar_engine_ctx_t *c,
     return nectar__loop_post(&c->engine->rt->loops[0], fn, arg);
 }
 
-/* ---- creation -------------------------------------------------------------
- */
+/* ---- creation ------------------------------------------------------------ */
 
 static void engine_free_mem(RamaTransparentProxyEngine *e)
 {
@@ -295,8 +293,7 @@ log_fail:
     return NULL;
 }
 
-/* ---- stop / free ----------------------------------------------------------
- */
+/* ---- stop / free --------------------------------------------------------- */
 
 NECTAR_API void
 rama_transparent_proxy_engine_stop(RamaTransparentProxyEngine *engine,
@@ -394,8 +391,7 @@ NECTAR_API void rama_owned_bytes_free(RamaBytesOwned bytes)
     nectar_free(bytes.ptr);
 }
 
-/* ---- session constructors -------------------------------------------------
- */
+/* ---- session constructors ------------------------------------------------ */
 
 /* Shared front of both constructors: decode, decide.  Returns the meta
  * (caller unrefs) or NULL with *action set. */

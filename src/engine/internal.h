@@ -38,7 +38,7 @@
 
 #define NE_TAG "engine"
 
-/* ---- runtime (runtime.c) ------------------------------------------------ */
+/* ---- runtime (runtime.c) ------------------------------------------------- */
 
 struct ne_obj;
 struct ne_loop;
@@ -119,7 +119,7 @@ void nectar__obj_finalize(struct ne_obj *o);
  * (fn not run). */
 int nectar__loop_post(struct ne_loop *loop, void (*fn)(void *), void *arg);
 
-/* ---- metadata (meta.c) -------------------------------------------------- */
+/* ---- metadata (meta.c) --------------------------------------------------- */
 
 /* Refcounted decoded metadata; strings live in the same allocation. */
 struct ne_meta {
@@ -142,7 +142,7 @@ char *nectar__utf8_dup_trimmed(const char *p, size_t len);
 bool nectar__utf8_valid(const uint8_t *p, size_t len);
 int nectar__audit_token_pid(const uint8_t token[32], int32_t *pid);
 
-/* ---- engine (engine.c) -------------------------------------------------- */
+/* ---- engine (engine.c) --------------------------------------------------- */
 
 struct nectar_engine_ctx {
     struct RamaTransparentProxyEngine *engine;
@@ -163,7 +163,7 @@ struct RamaTransparentProxyEngine {
 int nectar__options_resolve(const nectar_engine_options_t *in,
                             nectar_engine_options_t *out, nectar_error_t *err);
 
-/* ---- decisions (decision.c) --------------------------------------------- */
+/* ---- decisions (decision.c) ---------------------------------------------- */
 
 struct ne_verdict {
     nectar_action_t action;
@@ -180,12 +180,12 @@ void nectar__decide(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
 RamaBytesOwned nectar__app_message(struct RamaTransparentProxyEngine *e,
                                    const uint8_t *msg, size_t len);
 
-/* ---- proxy config (config.c) -------------------------------------------- */
+/* ---- proxy config (config.c) --------------------------------------------- */
 
 RamaTransparentProxyConfig *
 nectar__config_encode(const nectar_proxy_config_t *cfg);
 
-/* ---- TCP (tcp_*.c, promote.c) ------------------------------------------- */
+/* ---- TCP (tcp_*.c, promote.c) -------------------------------------------- */
 
 enum { NE_IN = 0, NE_EG = 1 }; /* stream index: ingress, egress */
 
@@ -330,7 +330,7 @@ void nectar__tcp_fire_demand(struct nectar_tcp_flow *f, int dir);
 void nectar__promote_process(struct nectar_tcp_flow *f);
 void nectar__promote_cancel_waiters(struct nectar_tcp_flow *f);
 
-/* ---- UDP (udp_session.c) ------------------------------------------------ */
+/* ---- UDP (udp_session.c) ------------------------------------------------- */
 
 struct nectar_udp_flow;
 struct nectar_udp_flow *

@@ -128,8 +128,7 @@ int nectar__loop_post(struct ne_loop *loop, void (*fn)(void *), void *arg)
     return 0;
 }
 
-/* ---- the loop thread ------------------------------------------------------
- */
+/* ---- the loop thread ----------------------------------------------------- */
 
 static void on_async(uv_async_t *h)
 {
@@ -182,8 +181,7 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* ---- creation and teardown ------------------------------------------------
- */
+/* ---- creation and teardown ----------------------------------------------- */
 
 static void rt_free(struct ne_runtime *rt)
 {
@@ -284,8 +282,7 @@ struct ne_loop *nectar__rt_pick(struct ne_runtime *rt)
     return &rt->loops[atomic_fetch_add(&rt->next, 1) % rt->n];
 }
 
-/* ---- stop -----------------------------------------------------------------
- */
+/* ---- stop ---------------------------------------------------------------- */
 
 static void job_shutdown_all(void *arg)
 {

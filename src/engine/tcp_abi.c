@@ -38,8 +38,7 @@ static struct nectar_tcp_flow *from(RamaTransparentProxyTcpSession *h)
     return (struct nectar_tcp_flow *)h;
 }
 
-/* ---- creation -------------------------------------------------------------
- */
+/* ---- creation ------------------------------------------------------------ */
 
 struct nectar_tcp_flow *
 nectar__tcp_new(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
@@ -88,8 +87,7 @@ nectar__tcp_new(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
     return f;
 }
 
-/* ---- byte delivery (§3.5) --------------------------------------------------
- */
+/* ---- byte delivery (§3.5) ----------------------------------------------- */
 
 /* Under mu.  Takes `chunk_src` (copy or owned view) only on ACCEPTED. */
 static RamaTcpDeliverStatus enqueue(struct nectar_tcp_flow *f, int dir,
@@ -197,8 +195,7 @@ rama_transparent_proxy_tcp_session_on_egress_bytes_owned(
     return deliver_owned(session, NE_EG, bytes);
 }
 
-/* ---- EOF, errors, drains
- * ----------------------------------------------------- */
+/* ---- EOF, errors, drains ------------------------------------------------- */
 
 NECTAR_API void rama_transparent_proxy_tcp_session_on_client_eof(
     RamaTransparentProxyTcpSession *session)
@@ -279,8 +276,7 @@ NECTAR_API void rama_transparent_proxy_tcp_session_signal_egress_drain(
     signal_drain(session, NE_EG);
 }
 
-/* ---- options, activation ----------------------------------------------------
- */
+/* ---- options, activation ------------------------------------------------- */
 
 NECTAR_API bool rama_transparent_proxy_tcp_session_get_egress_connect_options(
     RamaTransparentProxyTcpSession *session,
@@ -356,7 +352,7 @@ NECTAR_API void rama_transparent_proxy_tcp_session_activate(
     nectar__obj_schedule(&f->obj);
 }
 
-/* ---- cancel and release (§3.10) ------------------------------------- */
+/* ---- cancel and release (§3.10) ----------------------------------------- */
 
 NECTAR_API void rama_transparent_proxy_tcp_session_cancel(
     RamaTransparentProxyTcpSession *session)
@@ -403,8 +399,7 @@ rama_transparent_proxy_tcp_session_free(RamaTransparentProxyTcpSession *session)
     nectar__obj_unref(&f->obj);
 }
 
-/* ---- promote (§4), host side
- * ------------------------------------------------- */
+/* ---- promote (§4), host side -------------------------------------------- */
 
 NECTAR_API void rama_transparent_proxy_tcp_session_register_promote_callbacks(
     RamaTransparentProxyTcpSession *session,

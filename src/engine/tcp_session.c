@@ -28,8 +28,7 @@ static struct nectar_tcp_flow *of(struct ne_obj *o)
     return nectar_list_entry(o, struct nectar_tcp_flow, obj);
 }
 
-/* ---- timers ---------------------------------------------------------------
- */
+/* ---- timers -------------------------------------------------------------- */
 
 static void on_handle_closed(uv_handle_t *h)
 {
@@ -111,8 +110,7 @@ static void timers_close(struct nectar_tcp_flow *f)
     }
 }
 
-/* ---- teardown ---------------------------------------------------------------
- */
+/* ---- teardown ------------------------------------------------------------ */
 
 static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel)
 {
@@ -184,8 +182,7 @@ static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel)
     timers_close(f);
 }
 
-/* ---- ops --------------------------------------------------------------------
- */
+/* ---- ops ----------------------------------------------------------------- */
 
 /* Bounded rounds per turn: service calls made during process (a write
  * queued from a read callback, read_start from a write callback) mark the
@@ -291,8 +288,7 @@ void nectar__chunk_free(void *chunk)
     nectar_free(c);
 }
 
-/* ---- handler.h flow accessors ----------------------------------------------
- */
+/* ---- handler.h flow accessors -------------------------------------------- */
 
 NECTAR_API uv_loop_t *nectar_tcp_flow_loop(nectar_tcp_flow_t *flow)
 {

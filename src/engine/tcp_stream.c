@@ -40,8 +40,7 @@ void nectar__stream_init(struct nectar_stream *st, struct nectar_tcp_flow *f,
     atomic_init(&st->drain_gen, 0);
 }
 
-/* ---- gated host callbacks --------------------------------------------------
- */
+/* ---- gated host callbacks ------------------------------------------------ */
 
 /* Raw byte from the host: 0/1/2, anything else is CLOSED (§8.5.30). */
 static RamaTcpDeliverStatus decode_status(struct nectar_tcp_flow *f,
@@ -113,8 +112,7 @@ void nectar__stream_fire_close(struct nectar_stream *st)
     pthread_mutex_unlock(&f->gate);
 }
 
-/* ---- writes ----------------------------------------------------------------
- */
+/* ---- writes -------------------------------------------------------------- */
 
 static void complete_head(struct nectar_stream *st, int status)
 {
@@ -225,8 +223,7 @@ static bool pump_writes(struct nectar_stream *st)
     return false;
 }
 
-/* ---- reads -----------------------------------------------------------------
- */
+/* ---- reads --------------------------------------------------------------- */
 
 static bool pump_reads(struct nectar_stream *st)
 {
@@ -279,8 +276,7 @@ bool nectar__stream_pump(struct nectar_stream *st)
     return pump_writes(st) || more;
 }
 
-/* ---- handler.h API ----------------------------------------------------------
- */
+/* ---- handler.h API ------------------------------------------------------- */
 
 NECTAR_API int nectar_stream_read_start(nectar_stream_t *s,
                                         nectar_stream_read_cb cb, void *data)

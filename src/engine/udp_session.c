@@ -81,8 +81,7 @@ static struct nectar_udp_flow *of(struct ne_obj *o)
     return nectar_list_entry(o, struct nectar_udp_flow, obj);
 }
 
-/* ---- gated callbacks
- * ---------------------------------------------------------- */
+/* ---- gated callbacks ----------------------------------------------------- */
 
 static void fire_demand(struct nectar_udp_flow *f)
 {
@@ -100,8 +99,7 @@ static void fire_closed(struct nectar_udp_flow *f)
     pthread_mutex_unlock(&f->gate);
 }
 
-/* ---- creation and host calls
- * -------------------------------------------------- */
+/* ---- creation and host calls --------------------------------------------- */
 
 extern const struct ne_obj_ops nectar__udp_ops;
 
@@ -245,8 +243,7 @@ rama_transparent_proxy_udp_session_free(RamaTransparentProxyUdpSession *session)
     nectar__obj_unref(&f->obj);
 }
 
-/* ---- loop side
- * ----------------------------------------------------------------- */
+/* ---- loop side ----------------------------------------------------------- */
 
 static void on_handle_closed(uv_handle_t *h)
 {
@@ -441,8 +438,7 @@ const struct ne_obj_ops nectar__udp_ops = {
     .destroy = udp_destroy,
 };
 
-/* ---- handler.h API
- * -------------------------------------------------------------- */
+/* ---- handler.h API ------------------------------------------------------- */
 
 NECTAR_API uv_loop_t *nectar_udp_flow_loop(nectar_udp_flow_t *flow)
 {

@@ -40,8 +40,7 @@ void th_fill(uint8_t *buf, size_t len, uint32_t seed)
     }
 }
 
-/* ---- TCP relay service ----------------------------------------------------
- */
+/* ---- TCP relay service --------------------------------------------------- */
 
 struct relay;
 struct relay_dir {
@@ -188,8 +187,7 @@ static const nectar_tcp_service_t relay_vt = {
     .destroy = relay_destroy,
 };
 
-/* ---- UDP echo service
- * --------------------------------------------------------- */
+/* ---- UDP echo service ---------------------------------------------------- */
 
 struct echo {
     nectar_udp_flow_t *flow;
@@ -246,8 +244,7 @@ static const nectar_udp_service_t echo_vt = {
     .destroy = echo_destroy,
 };
 
-/* ---- the handler
- * ---------------------------------------------------------------- */
+/* ---- the handler --------------------------------------------------------- */
 
 static void ctx_job(void *arg)
 {

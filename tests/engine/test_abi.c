@@ -130,8 +130,7 @@ static void test_layouts(void)
     OFF(RamaTransparentProxyTcpPromoteCallbacks, on_promote_request, 8);
 }
 
-/* ---- NULL cases -------------------------------------------------------------
- */
+/* ---- NULL cases ---------------------------------------------------------- */
 
 static void test_null_cases(void)
 {
@@ -207,8 +206,7 @@ static void test_null_cases(void)
     nectar_engine_options_defaults(NULL);
 }
 
-/* ---- proxy config
- * --------------------------------------------------------------- */
+/* ---- proxy config -------------------------------------------------------- */
 
 static void cfg_clamp_low(nectar_proxy_config_t *c)
 {
@@ -301,8 +299,7 @@ static void test_config(void)
     }
 }
 
-/* ---- metadata
- * -------------------------------------------------------------------- */
+/* ---- metadata ------------------------------------------------------------ */
 
 static void test_meta_decode(void)
 {
@@ -384,8 +381,7 @@ static void test_meta_decode(void)
     CHECK(!nectar__utf8_valid((const uint8_t *)"\xe2\x82", 2));     /* short */
 }
 
-/* ---- decisions
- * ---------------------------------------------------------------------- */
+/* ---- decisions ----------------------------------------------------------- */
 
 static RamaTransparentProxyFlowAction
 tcp_decision(RamaTransparentProxyEngine *e, uint32_t proto, bool *has_session)
@@ -478,8 +474,7 @@ static void test_decisions(void)
     th_release_parked();
 }
 
-/* ---- app messages
- * ----------------------------------------------------------------------- */
+/* ---- app messages -------------------------------------------------------- */
 
 static void test_app_messages(void)
 {
@@ -510,8 +505,7 @@ static void test_app_messages(void)
     rama_transparent_proxy_engine_stop(e, 0);
 }
 
-/* ---- initialize, options, registration, sleep/wake
- * ------------------------------------------ */
+/* ---- initialize, options, registration, sleep/wake ----------------------- */
 
 static int hook_calls;
 static bool init_hook(const char *storage, const char *group,

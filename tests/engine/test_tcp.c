@@ -58,8 +58,7 @@ static void wait_destroyed(int n)
                        atomic_load(&th_stats.svc_destroyed), n);
 }
 
-/* ---- relay ------------------------------------------------------------------
- */
+/* ---- relay --------------------------------------------------------------- */
 
 struct feeder {
     struct hm *h;
@@ -162,8 +161,7 @@ static void test_backpressure_paused_everywhere(void)
     run_exact(8, 70, 200 * 1024, 64 * 1024, 9);
 }
 
-/* ---- capacity-1 lost wake-up regression
- * ---------------------------------------- */
+/* ---- capacity-1 lost wake-up regression ---------------------------------- */
 
 struct demand_producer {
     struct hm h;
@@ -252,8 +250,7 @@ static void test_lost_wakeup_capacity1(void)
     free(buf);
 }
 
-/* ---- owned buffers
- * --------------------------------------------------------------- */
+/* ---- owned buffers ------------------------------------------------------- */
 
 static atomic_int releases;
 
@@ -316,8 +313,7 @@ static void test_owned_release(void)
     hm_destroy(&p.h);
 }
 
-/* ---- lifecycle edges
- * ---------------------------------------------------------------- */
+/* ---- lifecycle edges ----------------------------------------------------- */
 
 static void test_options_and_activate_edges(void)
 {
@@ -564,8 +560,7 @@ static void test_invalid_status_is_closed(void)
     rama_transparent_proxy_engine_stop(p.e, 0);
 }
 
-/* ---- promote
- * ------------------------------------------------------------------------- */
+/* ---- promote ------------------------------------------------------------- */
 
 static int promote_seen(void *arg)
 {
@@ -699,8 +694,7 @@ static void test_promote_under_load(void)
     free(down);
 }
 
-/* ---- engine stop with live sessions
- * ------------------------------------------------------ */
+/* ---- engine stop with live sessions -------------------------------------- */
 
 static void test_stop_with_live_sessions(void)
 {
