@@ -40,6 +40,9 @@ static void one_session(RamaTransparentProxyEngine *e, uint32_t *rng)
     hm_init(h);
     h->pause_pct = 30;
     h->rng ^= next_rand(rng);
+    /* Promote: confirm OK or FAILED from inside the callback, or never
+     * (mode 3 without a drainer: cancel must resolve it). */
+    h->confirm_mode = 1 + (int)(next_rand(rng) % 3);
     r = rama_transparent_proxy_engine_new_tcp_session(e, &m, hm_session_cbs(h));
     CHECK(r.session != NULL);
     h->s = r.session;
@@ -105,6 +108,7 @@ static void run_workers(int threads, int per_thread)
     th_reset();
     th_options(&o);
     o.tcp_channel_capacity = 2;
+    th_cfg.promote_after = 300; /* some flows promote mid-race */
     e = th_engine(&o);
     for (int i = 0; i < threads; i++) {
         w[i] = (struct worker){e, per_thread, 0x1234567u * (uint32_t)(i + 1)};
@@ -114,6 +118,7 @@ static void run_workers(int threads, int per_thread)
         pthread_join(t[i], NULL);
     CHECK(nectar_test_poll(all_destroyed, NULL, 10000));
     CHECK_EQ(atomic_load(&th_stats.svc_created), threads * per_thread);
+    CHECK_GT(atomic_load(&th_stats.promote_results), 0);
     t0 = nectar_test_now_ms();
     rama_transparent_proxy_engine_stop(e, 0);
     CHECK_LT(nectar_test_now_ms() - t0, 5000);
