@@ -6,6 +6,7 @@
  * counts everywhere), bounded stop with hundreds of live sessions, and
  * concurrent engine-level calls.
  */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +53,20 @@ static void one_session(RamaTransparentProxyEngine *e, uint32_t *rng)
         rama_transparent_proxy_tcp_session_activate(r.session,
                                                     hm_egress_cbs(h));
     memset(buf, (int)steps, sizeof(buf));
+    if (steps > 2) {
+        /* Let the service start and the first callbacks flow, so the
+         * cancel below races callbacks in flight, not a pending session. */
+        uint64_t end = nectar_test_now_ms() + 50;
+        RamaBytesView v = {buf, 64};
+        int calls = 0;
+        rama_transparent_proxy_tcp_session_on_client_bytes(r.session, v);
+        while (calls == 0 && nectar_test_now_ms() < end) {
+            sched_yield();
+            pthread_mutex_lock(&h->mu);
+            calls = h->remote_calls + h->promote_requests;
+            pthread_mutex_unlock(&h->mu);
+        }
+    }
     for (int i = 1; i < steps; i++) {
         RamaBytesView v = {buf, 1 + next_rand(rng) % sizeof(buf)};
         switch (next_rand(rng) % 6) {
