@@ -59,6 +59,12 @@ static int call(struct ctl *c, const char *selector, nectar_ipc_obj_t *arg,
     nectar_ipc_release(arg);
     if (rc == 0)
         return 0;
+    if (rc == NECTAR_EACCES || rc == NECTAR_EPERM) {
+        fprintf(stderr,
+                "nectarctl: no permission to connect to '%s' (%s).\n",
+                c->service, err.message);
+        return EXIT_REFUSED;
+    }
     if (rc == NECTAR_EPEER) {
         fprintf(stderr,
                 "nectarctl: the daemon at '%s' refused this caller (%s).\n"

@@ -260,9 +260,16 @@ int main(int argc, char **argv)
         rounds = 64;
     if (rounds < 3)
         rounds = 3;
+    /* BENCH_IPC_ONLY=0|1|2 runs one mode alone (for profiling). */
+    const char *only = getenv("BENCH_IPC_ONLY");
+    int pick = only ? atoi(only) : -1;
     for (int r = 0; r < rounds; r++) {
-        for (int i = 0; i < 3; i++)
-            run_round(&modes[i], 100000000u, r);
+        for (int i = 0; i < 3; i++) {
+            if (pick < 0 || pick == i || i == 0)
+                run_round(&modes[i], pick == i || pick < 0 ? 100000000u
+                                                           : 1000000u,
+                          r);
+        }
     }
     for (int i = 0; i < 3; i++)
         print(&modes[i], &modes[0], rounds);

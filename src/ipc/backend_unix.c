@@ -7,11 +7,12 @@
  *
  * Packet framing, credentials, addresses and activation are in
  * unix_sock.c.  Map of this file
- *   3. the event loop (thread, command queue, request timer)
- *   4. connections: state, pending requests, receive path, detach
- *   5. client connect (lazy) and the verdict handshake
- *   6. listener: bind, socket activation, accept
- *   7. public slots and the backend table
+ *   1. the event loop (thread, command queue, request timer)
+ *   2. connections: state, pending requests, receive path, detach
+ *   3. client connect (lazy) and writes
+ *   4. direct mode: clients whose callers read their own replies
+ *   5. listener: bind, socket activation, accept
+ *   6. public slots and the backend table
  *
  * Connection states (conn->state, guarded by conn->lock):
  *
@@ -52,7 +53,7 @@
 
 #define TAG "ipc"
 
-/* ---- 3. the event loop ----------------------------------------------- */
+/* ---- 1. the event loop ----------------------------------------------- */
 
 enum cmd_kind { CMD_ATTACH, CMD_CANCEL, CMD_PEERFAIL, CMD_REARM, CMD_STOP };
 
@@ -362,7 +363,7 @@ static void loop_stop_all(struct ux_loop *l)
     uv_close((uv_handle_t *)&l->wake, on_handle_closed);
 }
 
-/* ---- 4. connections -------------------------------------------------- */
+/* ---- 2. connections -------------------------------------------------- */
 
 static struct nectar_ipc_conn *conn_new(void)
 {
@@ -642,7 +643,6 @@ static void deliver_reply(struct nectar_ipc_conn *c, nectar_ipc_obj_t *body,
     nectar_ipc_release(body);
 }
 
-/* A whole message is assembled in c->rx: decode and dispatch it. */
 /* Decodes the message assembled in c->rx (and resets the assembly).
  * Returns 0 with *body (frozen dictionary) and *h, or an error. */
 static int rx_decode(struct nectar_ipc_conn *c, nectar_ipc_obj_t **body,
@@ -898,7 +898,7 @@ static void on_timer(uv_timer_t *t)
     timer_rearm(l);
 }
 
-/* ---- 5. client connect and the verdict handshake ---------------------- */
+/* ---- 3. client connect and writes --------------------------------- */
 
 /* socket + connect + verdict + our own check of the server. */
 static int client_dial(struct nectar_ipc_conn *c, int *out_fd,
@@ -1103,7 +1103,7 @@ static int conn_write(struct nectar_ipc_conn *c, uint8_t type, uint64_t id,
     return rc;
 }
 
-/* ---- 5b. direct mode ------------------------------------------------
+/* ---- 4. direct mode -------------------------------------------------
  *
  * A client with no on_message/on_event handler needs no event thread for
  * blocking calls: the waiting callers read the socket themselves, one at
@@ -1221,11 +1221,12 @@ static int direct_upgrade(struct nectar_ipc_conn *c, nectar_error_t *err)
     return 0;
 }
 
-/* ---- 6. listener ----------------------------------------------------- */
+/* ---- 5. listener ----------------------------------------------------- */
 
 struct nectar_ipc_listener {
     struct ux_loop *loop;
     uv_poll_t poll;
+    uv_timer_t retry; /* resumes accepting after running out of fds */
     int fd;
     bool unlink_path;
     char *service_name;
@@ -1281,6 +1282,14 @@ static void accept_peer(struct nectar_ipc_listener *ls, int fd)
     conn_unref(c); /* the loop list and io hold it now */
 }
 
+static void on_accept(uv_poll_t *h, int status, int events);
+
+static void on_accept_retry(uv_timer_t *t)
+{
+    struct nectar_ipc_listener *ls = t->data;
+    uv_poll_start(&ls->poll, UV_READABLE, on_accept);
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
     struct nectar_ipc_listener *ls = h->data;
@@ -1289,9 +1298,20 @@ static void on_accept(uv_poll_t *h, int status, int events)
         return;
     for (int i = 0; i < ACCEPTS_PER_TURN; i++) {
         int fd = accept4(ls->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0)
-            return;
-        accept_peer(ls, fd);
+        if (fd >= 0) {
+            accept_peer(ls, fd);
+            continue;
+        }
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+            errno == ENOMEM) {
+            /* The pending peer stays queued and the poll would fire
+             * again at once: pause instead of spinning. */
+            nectar_log(NECTAR_LOG_WARN, TAG, "%s: accept: %s; retrying",
+                       ls->service_name, strerror(errno));
+            uv_poll_stop(&ls->poll);
+            uv_timer_start(&ls->retry, on_accept_retry, 100, 0);
+        }
+        return;
     }
 }
 
@@ -1299,6 +1319,18 @@ static void listener_stop_io(struct nectar_ipc_listener *ls)
 {
     uv_poll_stop(&ls->poll);
     uv_close((uv_handle_t *)&ls->poll, on_handle_closed);
+    uv_close((uv_handle_t *)&ls->retry, on_handle_closed);
+}
+
+/* A socket file at path: stale (nobody accepts) or in use. */
+static bool path_in_use(const struct sockaddr_un *sa, socklen_t len)
+{
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool used = connect(fd, (const struct sockaddr *)sa, len) == 0;
+    close(fd);
+    return used;
 }
 
 static int bind_listener(nectar_ipc_listener_t *ls, unsigned mode,
@@ -1314,8 +1346,16 @@ static int bind_listener(nectar_ipc_listener_t *ls, unsigned mode,
                                 strerror(errno));
     struct stat st;
     bool path = ls->service_name[0] == '/';
-    if (path && lstat(ls->service_name, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(ls->service_name);
+    if (path && lstat(ls->service_name, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        if (path_in_use(&sa, salen)) {
+            close(fd);
+            return nectar_error_set(err, NECTAR_EADDRINUSE,
+                                    "ipc: '%s' is served by another "
+                                    "listener",
+                                    ls->service_name);
+        }
+        unlink(ls->service_name); /* stale, left by a crash */
+    }
     if (bind(fd, (struct sockaddr *)&sa, salen) != 0 || listen(fd, 1024) != 0) {
         int e = errno;
         close(fd);
@@ -1376,6 +1416,8 @@ static int ux_listen(const nectar_ipc_listener_config_t *cfg,
     ls->loop->listener = ls;
     uv_poll_init(&ls->loop->uv, &ls->poll, ls->fd);
     ls->poll.data = ls;
+    uv_timer_init(&ls->loop->uv, &ls->retry);
+    ls->retry.data = ls;
     uv_poll_start(&ls->poll, UV_READABLE, on_accept);
     rc = loop_start(ls->loop, err);
     if (rc != 0) {
@@ -1398,7 +1440,7 @@ static void ux_listener_close(nectar_ipc_listener_t *ls)
     listener_free(ls);
 }
 
-/* ---- 7. public slots ------------------------------------------------- */
+/* ---- 6. public slots ------------------------------------------------- */
 
 static int ux_connect(const nectar_ipc_client_config_t *cfg,
                       nectar_ipc_conn_t **out, nectar_error_t *err)

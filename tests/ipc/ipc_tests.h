@@ -53,6 +53,7 @@ void test_no_listener(void);
 void test_shared_connection(void);
 void test_direct_reconnect(void);
 void test_peer_not_reading(void);
+void test_path_in_use(void);
 
 /* test_router.c */
 void test_router_convention(void);

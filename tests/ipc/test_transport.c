@@ -982,3 +982,32 @@ void test_peer_not_reading(void)
     nectar_ipc_conn_release(good);
     echo_stop(&s);
 }
+
+void test_path_in_use(void)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/tmp/nectar-ipc-inuse-%d.sock",
+             (int)getpid());
+    struct echo_server a, b;
+    echo_start(&a, path, NULL);
+    /* A second listener on a live path is refused, the first unharmed. */
+    nectar_ipc_listener_config_t cfg = {
+        .service_name = path, .on_message = nectar_ipc_router_on_message};
+    nectar_ipc_listener_t *ls = NULL;
+    CHECK_EQ(nectar_ipc_listen(&cfg, &ls, NULL), NECTAR_EADDRINUSE);
+    nectar_ipc_conn_t *c = client_new(path);
+    check_echo_int(c, 1);
+    nectar_ipc_conn_release(c);
+    /* A stale socket file (no listener) is replaced. */
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    echo_stop(&a);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    CHECK_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    close(fd); /* leaves the file behind, like a crashed daemon */
+    echo_start(&b, path, NULL);
+    c = client_new(path);
+    check_echo_int(c, 2);
+    nectar_ipc_conn_release(c);
+    echo_stop(&b);
+}
