@@ -4,6 +4,9 @@
  * metadata building and stop (ne-host §1, §2.8).
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,6 +45,14 @@ void nectar__host_unref(struct core_obj *o)
         o->destroy(o);
 }
 
+static void loop_wake(struct core_loop *l)
+{
+    uint64_t one = 1;
+    /* EAGAIN means the counter is saturated: a wake-up is pending anyway. */
+    ssize_t n = write(l->efd, &one, sizeof(one));
+    (void)n;
+}
+
 void nectar__host_post(struct core_obj *o, unsigned events)
 {
     /* If one of these bits was already pending, whoever set it made sure
@@ -56,16 +67,18 @@ void nectar__host_post(struct core_obj *o, unsigned events)
         o->queued = true;
         nectar__host_ref(o);
         o->next = NULL;
+        /* Only the first object into an empty inbox wakes the loop: the
+         * loop drains the whole inbox on each wake-up. */
+        wake = l->inbox_head == NULL;
         if (l->inbox_tail != NULL)
             l->inbox_tail->next = o;
         else
             l->inbox_head = o;
         l->inbox_tail = o;
-        wake = true;
     }
     pthread_mutex_unlock(&l->lock);
     if (wake)
-        uv_async_send(&l->wake);
+        loop_wake(l);
 }
 
 static void close_any(uv_handle_t *h, void *arg)
@@ -75,9 +88,14 @@ static void close_any(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-static void on_wake(uv_async_t *a)
+static void on_wake(uv_poll_t *p, int status, int events)
 {
-    struct core_loop *l = a->data;
+    struct core_loop *l = p->data;
+    uint64_t count;
+    (void)status;
+    (void)events;
+    ssize_t n = read(l->efd, &count, sizeof(count));
+    (void)n;
     pthread_mutex_lock(&l->lock);
     struct core_obj *list = l->inbox_head;
     l->inbox_head = l->inbox_tail = NULL;
@@ -340,13 +358,21 @@ static int start_loops(nectar_host_t *h, nectar_error_t *err)
         struct core_loop *l = &h->loops[i];
         l->host = h;
         pthread_mutex_init(&l->lock, NULL);
+        l->efd = -1;
         int rc = uv_loop_init(&l->loop);
+        if (rc != 0)
+            return nectar_error_set(err, rc, "host loop: %s", uv_strerror(rc));
+        l->inited = true;
+        l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (l->efd < 0)
+            return nectar_error_set(err, -errno, "host loop: eventfd: %s",
+                                    strerror(errno));
+        rc = uv_poll_init(&l->loop, &l->wake, l->efd);
         if (rc == 0)
-            rc = uv_async_init(&l->loop, &l->wake, on_wake);
+            rc = uv_poll_start(&l->wake, UV_READABLE, on_wake);
         if (rc != 0)
             return nectar_error_set(err, rc, "host loop: %s", uv_strerror(rc));
         l->wake.data = l;
-        l->inited = true;
     }
     int rc = nectar__host_maint_init(h);
     if (rc != 0)
@@ -377,17 +403,22 @@ static void stop_loops(nectar_host_t *h)
                 uv_run(&l->loop, UV_RUN_DEFAULT);
                 uv_loop_close(&l->loop);
                 l->inited = false;
+                if (l->efd >= 0)
+                    close(l->efd);
+                l->efd = -1;
             }
             continue;
         }
         pthread_mutex_lock(&l->lock);
         l->stopping = true;
         pthread_mutex_unlock(&l->lock);
-        uv_async_send(&l->wake);
+        loop_wake(l);
         pthread_join(l->thread, NULL);
         l->started = false;
         l->inited = false;
         uv_loop_close(&l->loop);
+        close(l->efd);
+        l->efd = -1;
     }
 }
 
