@@ -199,8 +199,9 @@ static int open_pidfd(int sock, pid_t cred_pid)
     if (getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0 &&
         pidfd >= 0)
         return pidfd;
-    /* Older kernels: open by pid; the fdinfo read-back below still ties
-     * the answer to one live process. */
+    /* Kernels before 6.5: open by the credential pid.  That is racy only
+     * if the peer exited and its pid was reused since it connected; the
+     * uid/gid checks do not depend on it, only the executable does. */
     pidfd = (int)syscall(SYS_pidfd_open, cred_pid, 0);
     return pidfd;
 }
@@ -213,8 +214,10 @@ static char *read_exe(pid_t pid, int pidfd)
     if (n <= 0)
         return NULL;
     target[n] = '\0';
-    /* Still the same process?  If it died, the pid may name another. */
-    if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0)
+    /* Still the same process?  If it died, the pid may name another.
+     * (EPERM means alive but not ours to signal.) */
+    if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0 &&
+        errno != EPERM)
         return NULL;
     return nectar_strdup(target);
 }
