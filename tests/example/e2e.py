@@ -10,6 +10,9 @@ the upstream through the sim by name (curl --resolve), so the SNI is the
 upstream's name and the example mints a leaf for it.
 
 usage: e2e.py TEST --sim PATH/nectar-sim      (exit 77: skipped)
+       e2e.py pki DIR            certificates for netns_e2e.sh
+       e2e.py serve DIR PORT     the HTTPS test site (for netns_e2e.sh)
+       e2e.py udp-echo PORT      a UDP echo server
 """
 import argparse
 import asyncio
@@ -807,7 +810,37 @@ TESTS = {
 }
 
 
+def helper_mode(argv):
+    """The pieces netns_e2e.sh runs inside namespaces."""
+    if argv[0] == "pki":
+        pki = Pki(argv[1])
+        with open(os.path.join(argv[1], "mitm-ca.key"), "w") as f:
+            f.write(pki.mitm_key_pem)
+        return 0
+    if argv[0] == "serve":
+        pki = Pki.__new__(Pki)
+        pki.leaf = os.path.join(argv[1], "leaf.pem")
+        pki.leaf_key = os.path.join(argv[1], "leaf.key")
+        srv = Server(("0.0.0.0", int(argv[2])), Handler)
+        srv.socket = pki.server_ctx(["http/1.1"]).wrap_socket(
+            srv.socket, server_side=True)
+        srv.serve_forever()
+    if argv[0] == "udp-echo":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", int(argv[1])))
+        while True:
+            d, a = s.recvfrom(65536)
+            s.sendto(d, a)
+    if argv[0] == "pattern":
+        sys.stdout.buffer.write(pattern(int(argv[1])))
+        return 0
+    return 2
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] in ("pki", "serve", "udp-echo",
+                                             "pattern"):
+        return helper_mode(sys.argv[1:])
     ap = argparse.ArgumentParser()
     ap.add_argument("test", choices=sorted(TESTS))
     ap.add_argument("--sim", required=True)

@@ -901,6 +901,39 @@ static void cancel(void)
     fx_close(&f);
 }
 
+/* The CONNECT hook gives up on the whole flow: cancelling from inside the
+ * relay's own callback is safe and runs no done_cb. */
+static svc_http_t *hook_relay;
+
+static int cancelling_hook(void *data, svc_stream_t *ci, svc_stream_t *si,
+                           const char *authority, const svc_http_opts_t *opts)
+{
+    (void)data;
+    (void)authority;
+    (void)opts;
+    svc_http_cancel(hook_relay);
+    svc_close(ci);
+    svc_close(si);
+    return 0;
+}
+
+static void cancel_in_hook(void)
+{
+    fx_t f;
+    fx_init(&f);
+    f.opts.connect_hook = cancelling_hook;
+    CHECK_EQ(svc_http1_start(f.rc, f.rs, &f.opts, cancel_done, &f, &hook_relay),
+             0);
+    mem_send_str(f.cli, "CONNECT x.test:443 HTTP/1.1\r\n\r\nhello");
+    fx_wait_count(&f, &f.srv_in, "\r\n\r\n", 1);
+    mem_send_str(f.srv, "HTTP/1.1 200 OK\r\n\r\n");
+    fx_wait_eof(&f, &f.cli_in);
+    fx_wait_eof(&f, &f.srv_in);
+    mem_run_turns(&f.loop, 10);
+    f.done = true;
+    fx_close(&f);
+}
+
 /* Non-HTTP bytes from the start are relayed unchanged. */
 static void raw_fallback(void)
 {
@@ -973,6 +1006,7 @@ static const nectar_test_t tests[] = {
     {"http10_badge", http10_badge},
     {"no_server", no_server},
     {"cancel", cancel},
+    {"cancel_in_hook", cancel_in_hook},
     {"raw_fallback", raw_fallback},
     {"large_body", large_body},
     {NULL, NULL},
