@@ -261,7 +261,104 @@ static void test_concurrent_engine_calls(void)
     CHECK_EQ(atomic_load(&th_stats.wakes), 800);
 }
 
+/* ---- UDP: close/free racing the echo service's replies ---------------- */
+
+struct uctx {
+    uint32_t magic;
+    atomic_int demand;
+    atomic_int replies;
+};
+
+static struct uctx *ulive(void *ctx)
+{
+    struct uctx *u = ctx;
+    if (u->magic != HM_MAGIC)
+        NECTAR_FAIL_AT("UDP callback on a dead host context");
+    return u;
+}
+
+static void u_datagram(void *ctx, RamaBytesView b, RamaUdpPeerView peer)
+{
+    (void)b;
+    (void)peer;
+    atomic_fetch_add(&ulive(ctx)->replies, 1);
+}
+
+static void u_demand(void *ctx)
+{
+    atomic_fetch_add(&ulive(ctx)->demand, 1);
+}
+
+static void u_closed(void *ctx)
+{
+    (void)ulive(ctx);
+}
+
+static void *udp_worker(void *arg)
+{
+    struct worker *w = arg;
+
+    for (int i = 0; i < w->sessions; i++) {
+        struct uctx *u = calloc(1, sizeof(*u));
+        RamaTransparentProxyFlowMeta m = th_meta(RAMA_FLOW_PROTOCOL_UDP, 53);
+        RamaTransparentProxyUdpSessionCallbacks cbs = {u, u_datagram, u_demand,
+                                                       u_closed};
+        RamaTransparentProxyUdpSessionResult r;
+        RamaUdpPeerView peer = {true, (const uint8_t *)"192.0.2.1", 9, 53, 0};
+        uint8_t b[32] = {0};
+        int n = (int)(next_rand(&w->seed) % 8);
+        uint64_t end = nectar_test_now_ms() + 50;
+
+        u->magic = HM_MAGIC;
+        r = rama_transparent_proxy_engine_new_udp_session(w->e, &m, cbs);
+        CHECK(r.session != NULL);
+        rama_transparent_proxy_udp_session_activate(r.session);
+        /* The first demand means the service runs (its first recv). */
+        while (atomic_load(&u->demand) == 0 && nectar_test_now_ms() < end)
+            sched_yield();
+        for (int k = 0; k < n; k++)
+            rama_transparent_proxy_udp_session_on_client_datagram(
+                r.session, (RamaBytesView){b, 1 + (size_t)k}, peer);
+        /* Half the time let replies start flowing, so the close below
+         * races the service's sends rather than an idle queue. */
+        end = nectar_test_now_ms() + 20;
+        bool wait_replies = n > 0 && next_rand(&w->seed) % 2;
+        while (wait_replies && atomic_load(&u->replies) == 0 &&
+               nectar_test_now_ms() < end)
+            sched_yield();
+        if (next_rand(&w->seed) % 2)
+            rama_transparent_proxy_udp_session_on_client_close(r.session);
+        rama_transparent_proxy_udp_session_free(r.session);
+        u->magic = 0xdead;
+        free(u);
+    }
+    return NULL;
+}
+
+static void test_udp_close_race(void)
+{
+    nectar_engine_options_t o;
+    struct worker w[4];
+    pthread_t t[4];
+    RamaTransparentProxyEngine *e;
+
+    th_reset();
+    th_options(&o);
+    o.udp_channel_capacity = 4;
+    e = th_engine(&o);
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct worker){e, 300, 0x9876543u * (uint32_t)(i + 1)};
+        pthread_create(&t[i], NULL, udp_worker, &w[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    CHECK(nectar_test_poll(all_destroyed, NULL, 10000));
+    CHECK_GT(atomic_load(&th_stats.udp_received), 0);
+    rama_transparent_proxy_engine_stop(e, 0);
+}
+
 static const nectar_test_t tests[] = {
+    {"udp_close_race", test_udp_close_race},
     {"cancel_free_race", test_cancel_free_race},
     {"no_leak_4096", test_no_leak_4096},
     {"stop_bounded_256", test_stop_bounded_256},
