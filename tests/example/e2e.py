@@ -693,6 +693,26 @@ def t_udp(env):
         check(r.stdout == b"via socat\n", "socat: %r" % r.stdout)
     for c in socks:
         c.close()
+    # Per-endpoint block and per-port passthrough overrides.
+    blocked = env.sim(port, example_cfg(env.pki, udp_blocked_endpoints=[
+        "127.0.0.1:%d" % port]), udp=True)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(1.0)
+    c.sendto(b"blocked?", ("127.0.0.1", blocked.port))
+    try:
+        c.recvfrom(2048)
+        check(False, "a blocked endpoint answered")
+    except socket.timeout:
+        pass
+    c.close()
+    check("blocked" in blocked.flows(1)[0], "blocked: %s" % blocked.lines)
+    passed = env.sim(port, example_cfg(env.pki, udp_passthrough_ports=[port]),
+                     udp=True)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.sendto(b"pass", ("127.0.0.1", passed.port))
+    c.close()
+    # (whether the host then serves a passthrough datagram is its business)
+    check("passthrough" in passed.flows(1)[0], "passthrough: %s" % passed.lines)
 
 
 def t_admission(env):
