@@ -214,15 +214,19 @@ static double median_ratio(const struct mode *m, const struct mode *base,
     return r[rounds / 2];
 }
 
-static void print(const struct mode *m, const struct mode *base, int rounds)
+/* Ratios against raw: total calls/s, the median of per-round calls/s
+ * ratios (robust to load bursts from other processes), and the inverse
+ * ratio of median latencies. */
+static void print(const struct mode *m, struct mode *base, int rounds)
 {
     struct mode tmp = *m;
     struct result r = summarize(&tmp);
+    struct result b = summarize(base);
     printf("%-34s %9.0f calls/s  p50 %6.1f us  p99 %7.1f us  "
-           "%5.2fx raw (median of rounds %4.2fx)\n",
+           "x raw: %4.2f calls/s, %4.2f median round, %4.2f p50\n",
            m->name, r.calls_per_s, r.p50_us, r.p99_us,
-           r.calls_per_s / summarize((struct mode *)base).calls_per_s,
-           median_ratio(m, base, rounds));
+           r.calls_per_s / b.calls_per_s, median_ratio(m, base, rounds),
+           b.p50_us / r.p50_us);
 }
 
 int main(int argc, char **argv)
@@ -266,9 +270,8 @@ int main(int argc, char **argv)
     for (int r = 0; r < rounds; r++) {
         for (int i = 0; i < 3; i++) {
             if (pick < 0 || pick == i || i == 0)
-                run_round(&modes[i], pick == i || pick < 0 ? 100000000u
-                                                           : 1000000u,
-                          r);
+                run_round(&modes[i],
+                          pick == i || pick < 0 ? 100000000u : 1000000u, r);
         }
     }
     for (int i = 0; i < 3; i++)
