@@ -141,6 +141,23 @@ done
 echo "added latency over direct: p50 $(minus "$r_nectar_p50" "$r_direct_p50") us, p99 $(minus "$r_nectar_p99" "$r_direct_p99") us (goal p99 <= 100 us)"
 echo "goals: 1flow >= 0.5x direct -> $(ratio "$r_nectar_s1" "$r_direct_s1")x; >= 1.0x haproxy -> $(ratio "$r_nectar_s1" "${r_haproxy_s1:-0}")x"
 
+# On a VM an idle vCPU halts and each cross-thread wake-up can cost a VM
+# exit; the relay has more wake-ups per round trip than a direct
+# connection.  Measure again with every vCPU kept busy by idle-priority
+# spinners, which separates that hypervisor cost from the relay's own.
+spin=""
+for _ in $(seq "$(nproc)"); do
+    nice -n 19 sh -c 'while :; do :; done' &
+    spin="$spin $!"
+done
+pids="$pids $spin"
+d50=$(median p50_us "$nb" pingpong "127.0.0.1:$srv_port" 20000)
+d99=$(median p99_us "$nb" pingpong "127.0.0.1:$srv_port" 20000)
+n50=$(median p50_us "$nb" pingpong "127.0.0.1:$sim_port" 20000)
+n99=$(median p99_us "$nb" pingpong "127.0.0.1:$sim_port" 20000)
+for s in $spin; do kill "$s" 2>/dev/null; done
+echo "with vCPUs kept awake: direct p50 $d50 p99 $d99 us; nectar-sim p50 $n50 p99 $n99 us; added p50 $(minus "$n50" "$d50") us, p99 $(minus "$n99" "$d99") us"
+
 echo
 echo "memory per idle intercepted flow:"
 "$nb" idle "127.0.0.1:$sim_port" "$idle_flows" "$sim_pid" | sed 's/^/  nectar-sim process: /'

@@ -121,6 +121,7 @@ static void test_download(void)
     CHECK_EQ(fx.reports[0].bytes_s2c, 4 * MB);
     CHECK_EQ(fx.reports[0].bytes_c2s, 16);
     CHECK_EQ(fx.reports[0].error, 0);
+    CHECK_STR_EQ(fx.reports[0].reason, "closed");
     sim_down();
     server_stop(srv);
 }
@@ -309,6 +310,8 @@ static void test_promote(void)
     int promoted = 0;
     for (int i = 0; i < 8; i++) {
         promoted += fx.reports[i].promoted;
+        /* Ended by both directions finishing, not by a backstop. */
+        CHECK_STR_EQ(fx.reports[i].reason, "closed");
         CHECK_EQ(fx.reports[i].bytes_c2s, 2 * MB + 16);
         CHECK_EQ(fx.reports[i].bytes_s2c, 2 * MB);
     }
@@ -334,6 +337,7 @@ static void test_promote_download(void)
     CHECK(r.down_ok);
     wait_reports(1);
     CHECK(fx.reports[0].promoted);
+    CHECK_STR_EQ(fx.reports[0].reason, "closed");
     sim_down();
     server_stop(srv);
 }

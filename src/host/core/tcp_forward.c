@@ -20,6 +20,9 @@
 #include <string.h>
 
 #include "host/core/tcp_flow.h"
+#include "nectar/log.h"
+
+#define TAG "host"
 
 static bool is_c2s(const struct tcp_flow *f, const struct fwd_dir *d)
 {
@@ -35,6 +38,11 @@ static uv_stream_t *source(struct tcp_flow *f, struct fwd_dir *d)
 static struct wpump *dest(struct tcp_flow *f, struct fwd_dir *d)
 {
     return is_c2s(f, d) ? &f->ewp : &f->cwp;
+}
+
+static const char *dir_name(const struct tcp_flow *f, const struct fwd_dir *d)
+{
+    return is_c2s(f, d) ? "c2s" : "s2c";
 }
 
 static void carry_append(struct fwd_dir *d, struct wchunk *c)
@@ -64,13 +72,51 @@ static void carry(struct rpump *rp, struct fwd_dir *d)
     d->phase = FD_BUFFERING;
 }
 
+static void c2s_drained(struct wpump *p);
+static void s2c_drained(struct wpump *p);
+
+static void drop_carry(struct fwd_dir *d)
+{
+    while (d->head != NULL) {
+        struct wchunk *c = d->head;
+        d->head = c->next;
+        wchunk_free(c);
+    }
+    d->tail = NULL;
+}
+
+static void adopt_engine_close(struct tcp_flow *f, struct fwd_dir *d,
+                               bool done)
+{
+    drop_carry(d);
+    if (done) {
+        d->phase = FD_FINISHED;
+        return;
+    }
+    d->phase = FD_FINISHING;
+    /* Still draining: finish through the forwarder's callback. */
+    dest(f, d)->drained = is_c2s(f, d) ? c2s_drained : s2c_drained;
+}
+
 void nectar__fwd_promote(struct tcp_flow *f)
 {
+    nectar_log(NECTAR_LOG_DEBUG, TAG,
+               "flow %llu: promote cutover (client %s, egress %s)",
+               (unsigned long long)f->obj.id,
+               f->crp.replay ? "replay held" : "no replay",
+               f->erp.replay ? "replay held" : "no replay");
     f->mode = MODE_PROMOTED;
     f->promoted = true;
     atomic_store(&f->last_activity, nectar__host_now_ms()); /* fresh idle budget */
     carry(&f->crp, &f->c2s);
     carry(&f->erp, &f->s2c);
+    /* The engine may have finished a direction before it asked to be
+     * promoted (its close callback was handled in engine mode): that
+     * direction is already draining or done, with nothing to splice. */
+    if (f->close_egress)
+        adopt_engine_close(f, &f->c2s, f->c2s_done);
+    if (f->server_closed)
+        adopt_engine_close(f, &f->s2c, f->s2c_done);
 }
 
 static void read_start(struct tcp_flow *f, struct fwd_dir *d)
@@ -101,6 +147,8 @@ static void c2s_drained(struct wpump *p)
     if (f->done)
         return;
     nectar__tcp_shutdown_write(&f->egress); /* FIN to the remote */
+    nectar_log(NECTAR_LOG_DEBUG, TAG, "flow %llu c2s: finished (FIN sent)",
+               (unsigned long long)f->obj.id);
     f->c2s.phase = FD_FINISHED;
     check_terminal(f);
     if (!f->done)
@@ -118,6 +166,8 @@ static void s2c_drained(struct wpump *p)
         return;
     }
     nectar__tcp_shutdown_write(&f->client);
+    nectar_log(NECTAR_LOG_DEBUG, TAG, "flow %llu s2c: finished (client EOF)",
+               (unsigned long long)f->obj.id);
     f->s2c.phase = FD_FINISHED;
     check_terminal(f);
     if (!f->done)
@@ -128,6 +178,8 @@ static void finish_dir(struct tcp_flow *f, struct fwd_dir *d)
 {
     if (d->phase >= FD_FINISHING)
         return;
+    nectar_log(NECTAR_LOG_DEBUG, TAG, "flow %llu %s: finishing",
+               (unsigned long long)f->obj.id, dir_name(f, d));
     read_stop(f, d);
     d->phase = FD_FINISHING;
     wpump_close_when_drained(dest(f, d),
@@ -138,6 +190,9 @@ static void finish_dir(struct tcp_flow *f, struct fwd_dir *d)
 
 void nectar__fwd_activate(struct tcp_flow *f, struct fwd_dir *d)
 {
+    nectar_log(NECTAR_LOG_DEBUG, TAG, "flow %llu %s: engine done (phase %d%s)",
+               (unsigned long long)f->obj.id, dir_name(f, d), (int)d->phase,
+               d->eof_buffered ? ", eof buffered" : "");
     if (d->phase != FD_BUFFERING)
         return;
     d->phase = FD_ACTIVE;
@@ -208,13 +263,6 @@ bool nectar__fwd_drain_pending(const struct tcp_flow *f)
 
 void nectar__fwd_drop(struct tcp_flow *f)
 {
-    struct fwd_dir *ds[2] = {&f->c2s, &f->s2c};
-    for (int i = 0; i < 2; i++) {
-        while (ds[i]->head != NULL) {
-            struct wchunk *c = ds[i]->head;
-            ds[i]->head = c->next;
-            wchunk_free(c);
-        }
-        ds[i]->tail = NULL;
-    }
+    drop_carry(&f->c2s);
+    drop_carry(&f->s2c);
 }

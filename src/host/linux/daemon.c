@@ -887,6 +887,9 @@ int nectar__linux_run(const nectar_linux_config_t *cfg,
     }
     d->cfg = cfg;
     d->tcp_fd[0] = d->tcp_fd[1] = d->udp_fd[0] = d->udp_fd[1] = -1;
+    /* A peer that resets while a write is in flight must cost one flow, not
+     * the daemon: stream writes (libuv's writev) raise SIGPIPE otherwise. */
+    signal(SIGPIPE, SIG_IGN);
     pthread_mutex_init(&d->lock, NULL);
     int rc = 0;
 
