@@ -193,8 +193,10 @@ struct nectar_ipc_listener {
     xpc_connection_t xc;
     struct nectar_ipc_conn proto; /* callbacks copied into each peer */
     nectar_ipc_requirement_t req;
-    char *exe_path;
     atomic_bool cancelled;
+    /* Signalled by the handler's final invalidation: after it, libxpc
+     * never calls the handler again, so the listener may be freed. */
+    dispatch_semaphore_t done;
 };
 
 static void conn_unref(struct nectar_ipc_conn *c)
@@ -398,9 +400,12 @@ static int xb_listen(const nectar_ipc_listener_config_t *cfg,
     ls->proto.on_message = cfg->on_message;
     ls->proto.on_event = cfg->on_event;
     ls->proto.ctx = cfg->ctx;
+    ls->done = dispatch_semaphore_create(0);
     xpc_connection_set_event_handler(ls->xc, ^(xpc_object_t ev) {
       if (xpc_get_type(ev) == XPC_TYPE_CONNECTION)
           listener_peer(ls, (xpc_connection_t)ev);
+      else if (ev == XPC_ERROR_CONNECTION_INVALID)
+          dispatch_semaphore_signal(ls->done);
     });
     xpc_connection_activate(ls->xc);
     *out = ls;
@@ -411,6 +416,12 @@ static void xb_listener_close(nectar_ipc_listener_t *ls)
 {
     atomic_store(&ls->cancelled, true);
     xpc_connection_cancel(ls->xc);
+    /* Free only once the handler has seen its last event; if libxpc
+     * never delivers it, leaking beats a use after free. */
+    if (dispatch_semaphore_wait(
+            ls->done, dispatch_time(DISPATCH_TIME_NOW, 2000000000LL)) != 0)
+        return;
+    dispatch_release(ls->done);
     xpc_release(ls->xc);
     nectar_free(ls);
 }
