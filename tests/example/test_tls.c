@@ -164,6 +164,7 @@ struct fx {
     svc_stream_t *up;
     size_t up_pending;
     bool up_eof;
+    bool up_resumed;
     int upstream_port;
     bool done;
 };
@@ -260,6 +261,7 @@ static void up_handshake(svc_stream_t *s, int status, void *d)
     (void)d;
     if (status != 0)
         return; /* the client side reports what matters */
+    F.up_resumed = SSL_session_reused(svc_tls_ssl(s)) == 1;
     svc_read_start(s, up_read, NULL);
 }
 
@@ -588,6 +590,36 @@ static void mitm_keylog(void)
     unlink(path);
 }
 
+/* A second flow to the same server resumes the TLS session the first one
+ * got (no full handshake upstream). */
+static void mitm_resumes_upstream(void)
+{
+    fx_init();
+    start_upstream();
+    make_mitm(true, false, NULL);
+    int port = test_listen(&F.loop, &F.listener, mid_accept, NULL);
+    start_client(port, F.ca, "upstream.test");
+    run_until_done();
+    CHECK_EQ(F.received, ECHO_TOTAL);
+    CHECK(!F.up_resumed);
+    svc_close(F.cli);
+    svc_close(F.up);
+    svc_relay_free(F.relay);
+    svc_close(F.mid_c);
+    svc_close(F.mid_s);
+    F.cli = F.up = F.mid_c = F.mid_s = NULL;
+    F.relay = NULL;
+    F.sent = F.received = F.peek_len = F.up_pending = 0;
+    F.cli_eof = F.done = F.up_eof = F.mitm_done = false;
+    SSL_CTX_free(F.cli_ctx);
+    start_client(port, F.ca, "upstream.test");
+    run_until_done();
+    CHECK_EQ(F.received, ECHO_TOTAL);
+    CHECK(F.up_resumed);
+    fx_close();
+    fx_free_tls();
+}
+
 static const nectar_test_t tests[] = {
     {"lru_basic", lru_basic},
     {"mint_leaves", mint_leaves},
@@ -598,6 +630,7 @@ static const nectar_test_t tests[] = {
     {"mitm_insecure_upstream", mitm_insecure_upstream},
     {"mitm_client_rejects", mitm_client_rejects},
     {"mitm_keylog", mitm_keylog},
+    {"mitm_resumes_upstream", mitm_resumes_upstream},
     {NULL, NULL},
 };
 

@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,6 +29,7 @@ struct tls_mitm {
     SSL_CTX *sctx;       /* towards the app */
     SSL_CTX *cctx;       /* towards the server */
     tls_lru_t *rejected; /* hosts whose app rejected our certificate */
+    tls_lru_t *sessions; /* "host@address" -> SSL_SESSION* (resumption) */
 };
 
 struct tls_mitm_flow {
@@ -36,6 +38,7 @@ struct tls_mitm_flow {
     svc_stream_t *client_tls;
     svc_stream_t *server_tls;
     char host[256];
+    char addr[64];     /* the server's address (fallback_host) */
     bool refuse;       /* answer the app with an alert */
     int refuse_status; /* what done reports then */
     char alpn[64];     /* protocol the server chose, "" none */
@@ -89,6 +92,52 @@ static int on_alpn_select(SSL *ssl, const unsigned char **out,
     return SSL_TLSEXT_ERR_NOACK;
 }
 
+/* ---- resumption towards servers ---------------------------------------- */
+
+static int ex_index_ctx = -1, ex_index_key = -1;
+static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
+
+static void free_key(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                     long argl, void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    nectar_free(ptr);
+}
+
+static void make_indexes(void)
+{
+    ex_index_ctx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ex_index_key = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_key);
+}
+
+static void *session_dup(void *v)
+{
+    SSL_SESSION_up_ref(v);
+    return v;
+}
+
+static void session_free(void *v)
+{
+    SSL_SESSION_free(v);
+}
+
+/* A server sent a session (or a TLS 1.3 ticket, maybe after the
+ * handshake): keep the latest per server.  Returns 1: we took the
+ * reference. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    tls_mitm_t *m = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ex_index_ctx);
+    const char *key = SSL_get_ex_data(ssl, ex_index_key);
+    if (m == NULL || key == NULL)
+        return 0;
+    tls_lru_put(m->sessions, key, sess);
+    return 1;
+}
+
 static int make_server_ctx(tls_mitm_t *m, tls_keylog_t *keylog,
                            nectar_error_t *err)
 {
@@ -96,6 +145,9 @@ static int make_server_ctx(tls_mitm_t *m, tls_keylog_t *keylog,
     if (m->sctx == NULL)
         return nectar_error_set(err, NECTAR_ECRYPTO, "SSL_CTX_new failed");
     SSL_CTX_set_min_proto_version(m->sctx, TLS1_2_VERSION);
+    /* A renegotiation would run our hello callbacks long after the flow
+     * state they read is gone, and nothing here needs one. */
+    SSL_CTX_set_options(m->sctx, SSL_OP_NO_RENEGOTIATION);
     /* Idle flows keep no 34 KiB read/write buffers around. */
     SSL_CTX_set_mode(m->sctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_client_hello_cb(m->sctx, on_client_hello, NULL);
@@ -112,6 +164,12 @@ static int make_client_ctx(tls_mitm_t *m, tls_keylog_t *keylog,
     if (m->cctx == NULL)
         return nectar_error_set(err, NECTAR_ECRYPTO, "SSL_CTX_new failed");
     SSL_CTX_set_min_proto_version(m->cctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(m->cctx, SSL_OP_NO_RENEGOTIATION);
+    /* Sessions for resumption towards servers live in m->sessions, keyed
+     * per server (host and address), not in OpenSSL's own cache. */
+    SSL_CTX_set_session_cache_mode(m->cctx, SSL_SESS_CACHE_CLIENT |
+                                                SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(m->cctx, on_new_session);
     SSL_CTX_set_mode(m->cctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_set_default_verify_paths(m->cctx) != 1)
         ERR_clear_error(); /* no system store: only upstream_ca_file */
@@ -133,8 +191,11 @@ static int make_client_ctx(tls_mitm_t *m, tls_keylog_t *keylog,
 
 static void mitm_free(tls_mitm_t *m)
 {
+    if (m->cctx != NULL)
+        SSL_CTX_set_ex_data(m->cctx, ex_index_ctx, NULL);
     SSL_CTX_free(m->sctx);
     SSL_CTX_free(m->cctx);
+    tls_lru_free(m->sessions);
     tls_lru_free(m->rejected);
     tls_ca_unref(m->ca);
     nectar_free(m);
@@ -155,6 +216,7 @@ int tls_mitm_new(tls_ca_t *ca, tls_keylog_t *keylog, const tls_mitm_opts_t *o,
         return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
     atomic_init(&m->refs, 1);
     m->ca = tls_ca_ref(ca);
+    pthread_once(&ex_once, make_indexes);
     int rc = make_server_ctx(m, keylog, err);
     if (rc == 0)
         rc = make_client_ctx(m, keylog, o, err);
@@ -162,8 +224,11 @@ int tls_mitm_new(tls_ca_t *ca, tls_keylog_t *keylog, const tls_mitm_opts_t *o,
         m->rejected =
             tls_lru_new(o->trust_cache_size ? o->trust_cache_size : 4096,
                         o->trust_cache_ttl_ms, NULL, NULL);
-        if (m->rejected == NULL)
+        m->sessions = tls_lru_new(1024, 3600 * 1000, session_dup, session_free);
+        if (m->rejected == NULL || m->sessions == NULL)
             rc = nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
+        else
+            SSL_CTX_set_ex_data(m->cctx, ex_index_ctx, m);
     }
     if (rc != 0) {
         mitm_free(m);
@@ -238,6 +303,8 @@ static void flow_fail(struct tls_mitm_flow *f, int status)
 static void on_client_handshake(svc_stream_t *tls, int status, void *data)
 {
     struct tls_mitm_flow *f = data;
+    /* The SSL lives on in the relays after f is freed. */
+    SSL_set_app_data(svc_tls_ssl(tls), NULL);
     if (status == 0 && !f->refuse) {
         svc_stream_t *c = f->client_tls, *s = f->server_tls;
         char alpn[sizeof(f->alpn)];
@@ -332,6 +399,24 @@ static void on_upstream_handshake(svc_stream_t *tls, int status, void *data)
         flow_fail(f, rc);
 }
 
+/* Offers the last session of this server, and labels the SSL so the
+ * server's new session is kept under the same key. */
+static void resume(struct tls_mitm_flow *f, SSL *ssl)
+{
+    size_t n = strlen(f->host) + strlen(f->addr) + 2;
+    char *key = nectar_malloc(n);
+    if (key == NULL)
+        return;
+    snprintf(key, n, "%s@%s", f->host, f->addr);
+    SSL_SESSION *sess = tls_lru_get(f->m->sessions, key);
+    if (sess != NULL) {
+        SSL_set_session(ssl, sess);
+        SSL_SESSION_free(sess);
+    }
+    if (SSL_set_ex_data(ssl, ex_index_key, key) != 1)
+        nectar_free(key);
+}
+
 static int start_upstream(struct tls_mitm_flow *f, svc_stream_t *server,
                           const peek_tls_hello_t *hello)
 {
@@ -349,6 +434,7 @@ static int start_upstream(struct tls_mitm_flow *f, svc_stream_t *server,
         SSL_set1_host(ssl, f->host);
     if (hello->alpn_len > 0)
         SSL_set_alpn_protos(ssl, hello->alpn, (unsigned)hello->alpn_len);
+    resume(f, ssl);
     SSL_set_connect_state(ssl);
     f->server_tls = svc_tls_new(server, ssl);
     if (f->server_tls == NULL)
@@ -374,6 +460,8 @@ tls_mitm_flow_start(tls_mitm_t *m, svc_stream_t *client, svc_stream_t *server,
     f->data = data;
     const char *host = hello->has_sni ? hello->sni : fallback_host;
     snprintf(f->host, sizeof(f->host), "%s", host ? host : "");
+    snprintf(f->addr, sizeof(f->addr), "%s",
+             fallback_host ? fallback_host : "");
     if (server == NULL) {
         /* Served locally: HTTP/1.1 if the app offers it, else nothing. */
         if (hello->offers_http11)
