@@ -478,6 +478,20 @@ NECTAR_API int nectar_ipc_get_string(const nectar_ipc_obj_t *v,
 /* UUID, DATA of exactly 16 bytes, or a STRING in 8-4-4-4-12 form. */
 NECTAR_API int nectar_ipc_get_uuid(const nectar_ipc_obj_t *v, const char *what,
                                    uint8_t out[16], nectar_error_t *err);
+/* DATE (ns since 1970), or a DOUBLE of seconds since 2001-01-01 (what
+ * Swift's Date decoder also accepts); NECTAR_ELIMIT outside int64 ns. */
+NECTAR_API int nectar_ipc_get_date(const nectar_ipc_obj_t *v, const char *what,
+                                   int64_t *ns, nectar_error_t *err);
+/* DATA only; *p borrowed (NULL when empty). */
+NECTAR_API int nectar_ipc_get_data(const nectar_ipc_obj_t *v, const char *what,
+                                   const void **p, size_t *len,
+                                   nectar_error_t *err);
+/* A string-valued enum: a STRING equal to one of names[0..n), or (as
+ * rama's serde accepts for unit variants) a one-key DICTIONARY with that
+ * key.  *index receives the position in names. */
+NECTAR_API int nectar_ipc_get_enum(const nectar_ipc_obj_t *v, const char *what,
+                                   const char *const *names, size_t n,
+                                   size_t *index, nectar_error_t *err);
 
 /* ------------------------------------------------------------------ */
 /* The daemon's control service                                        */

@@ -453,3 +453,54 @@ int nectar_ipc_get_uuid(const nectar_ipc_obj_t *v, const char *what,
         return 0;
     return mismatch(v, what, "uuid", err);
 }
+
+/* Seconds between 1970-01-01 and Swift's reference date, 2001-01-01. */
+#define SWIFT_REFERENCE_EPOCH 978307200.0
+
+int nectar_ipc_get_date(const nectar_ipc_obj_t *v, const char *what,
+                        int64_t *ns, nectar_error_t *err)
+{
+    if (v != NULL && nectar_ipc_type(v) == NECTAR_IPC_DATE) {
+        *ns = nectar_ipc_date_value(v);
+        return 0;
+    }
+    if (nectar_ipc_type(v) != NECTAR_IPC_DOUBLE || v == NULL)
+        return mismatch(v, what, "date", err);
+    double x = (nectar_ipc_double_value(v) + SWIFT_REFERENCE_EPOCH) * 1e9;
+    /* 2^63 as a double; the comparison also rejects NaN. */
+    if (!(x > -9223372036854775808.0 && x < 9223372036854775808.0))
+        return nectar_error_set(err, NECTAR_ELIMIT,
+                                "%s: date outside the int64 nanosecond range",
+                                what ? what : "value");
+    *ns = (int64_t)(x < 0 ? x - 0.5 : x + 0.5); /* round half away */
+    return 0;
+}
+
+int nectar_ipc_get_data(const nectar_ipc_obj_t *v, const char *what,
+                        const void **p, size_t *len, nectar_error_t *err)
+{
+    if (v == NULL || nectar_ipc_type(v) != NECTAR_IPC_DATA)
+        return mismatch(v, what, "data", err);
+    *p = nectar_ipc_data_ptr(v, len);
+    return 0;
+}
+
+int nectar_ipc_get_enum(const nectar_ipc_obj_t *v, const char *what,
+                        const char *const *names, size_t n, size_t *index,
+                        nectar_error_t *err)
+{
+    const char *s = nectar_ipc_string_ptr(v, NULL);
+    if (s == NULL && nectar_ipc_type(v) == NECTAR_IPC_DICT &&
+        nectar_ipc_count(v) == 1)
+        s = nectar_ipc_dict_key_at(v, 0);
+    if (s == NULL)
+        return mismatch(v, what, "an enum string", err);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(names[i], s) == 0) {
+            *index = i;
+            return 0;
+        }
+    }
+    return nectar_error_set(err, NECTAR_ETYPE, "%s: unknown variant '%s'",
+                            what ? what : "value", s);
+}

@@ -298,6 +298,49 @@ void test_swift_coder_rules(void)
     CHECK_EQ(nectar_ipc_get_uuid(v, "id", got, &err), NECTAR_ETYPE);
     CHECK(strstr(err.message, "uuid") != NULL);
     nectar_ipc_release(v);
+    /* Dates: DATE as is; a Swift-style DOUBLE counts from 2001. */
+    int64_t ns = 0;
+    v = nectar_ipc_date(-1);
+    CHECK_EQ(nectar_ipc_get_date(v, "t", &ns, NULL), 0);
+    CHECK_EQ(ns, -1);
+    nectar_ipc_release(v);
+    v = nectar_ipc_double(0.25);
+    CHECK_EQ(nectar_ipc_get_date(v, "t", &ns, NULL), 0);
+    CHECK_EQ(ns, 978307200250000000LL);
+    nectar_ipc_release(v);
+    v = nectar_ipc_double(1e30);
+    CHECK_EQ(nectar_ipc_get_date(v, "t", &ns, &err), NECTAR_ELIMIT);
+    nectar_ipc_release(v);
+    v = nectar_ipc_int64(5); /* a plain integer is not a date */
+    CHECK_EQ(nectar_ipc_get_date(v, "t", &ns, &err), NECTAR_ETYPE);
+    nectar_ipc_release(v);
+    /* Data: DATA only (a UUID is not data). */
+    const void *dp = NULL;
+    size_t dlen = 0;
+    v = nectar_ipc_data("ab", 2);
+    CHECK_EQ(nectar_ipc_get_data(v, "d", &dp, &dlen, NULL), 0);
+    CHECK_EQ(dlen, 2);
+    nectar_ipc_release(v);
+    v = nectar_ipc_uuid(want);
+    CHECK_EQ(nectar_ipc_get_data(v, "d", &dp, &dlen, &err), NECTAR_ETYPE);
+    nectar_ipc_release(v);
+    /* String enums, and rama's one-key dictionary form. */
+    static const char *const kinds[] = {"tcp", "udp"};
+    size_t idx = 9;
+    v = nectar_ipc_string("udp");
+    CHECK_EQ(nectar_ipc_get_enum(v, "k", kinds, 2, &idx, NULL), 0);
+    CHECK_EQ(idx, 1);
+    nectar_ipc_release(v);
+    v = nectar_ipc_dict();
+    nectar_ipc_dict_set(v, "tcp", nectar_ipc_null(), NULL);
+    CHECK_EQ(nectar_ipc_get_enum(v, "k", kinds, 2, &idx, NULL), 0);
+    CHECK_EQ(idx, 0);
+    nectar_ipc_release(v);
+    v = nectar_ipc_string("sctp");
+    CHECK_EQ(nectar_ipc_get_enum(v, "k", kinds, 2, &idx, &err), NECTAR_ETYPE);
+    CHECK(strstr(err.message, "unknown variant 'sctp'") != NULL);
+    nectar_ipc_release(v);
+
     /* Optional fields: missing and null both read as absent. */
     nectar_ipc_obj_t *dct = nectar_ipc_dict();
     nectar_ipc_dict_set(dct, "n", nectar_ipc_null(), NULL);
