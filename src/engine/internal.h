@@ -240,7 +240,8 @@ struct nectar_stream {
     uv_timer_t backstop;
     uint64_t bytes_read;
     uint64_t bytes_written;
-    atomic_uint drain_gen; /* bumped by signal_*_drain */
+    const char *close_reason; /* first terminal reason seen (spec §3.11) */
+    atomic_uint drain_gen;    /* bumped by signal_*_drain */
 };
 
 enum promote_state {

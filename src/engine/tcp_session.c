@@ -110,6 +110,41 @@ static void timers_close(struct nectar_tcp_flow *f)
     }
 }
 
+/* One close event per direction (spec §3.11): an engine-initiated end
+ * (shutdown, idle) names both directions; otherwise each direction tells
+ * what it saw first. */
+static void log_close(const struct nectar_tcp_flow *f, int reason)
+{
+    const nectar_flow_meta_t *m = &f->meta->m;
+    unsigned long long age =
+        (unsigned long long)(nectar__now_ms() - m->opened_at_ms);
+
+    if (!f->started) {
+        nectar_log(NECTAR_LOG_INFO, NE_TAG,
+                   "flow %llu: tcp flow closed before activate "
+                   "reason=shutdown age_ms=%llu",
+                   (unsigned long long)m->flow_id, age);
+        return;
+    }
+    for (int d = 0; d < 2; d++) {
+        const struct nectar_stream *st = &f->st[d];
+        const char *why = reason != 0 ? nectar__close_reason(reason)
+                          : st->close_reason != NULL ? st->close_reason
+                                                     : "peer_eof_left";
+        nectar_log(NECTAR_LOG_INFO, NE_TAG,
+                   "flow %llu: tcp flow closed direction=%s reason=%s "
+                   "age_ms=%llu bytes_received=%llu bytes_sent=%llu "
+                   "remote=%s:%u pid=%d bundle=%s",
+                   (unsigned long long)m->flow_id,
+                   d == NE_IN ? "ingress" : "egress", why, age,
+                   (unsigned long long)st->bytes_read,
+                   (unsigned long long)st->bytes_written,
+                   m->remote.host ? m->remote.host : "-",
+                   (unsigned)m->remote.port, m->has_pid ? (int)m->pid : 0,
+                   m->bundle_identifier ? m->bundle_identifier : "-");
+    }
+}
+
 /* ---- teardown ------------------------------------------------------------ */
 
 static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel)
@@ -169,14 +204,7 @@ static void teardown(struct nectar_tcp_flow *f, int reason, bool call_cancel)
         nectar_ring_free(&drop[d], NULL);
     }
     nectar__promote_cancel_waiters(f);
-    nectar_log(NECTAR_LOG_INFO, NE_TAG,
-               "flow %llu: tcp flow closed (%s) in=%llu/%llu eg=%llu/%llu",
-               (unsigned long long)f->meta->m.flow_id,
-               f->started ? nectar__close_reason(reason) : "before activate",
-               (unsigned long long)f->st[NE_IN].bytes_read,
-               (unsigned long long)f->st[NE_IN].bytes_written,
-               (unsigned long long)f->st[NE_EG].bytes_read,
-               (unsigned long long)f->st[NE_EG].bytes_written);
+    log_close(f, reason);
     f->svc_destroyed = true;
     f->svc_vt->destroy(f->svc);
     timers_close(f);

@@ -112,6 +112,13 @@ void nectar__stream_fire_close(struct nectar_stream *st)
     pthread_mutex_unlock(&f->gate);
 }
 
+/* The first terminal reason of a direction wins (spec §3.11). */
+static void note_reason(struct nectar_stream *st, const char *reason)
+{
+    if (st->close_reason == NULL)
+        st->close_reason = reason;
+}
+
 /* ---- writes -------------------------------------------------------------- */
 
 static void complete_head(struct nectar_stream *st, int status)
@@ -158,6 +165,7 @@ static void on_backstop(uv_timer_t *t)
                st->dir == NE_IN ? "app-side" : "egress", f->paused_drain_ms);
     st->parked = false;
     st->write_dead = true;
+    note_reason(st, "paused_timeout");
     nectar__stream_fire_close(st);
     complete_head(st, NECTAR_ETIMEDOUT);
     nectar__obj_schedule(&f->obj);
@@ -215,6 +223,7 @@ static bool pump_writes(struct nectar_stream *st)
             complete_head(st, 0);
         } else {
             st->write_dead = true;
+            note_reason(st, "peer_eof_right");
             complete_head(st, NECTAR_EPIPE);
         }
     }
@@ -261,6 +270,7 @@ static bool pump_reads(struct nectar_stream *st)
         } else if (eof) {
             st->read_done = true;
             st->reading = false;
+            note_reason(st, err ? "read_error_left" : "peer_eof_left");
             st->read_cb(st, err ? NECTAR_ECONNRESET : NECTAR_EOF, NULL,
                         st->read_data);
         } else {
