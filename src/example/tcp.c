@@ -351,8 +351,12 @@ static void chain_raw(struct ex_chain *ch)
 {
     ch->relay = svc_relay_start(ch->c, ch->s, SVC_RELAY_MAX_PENDING,
                                 chain_relay_done, ch);
-    if (ch->relay == NULL)
+    if (ch->relay == NULL) {
         chain_end(ch, NECTAR_ENOMEM);
+        return;
+    }
+    struct svc_counters *k = &ch->t->ex->stats.tcp;
+    svc_relay_set_counters(ch->relay, &k->bytes_to_remote, &k->bytes_to_app);
 }
 
 static void chain_http_done(int status, void *data)
@@ -693,8 +697,12 @@ static void flow_relay(struct ex_tcp *t)
 {
     t->relay = svc_relay_start(t->in, t->out, SVC_RELAY_MAX_PENDING,
                                flow_relay_done, t);
-    if (t->relay == NULL)
+    if (t->relay == NULL) {
         flow_end(t);
+        return;
+    }
+    struct svc_counters *k = &t->ex->stats.tcp;
+    svc_relay_set_counters(t->relay, &k->bytes_to_remote, &k->bytes_to_app);
 }
 
 static void on_promoted(nectar_tcp_flow_t *flow, int status, void *data)
