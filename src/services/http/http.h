@@ -122,8 +122,10 @@ int svc_h2_start(svc_stream_t *client, svc_stream_t *server,
                  void *data, svc_http_t **out);
 
 /* Stop now (e.g. the flow was cancelled): closes both streams and frees
- * the relay; done_cb does not run.  Tunnel streams handed to a CONNECT
- * hook stay valid objects but fail reads and writes with NECTAR_ECLOSED. */
+ * the relay; done_cb does not run.  Called from inside one of the relay's
+ * callbacks (e.g. the CONNECT hook), the teardown happens as that callback
+ * returns.  Tunnel streams handed to a CONNECT hook stay valid objects but
+ * fail reads and writes with NECTAR_ECLOSED. */
 void svc_http_cancel(svc_http_t *h);
 
 #endif

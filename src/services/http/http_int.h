@@ -65,6 +65,7 @@ struct http_base {
     unsigned writes_pending;
     unsigned depth; /* nesting of nectar__http_enter */
     bool finishing; /* finish requested: waiting for writes to drain */
+    bool cancelled; /* svc_http_cancel: done_cb never runs */
     int finish_status;
     bool finished;
 };

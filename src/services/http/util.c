@@ -223,7 +223,7 @@ static void complete(http_base_t *b, bool run_done)
         nectar_free(w);
     }
     b->writes_pending = 0;
-    if (run_done && b->done_cb != NULL)
+    if (run_done && !b->cancelled && b->done_cb != NULL)
         b->done_cb(b->finish_status, b->done_data);
     b->ops->destroy(b);
 }
@@ -263,8 +263,14 @@ void svc_http_cancel(svc_http_t *h)
     http_base_t *b = &h->base;
     if (b->finished)
         return;
+    /* Inside one of the relay's own callbacks (say, a CONNECT hook that
+     * gives up on the flow) the teardown waits for that callback to
+     * return, like http_finish. */
+    b->cancelled = true;
     b->finishing = true;
-    complete(b, false);
+    b->finish_status = NECTAR_ECANCELED;
+    if (b->depth == 0)
+        complete(b, false);
 }
 
 void nectar__http_log(const http_base_t *b, nectar_log_level_t lvl,

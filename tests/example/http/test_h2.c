@@ -27,6 +27,7 @@ typedef struct tstream {
     size_t hlen;
     uint8_t *body;
     size_t blen;
+    size_t bcap;
     const uint8_t *src; /* what this side sends */
     size_t src_len;
     size_t src_off;
@@ -139,7 +140,10 @@ static int on_data(nghttp2_session *sess, uint8_t flags, int32_t id,
     (void)flags;
     tstream_t *t = find(user, id);
     CHECK(t != NULL);
-    t->body = realloc(t->body, t->blen + len + 1);
+    if (t->blen + len + 1 > t->bcap) { /* geometric: ASan copies */
+        t->bcap = (t->blen + len + 1) * 2;
+        t->body = realloc(t->body, t->bcap);
+    }
     memcpy(t->body + t->blen, data, len);
     t->blen += len;
     t->body[t->blen] = 0;
