@@ -497,17 +497,21 @@ static void test_pressure_reaper(void)
         CHECK_EQ(recv(fds[i], &c, 1, MSG_WAITALL), 1);
     }
     usleep(300000); /* all three idle past the 100 ms floor */
-    struct client_result r; /* a 4th flow: over the soft cap, reap */
-    CHECK_EQ(client_run(AF_INET, fx.port, M_ECHO, 71, 0, 64 * 1024, false,
-                        &r), 0);
-    CHECK_EQ(r.down, 64 * 1024);
-    CHECK(r.down_ok);
-    /* 4 live >= soft cap 3 => reap down to low water 1: the three idle
-     * flows, oldest first (the active one is never a candidate). */
+    /* A 4th flow (kept open, so the count stays at 4 while the async scan
+     * runs): over the soft cap, reap down to low water 1.  The three idle
+     * flows go, oldest first; the new one is not idle and is spared. */
+    int d = open_client();
+    uint32_t hdr4[4] = {M_ECHO, 71, 0, 0};
+    CHECK_EQ(send(d, hdr4, sizeof(hdr4), 0), (ssize_t)sizeof(hdr4));
     int closed = 0;
     for (int i = 0; i < 3; i++)
         closed += closed_by_peer(fds[i], 2000);
     CHECK_EQ(closed, 3);
+    char c = 'y';
+    CHECK_EQ(send(d, &c, 1, 0), 1);
+    CHECK_EQ(recv(d, &c, 1, MSG_WAITALL), 1);
+    CHECK_EQ(c, 'y');
+    close(d);
     CHECK(nectar_test_poll(stats_live_zero, NULL, 5000));
     nectar_host_stats_t st;
     nectar_sim_stats(fx.sim, &st);
