@@ -791,6 +791,21 @@ def t_hijack(env):
     check(rc == 0 and html.count(BADGE_ID) == 1, "exported CA trusted")
 
 
+def t_concurrent(env):
+    """48 clients at once, each on its own TLS connection through the
+    interception (the flows spread over the engine's loops)."""
+    pki, sim = env.pki, env.https_sim()
+    args = ["curl", "-sS", "--max-time", "60", "--cacert", pki.mitm_ca] + \
+        resolve(sim.port) + [url(sim.port, "/page.html")]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(48)]
+    for p in procs:
+        out, err = p.communicate(timeout=90)
+        check(p.returncode == 0, "curl: %s" % err.decode())
+        check(out.count(BADGE_ID) == 1, "badge: %r" % out)
+    check(len(sim.flows(48)) == 48, "48 flows")
+
+
 class Env:
     def __init__(self, sim_path):
         self.sim_path = sim_path
@@ -827,6 +842,7 @@ TESTS = {
     "s_client": t_s_client, "raw_tcp": t_raw_tcp, "h2": t_h2,
     "websocket": t_websocket, "udp": t_udp, "admission": t_admission,
     "socks5": t_socks5, "connect": t_connect, "hijack": t_hijack,
+    "concurrent": t_concurrent,
 }
 
 
