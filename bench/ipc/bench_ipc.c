@@ -231,7 +231,7 @@ static void print(const struct mode *m, struct mode *base, int rounds)
 
 int main(int argc, char **argv)
 {
-    int secs = argc > 1 ? atoi(argv[1]) : 3;
+    int secs = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 3;
     if (secs <= 0)
         secs = 3;
     int sv[2];
@@ -266,7 +266,7 @@ int main(int argc, char **argv)
         rounds = 3;
     /* BENCH_IPC_ONLY=0|1|2 runs one mode alone (for profiling). */
     const char *only = getenv("BENCH_IPC_ONLY");
-    int pick = only ? atoi(only) : -1;
+    int pick = only ? (int)strtol(only, NULL, 10) : -1;
     for (int r = 0; r < rounds; r++) {
         for (int i = 0; i < 3; i++) {
             if (pick < 0 || pick == i || i == 0)

@@ -227,13 +227,17 @@ static struct nectar_ipc_conn *conn_new(xpc_connection_t xc)
     return c;
 }
 
+/* The reason text for an error event, as a nectar string (or NULL). */
 static char *error_reason(struct nectar_ipc_conn *c, xpc_object_t err)
 {
     char *r = xpc_connection_copy_invalidation_reason(c->xc);
-    if (r != NULL)
-        return r;
+    if (r != NULL) {
+        char *copy = nectar_strdup(r);
+        free(r); /* checksrc: allow (allocated by libxpc) */
+        return copy;
+    }
     const char *d = xpc_dictionary_get_string(err, XPC_ERROR_KEY_DESCRIPTION);
-    return d ? strdup(d) : NULL;
+    return d ? nectar_strdup(d) : NULL;
 }
 
 /* Maps an error object by identity, as rama does: everything unknown
@@ -263,7 +267,7 @@ static void conn_event(struct nectar_ipc_conn *c, xpc_object_t ev)
         char *reason = error_reason(c, ev);
         if (c->on_event != NULL)
             c->on_event(c, e, reason, c->ctx);
-        free(reason);
+        nectar_free(reason);
         if (e != NECTAR_IPC_EVENT_INTERRUPTED)
             dispatch_semaphore_signal(c->final);
         return;
@@ -487,7 +491,7 @@ static void deliver(struct nectar_ipc_conn *c, xpc_object_t reply,
         int st = event_status(map_error(reply));
         char *why = error_reason(c, reply);
         nectar_error_set(&e, st, "ipc: %s", why ? why : nectar_strerror(st));
-        free(why);
+        nectar_free(why);
         cb(st, NULL, &e, ctx);
         return;
     }

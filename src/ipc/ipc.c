@@ -9,7 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#if defined(__APPLE__)
+/* CMake defines exactly one NECTAR_IPC_BACKEND_* for this module. */
+#if defined(NECTAR_IPC_BACKEND_XPC)
 #define BACKEND (&nectar__ipc_backend_xpc)
 #else
 #define BACKEND (&nectar__ipc_backend_unix)

@@ -118,7 +118,7 @@ struct nectar__ipc_backend {
     void (*message_release)(nectar_ipc_message_t *m);
 };
 
-#if defined(__APPLE__)
+#if defined(NECTAR_IPC_BACKEND_XPC)
 extern const struct nectar__ipc_backend nectar__ipc_backend_xpc;
 #else
 extern const struct nectar__ipc_backend nectar__ipc_backend_unix;

@@ -4,10 +4,8 @@
  * (SO_PEERCRED, SO_PEERGROUPS, pidfd), service-name addresses and systemd
  * socket activation.  Everything here works on a bare descriptor; the
  * connection state machine lives in backend_unix.c.  Wire format:
- * docs/ipc-protocol.md.
+ * docs/ipc-protocol.md.  Built only with backend_unix.c (see CMakeLists).
  */
-#if !defined(__APPLE__)
-
 #include "ipc/unix_sock.h"
 
 #include <fcntl.h>
@@ -408,5 +406,3 @@ int nectar__ux_activation_fd(const char *name, nectar_error_t *err)
     fcntl(pick, F_SETFL, fcntl(pick, F_GETFL) | O_NONBLOCK);
     return pick;
 }
-
-#endif /* !__APPLE__ */

@@ -375,11 +375,14 @@ static int fake_update(void *ctx, const nectar_control_settings_t *s,
     if (s->html_badge_label != NULL)
         snprintf(d->label, sizeof(d->label), "%s", s->html_badge_label);
     if (s->has_exclude_domains) {
+        size_t used = 0;
         d->domains[0] = '\0';
         for (size_t i = 0; i < s->n_exclude_domains; i++) {
-            strncat(d->domains, s->exclude_domains[i],
-                    sizeof(d->domains) - strlen(d->domains) - 2);
-            strcat(d->domains, ";");
+            int n = snprintf(d->domains + used, sizeof(d->domains) - used,
+                             "%s;", s->exclude_domains[i]);
+            if (n < 0 || (size_t)n >= sizeof(d->domains) - used)
+                break;
+            used += (size_t)n;
         }
     }
     pthread_mutex_unlock(&d->lock);
