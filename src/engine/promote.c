@@ -17,6 +17,8 @@
  * registered write callbacks and shuts down, which fires the two close
  * callbacks that tell the host the engine's tail is complete (§4.3.7).
  */
+#include <assert.h>
+
 #include "common/alloc.h"
 #include "engine/internal.h"
 #include "nectar/log.h"
@@ -46,6 +48,8 @@ static void dispatch(struct nectar_tcp_flow *f)
             f->promote = PROMOTE_WAIT_ACK;
             fire = true;
         }
+        /* At most one dispatch per session: only REQUESTED leads here. */
+        assert(fire || f->promote == PROMOTE_RESOLVED);
         pthread_mutex_unlock(&f->mu);
         /* Under the gate: cancel and re-registration wait for us, and the
          * host may confirm synchronously from inside (mu is free). */

@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <assert.h>
+
 #include "common/alloc.h"
 #include "engine/internal.h"
 #include "nectar/log.h"
@@ -156,6 +158,7 @@ static void on_async(uv_async_t *h)
         pthread_mutex_lock(&loop->mu);
         n = nectar_list_first(&ready);
         if (n != NULL) {
+            assert(nectar_list_entry(n, struct ne_obj, ready_node)->queued);
             nectar_list_remove(n);
             nectar_list_entry(n, struct ne_obj, ready_node)->queued = false;
         }

@@ -27,6 +27,7 @@
  * "publish paused" and the consumer's "dequeue + observe" are totally
  * ordered and a wake-up cannot be lost.
  */
+#include <assert.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -124,6 +125,8 @@ static RamaTcpDeliverStatus enqueue(struct nectar_tcp_flow *f, int dir,
      * empty queue. */
     *wake = nectar_ring_count(&q->q) == 0;
     nectar_ring_push(&q->q, c);
+    /* The queue is bounded in chunks (spec §3.5). */
+    assert(nectar_ring_count(&q->q) <= f->capacity);
     return RAMA_TCP_DELIVER_ACCEPTED;
 }
 

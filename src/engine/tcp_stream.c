@@ -205,6 +205,8 @@ static bool pump_writes(struct nectar_stream *st)
             continue;
         }
         gen = atomic_load(&st->drain_gen);
+        /* Parked implies a head write and a live gate-checked sink. */
+        assert(!st->parked || !st->write_dead);
         if (st->parked) {
             if (gen == st->parked_gen)
                 return false; /* still waiting for signal_*_drain */
@@ -249,8 +251,10 @@ static bool pump_reads(struct nectar_stream *st)
         pthread_mutex_lock(&f->mu);
         c = nectar_ring_pop(&q->q);
         if (c != NULL) {
+            /* A dequeue always leaves room: nobody may stay paused. */
             was_paused = q->paused;
             q->paused = false;
+            assert(!nectar_ring_full(&q->q));
         } else if (!q->open || f->cancelled) {
             eof = true;
             err = st->dir == NE_EG && f->egress_error;

@@ -204,6 +204,7 @@ NECTAR_API void rama_transparent_proxy_udp_session_on_client_datagram(
         wake = nectar_ring_count(&f->q) == 1;
         dg = NULL;
     }
+    assert(f->q.cap == 0 || nectar_ring_count(&f->q) <= f->q.cap);
     pthread_mutex_unlock(&f->mu);
     nectar_free(dg);
     if (wake)
