@@ -520,7 +520,7 @@ struct udp_echo *udp_echo_start(int family, uint16_t *port)
 {
     struct udp_echo *e = calloc(1, sizeof(*e));
     struct sockaddr_storage ss;
-    socklen_t len = make_loop(family, 0, &ss);
+    socklen_t len = make_loop(family, *port, &ss);
     e->fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (bind(e->fd, (struct sockaddr *)&ss, len) != 0) {
         perror("udp_echo_start");

@@ -60,7 +60,8 @@ extern int client_read_sleep_us;
 int client_run(int family, uint16_t port, int mode, uint32_t seed, uint64_t n,
                uint64_t up_n, bool send_after_eof, struct client_result *r);
 
-/* UDP echo server (own thread) on loopback of family; returns the port. */
+/* UDP echo server (own thread) on loopback of family, on *port (0: any;
+ * the port is returned there). */
 struct udp_echo;
 struct udp_echo *udp_echo_start(int family, uint16_t *port);
 void udp_echo_stop(struct udp_echo *e);

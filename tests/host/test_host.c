@@ -620,7 +620,7 @@ static void test_eof_before_data(void)
  * for each echo. */
 static void udp_round_trips(int family, int n, int per)
 {
-    uint16_t eport;
+    uint16_t eport = 0;
     struct udp_echo *echo = udp_echo_start(family, &eport);
     sim_up(family, eport, "{}", true, NULL);
     struct sockaddr_storage sa;
@@ -738,36 +738,53 @@ static void test_curl(void)
 
 static void test_no_fd_leak(void)
 {
-    uint16_t tport, eport;
-    struct test_server *srv = server_start(AF_INET, &tport);
-    struct udp_echo *echo = udp_echo_start(AF_INET, &eport);
     /* The first loop in a process makes libuv's process-wide signal pipe
      * (two fds that live until exit); warm up outside the window. */
-    sim_up(AF_INET, tport, "{}", false, NULL);
+    sim_up(AF_INET, 9, "{}", true, NULL);
     sim_down();
     int before = count_fds();
-    sim_up(AF_INET, tport, "{}", false, NULL);
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    struct udp_echo *echo = udp_echo_start(AF_INET, &tport); /* same port */
+    sim_up(AF_INET, tport, "{}", true, NULL);
     run_parallel_echo(16, 64 * 1024);
-    /* Leave flows open at stop too: connect and never finish. */
-    int idle[4];
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons(fx.port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    /* UDP flows too, left live at stop. */
+    struct sockaddr_storage ua;
+    nectar_sim_listen_addr(fx.sim, &ua);
+    int udp[4];
     for (int i = 0; i < 4; i++) {
-        idle[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        CHECK_EQ(connect(idle[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+        udp[i] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        CHECK_EQ(connect(udp[i], (struct sockaddr *)&ua,
+                         sizeof(struct sockaddr_in)), 0);
+        char b = 'u';
+        CHECK_EQ(send(udp[i], &b, 1, 0), 1);
+        struct pollfd p = {udp[i], POLLIN, 0};
+        CHECK_EQ(poll(&p, 1, 2000), 1);
+        CHECK_EQ(recv(udp[i], &b, 1, 0), 1);
+    }
+    /* TCP flows left open at stop: connected and never finished. */
+    int idle[4];
+    for (int i = 0; i < 4; i++) {
+        idle[i] = open_client();
         uint32_t hdr[4] = {M_ECHO, 60u + (uint32_t)i, 0, 0};
         CHECK_EQ(send(idle[i], hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
     }
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.udp_live, 4);
     sim_down();
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 4; i++) {
         close(idle[i]);
+        close(udp[i]);
+    }
+    /* The peers close their side of each connection on their own
+     * threads; stop them before counting. */
+    udp_echo_stop(echo);
+    server_stop(srv);
     int after = count_fds();
     if (after != before)
         dump_fds();
     CHECK_EQ(after, before);
-    udp_echo_stop(echo);
-    server_stop(srv);
 }
 
 static const nectar_test_t tests[] = {
