@@ -267,7 +267,9 @@ typedef void (*nectar_ipc_peer_cb)(nectar_ipc_listener_t *listener,
 
 enum {
     /* Use a socket passed by systemd (LISTEN_FDS/LISTEN_PID) when present:
-     * the one named service_name in LISTEN_FDNAMES, or the only one. */
+     * the one named service_name in LISTEN_FDNAMES, or the only one when
+     * there are no names; otherwise bind as usual.  A passed socket that
+     * is not a listening SOCK_SEQPACKET socket gives NECTAR_ECONFIG. */
     NECTAR_IPC_LISTEN_SOCKET_ACTIVATION = 1u << 0,
 };
 

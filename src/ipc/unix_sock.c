@@ -379,8 +379,10 @@ int nectar__ux_activation_fd(const char *name, nectar_error_t *err)
     long n = strtol(n_s, NULL, 10);
     if (n <= 0 || n > 64)
         return -1;
+    /* Named sockets: only ours.  One unnamed socket: that one.  Sockets
+     * meant for other services are left alone (we bind ourselves). */
     const char *names = getenv("LISTEN_FDNAMES");
-    int pick = n == 1 ? 3 : -1;
+    int pick = n == 1 && names == NULL ? 3 : -1;
     for (long i = 0; names != NULL && i < n; i++) {
         size_t len = strcspn(names, ":");
         if (len == strlen(name) && strncmp(names, name, len) == 0)
@@ -390,8 +392,7 @@ int nectar__ux_activation_fd(const char *name, nectar_error_t *err)
             names++;
     }
     if (pick < 0)
-        return nectar_error_set(err, NECTAR_ECONFIG,
-                                "ipc: LISTEN_FDS has no socket named %s", name);
+        return -1;
     int type = 0, acc = 0;
     socklen_t len = sizeof(type);
     getsockopt(pick, SOL_SOCKET, SO_TYPE, &type, &len);

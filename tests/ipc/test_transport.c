@@ -3,6 +3,7 @@
  * passing, socket activation. */
 #include "ipc_tests.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
@@ -1010,4 +1011,53 @@ void test_path_in_use(void)
     check_echo_int(c, 2);
     nectar_ipc_conn_release(c);
     echo_stop(&b);
+}
+
+void test_activation_fallback(void)
+{
+    char pidbuf[32];
+    snprintf(pidbuf, sizeof(pidbuf), "%d", (int)getpid());
+    setenv("LISTEN_PID", pidbuf, 1);
+    setenv("LISTEN_FDS", "1", 1);
+    /* A passed socket named for another service is left alone: the
+     * listener binds its own name. */
+    setenv("LISTEN_FDNAMES", "some.other.service", 1);
+    const char *name = ipc_test_name("actfb");
+    nectar_ipc_listener_config_t cfg = {
+        .service_name = name,
+        .on_message = nectar_ipc_router_on_message,
+        .flags = NECTAR_IPC_LISTEN_SOCKET_ACTIVATION,
+    };
+    nectar_ipc_router_t *r = nectar_ipc_router_new();
+    cfg.ctx = r;
+    nectar_ipc_listener_t *ls = NULL;
+    CHECK_EQ(nectar_ipc_listen(&cfg, &ls, NULL), 0);
+    nectar_ipc_conn_t *c = client_new(name);
+    nectar_ipc_remote_t rem;
+    nectar_ipc_obj_t *res = NULL;
+    CHECK_EQ(nectar_ipc_call(c, "x", NULL, 2000, &res, &rem, NULL),
+             NECTAR_IPC_EREMOTE);
+    CHECK_EQ(rem.code, 1);
+    nectar_ipc_conn_release(c);
+    nectar_ipc_listener_close(ls);
+    /* Our name on something that is not a listening SEQPACKET socket:
+     * a configuration error, not a silent bind. */
+    if (fcntl(3, F_GETFD) < 0) {
+        int p[2];
+        CHECK_EQ(pipe(p), 0);
+        if (p[0] != 3)
+            CHECK_EQ(dup2(p[0], 3), 3);
+        setenv("LISTEN_FDNAMES", name, 1);
+        nectar_error_t err = {0};
+        CHECK_EQ(nectar_ipc_listen(&cfg, &ls, &err), NECTAR_ECONFIG);
+        CHECK(strstr(err.message, "not a listening") != NULL);
+        close(3);
+        if (p[0] != 3)
+            close(p[0]);
+        close(p[1]);
+    }
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    nectar_ipc_router_free(r);
 }
