@@ -1099,10 +1099,6 @@ static void h1_write_done(http_base_t *b, int status)
 static void h1_detach(http_base_t *b)
 {
     h1_t *h = (h1_t *)b;
-    if (b->client != NULL)
-        svc_read_stop(b->client);
-    if (b->server != NULL)
-        svc_read_stop(b->server);
     for (int i = 0; i < 2; i++) {
         if (h->views[i] != NULL)
             nectar__http_tunnel_detach(h->views[i]);

@@ -779,14 +779,6 @@ static void h2_write_done(http_base_t *b, int status)
     pump((h2_t *)b);
 }
 
-static void h2_detach(http_base_t *b)
-{
-    if (b->client != NULL)
-        svc_read_stop(b->client);
-    if (b->server != NULL)
-        svc_read_stop(b->server);
-}
-
 static void h2_destroy(http_base_t *b)
 {
     h2_t *h = (h2_t *)b;
@@ -801,7 +793,7 @@ static void h2_destroy(http_base_t *b)
 
 static const http_base_ops_t h2_ops = {
     .write_done = h2_write_done,
-    .detach = h2_detach,
+    .detach = NULL,
     .destroy = h2_destroy,
 };
 

@@ -209,6 +209,10 @@ int nectar__http_write(http_base_t *b, svc_stream_t *s, hbuf_t *out)
 static void complete(http_base_t *b, bool run_done)
 {
     b->finished = true;
+    if (b->client != NULL)
+        svc_read_stop(b->client);
+    if (b->server != NULL)
+        svc_read_stop(b->server);
     if (b->ops->detach != NULL)
         b->ops->detach(b);
     if (b->client != NULL)
