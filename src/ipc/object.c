@@ -105,15 +105,23 @@ bool nectar__ipc_utf8_ok(const char *p, size_t len)
 
 /* ---- builders -------------------------------------------------------- */
 
-static nectar_ipc_obj_t *obj_new(nectar_ipc_type_t type)
+/* A value with `extra` bytes after it (the payload of strings and data,
+ * kept in the same block: one allocation per value). */
+static nectar_ipc_obj_t *obj_new_extra(nectar_ipc_type_t type, size_t extra)
 {
-    nectar_ipc_obj_t *o = nectar_calloc(1, sizeof(*o));
+    nectar_ipc_obj_t *o = nectar_malloc(sizeof(*o) + extra);
     if (o == NULL)
         return NULL;
+    memset(o, 0, sizeof(*o));
     atomic_init(&o->refs, 1);
     atomic_init(&o->frozen, false);
     o->type = (uint8_t)type;
     return o;
+}
+
+static nectar_ipc_obj_t *obj_new(nectar_ipc_type_t type)
+{
+    return obj_new_extra(type, 0);
 }
 
 nectar_ipc_obj_t *nectar_ipc_null(void)
@@ -176,14 +184,10 @@ static nectar_ipc_obj_t *bytes_new(nectar_ipc_type_t type, const void *p,
 {
     if (len > NECTAR_IPC_MAX_MESSAGE || (p == NULL && len != 0))
         return NULL;
-    nectar_ipc_obj_t *o = obj_new(type);
+    nectar_ipc_obj_t *o = obj_new_extra(type, len + 1);
     if (o == NULL)
         return NULL;
-    o->v.bytes.p = nectar_malloc(len + 1);
-    if (o->v.bytes.p == NULL) {
-        nectar_free(o);
-        return NULL;
-    }
+    o->v.bytes.p = (char *)(o + 1);
     if (len != 0)
         memcpy(o->v.bytes.p, p, len);
     o->v.bytes.p[len] = '\0';
@@ -424,10 +428,6 @@ nectar_ipc_obj_t *nectar_ipc_retain(nectar_ipc_obj_t *obj)
 static void obj_free(nectar_ipc_obj_t *o)
 {
     switch (o->type) {
-    case NECTAR_IPC_STRING:
-    case NECTAR_IPC_DATA:
-        nectar_free(o->v.bytes.p);
-        break;
     case NECTAR_IPC_FD:
         close(o->v.fd);
         break;
