@@ -2,6 +2,7 @@
 #ifndef NECTAR_TESTS_IPC_H
 #define NECTAR_TESTS_IPC_H
 
+#include "common/alloc.h"
 #include "harness/test.h"
 #include "ipc/ipc_int.h"
 #include "nectar/ipc.h"
@@ -32,6 +33,7 @@ void test_size_limits(void);
 void test_decode_garbage(void);
 void test_copy_equal_json(void);
 void test_frozen_rules(void);
+void test_alloc_failures(void);
 
 /* test_transport.c */
 void test_echo_roundtrip(void);

@@ -11,6 +11,7 @@ static const nectar_test_t tests[] = {
     {"decode_garbage", test_decode_garbage},
     {"copy_equal_json", test_copy_equal_json},
     {"frozen_rules", test_frozen_rules},
+    {"alloc_failures", test_alloc_failures},
     {"echo_roundtrip", test_echo_roundtrip},
     {"fire_and_forget", test_fire_and_forget},
     {"fd_passing", test_fd_passing},

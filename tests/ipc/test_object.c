@@ -340,3 +340,56 @@ void test_frozen_rules(void)
     CHECK_EQ(nectar_ipc_fd_dup(s), NECTAR_ETYPE);
     nectar_ipc_release(s);
 }
+
+/* Builds a value with every type and some nesting; NULL when an
+ * allocation failed along the way. */
+static nectar_ipc_obj_t *sample_value(void)
+{
+    uint8_t u[16] = {7};
+    nectar_ipc_obj_t *d = nectar_ipc_dict();
+    nectar_ipc_obj_t *a = nectar_ipc_array();
+    nectar_ipc_array_append(a, nectar_ipc_string("x"), NULL);
+    nectar_ipc_array_append(a, nectar_ipc_uint64(1), NULL);
+    nectar_ipc_array_append(a, nectar_ipc_uuid(u), NULL);
+    nectar_ipc_dict_set(d, "a", a, NULL);
+    nectar_ipc_dict_set(d, "b", nectar_ipc_data("abc", 3), NULL);
+    nectar_ipc_dict_set(d, "c", nectar_ipc_date(5), NULL);
+    nectar_ipc_dict_set(d, "d", nectar_ipc_double(0.5), NULL);
+    nectar_ipc_dict_set(d, "$selector", nectar_ipc_string("s"), NULL);
+    return d;
+}
+
+void test_alloc_failures(void)
+{
+    /* Fail the Nth allocation for every N a round trip makes: each step
+     * must report an error (or a NULL) and leak nothing (ASan checks). */
+    nectar_ipc_router_t *r = nectar_ipc_router_new();
+    for (long n = 0; n < 400; n++) {
+        nectar__alloc_fail_after(n);
+        nectar_ipc_obj_t *v = sample_value();
+        struct ipc_buf b = {0};
+        int fds[NECTAR_IPC_MAX_FDS];
+        size_t nfds = 0;
+        nectar_ipc_obj_t *back = NULL;
+        if (v != NULL && nectar__ipc_encode(v, &b, fds, &nfds, NULL) == 0 &&
+            !b.oom)
+            nectar__ipc_decode(b.p, b.len, fds, nfds, &back, NULL);
+        nectar_ipc_obj_t *copy = nectar_ipc_copy(v);
+        char *json = nectar_ipc_to_json(v);
+        nectar_ipc_obj_t *reply = nectar_ipc_router_handle(r, v);
+        nectar_ipc_obj_t *call = nectar_ipc_call_build("sel:", v);
+        nectar__alloc_fail_after(-1);
+        if (back != NULL)
+            CHECK(nectar_ipc_equal(v, back));
+        if (copy != NULL)
+            CHECK(nectar_ipc_equal(v, copy));
+        nectar_ipc_release(call);
+        nectar_ipc_release(reply);
+        nectar_ipc_free_string(json);
+        nectar_ipc_release(copy);
+        nectar_ipc_release(back);
+        nectar__ipc_buf_free(&b);
+        nectar_ipc_release(v);
+    }
+    nectar_ipc_router_free(r);
+}
