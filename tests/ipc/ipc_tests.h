@@ -40,6 +40,7 @@ void test_echo_roundtrip(void);
 void test_fire_and_forget(void);
 void test_fd_passing(void);
 void test_hostile_input(void);
+void test_hostile_random(void);
 void test_peer_requirement_uid(void);
 void test_nobody_child(void);
 void test_requirement_kinds(void);

@@ -16,6 +16,7 @@ static const nectar_test_t tests[] = {
     {"fire_and_forget", test_fire_and_forget},
     {"fd_passing", test_fd_passing},
     {"hostile_input", test_hostile_input},
+    {"hostile_random", test_hostile_random},
     {"peer_requirement_uid", test_peer_requirement_uid},
     {"requirement_kinds", test_requirement_kinds},
     {"timeout_and_cancel", test_timeout_and_cancel},

@@ -1061,3 +1061,39 @@ void test_activation_fallback(void)
     unsetenv("LISTEN_FDNAMES");
     nectar_ipc_router_free(r);
 }
+
+void test_hostile_random(void)
+{
+    /* Seeded random packets, some with a plausible header, from many
+     * short-lived peers: the listener survives and keeps serving. */
+    const char *name = ipc_test_name("random");
+    struct echo_server s;
+    echo_start(&s, name, NULL);
+    nectar_ipc_conn_t *good = client_new(name);
+    unsigned seed = 12345;
+    uint8_t pkt[512], buf[4096];
+    for (int conn = 0; conn < 300; conn++) {
+        int fd = raw_connect(name);
+        CHECK_GT(raw_recv(fd, buf, sizeof(buf), 3000), 16);
+        int packets = 1 + rand_r(&seed) % 3;
+        for (int p = 0; p < packets; p++) {
+            size_t len = (size_t)(rand_r(&seed) % 200);
+            for (size_t i = 0; i < len + 16; i++)
+                pkt[i] = (uint8_t)rand_r(&seed);
+            if (rand_r(&seed) % 2) {
+                uint8_t type = (uint8_t)(1 + rand_r(&seed) % 4);
+                uint8_t flags = (uint8_t)(rand_r(&seed) % 3 == 0);
+                put_header(pkt, type, flags, (uint32_t)len, 1);
+                if (rand_r(&seed) % 2)
+                    pkt[16] = 0xa1; /* a map, to get past the first byte */
+            }
+            send(fd, pkt, len + 16, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        close(fd);
+        if (conn % 50 == 0)
+            check_echo_int(good, conn);
+    }
+    check_echo_int(good, -1);
+    nectar_ipc_conn_release(good);
+    echo_stop(&s);
+}
