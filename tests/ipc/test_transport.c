@@ -968,7 +968,7 @@ void test_peer_not_reading(void)
         }
         sent++;
     }
-    CHECK_GT(sent, 100);
+    CHECK_GT(sent, 10);
     /* Others are still served promptly. */
     uint64_t t0 = nectar_test_now_ms();
     check_echo_int(good, 2);
