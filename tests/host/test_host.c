@@ -667,6 +667,34 @@ static void udp_round_trips(int family, int n, int per)
     udp_echo_stop(echo);
 }
 
+static void test_udp_passthrough(void)
+{
+    uint16_t eport = 0;
+    struct udp_echo *echo = udp_echo_start(AF_INET, &eport);
+    sim_up(AF_INET, eport, "{\"default_action\":\"passthrough\"}", true,
+           NULL);
+    struct sockaddr_storage sa;
+    nectar_sim_listen_addr(fx.sim, &sa);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(struct sockaddr_in)),
+             0);
+    for (int i = 0; i < 5; i++) {
+        uint8_t out[100], in[100];
+        pat_fill(90u + (uint32_t)i, 0, out, sizeof(out));
+        CHECK_EQ(send(fd, out, sizeof(out), 0), (ssize_t)sizeof(out));
+        struct pollfd p = {fd, POLLIN, 0};
+        CHECK_EQ(poll(&p, 1, 2000), 1);
+        CHECK_EQ(recv(fd, in, sizeof(in), 0), (ssize_t)sizeof(in));
+        CHECK_MEM_EQ(in, out, sizeof(out));
+    }
+    wait_reports(1);
+    CHECK_EQ(fx.reports[0].decision, NECTAR_HOST_PASSTHROUGH);
+    CHECK_EQ(fx.reports[0].protocol, IPPROTO_UDP);
+    close(fd);
+    sim_down();
+    udp_echo_stop(echo);
+}
+
 static void test_udp_ipv4(void)
 {
     udp_round_trips(AF_INET, 24, 12);
@@ -801,6 +829,7 @@ static const nectar_test_t tests[] = {
     {"blocked", test_blocked},
     {"udp_ipv4", test_udp_ipv4},
     {"udp_ipv6", test_udp_ipv6},
+    {"udp_passthrough", test_udp_passthrough},
     {"curl", test_curl},
     {"no_fd_leak", test_no_fd_leak},
     {"admission_hard_cap", test_admission_hard_cap},

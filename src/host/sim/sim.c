@@ -31,6 +31,8 @@ struct assoc {
     socklen_t clen;
     nectar_host_udp_t *flow; /* NULL when not intercepted */
     nectar_sim_t *sim;
+    int pt_fd;               /* passthrough: own socket to the target */
+    uv_poll_t pt_poll;       /* listener loop: replies on pt_fd */
 };
 
 struct nectar_sim {
@@ -134,6 +136,41 @@ static void assoc_unlink(nectar_sim_t *s, struct assoc *a)
     }
 }
 
+/* A reply for a passthrough client: send it back from the listener. */
+static void on_passthrough_reply(uv_poll_t *p, int status, int events)
+{
+    struct assoc *a = p->data;
+    nectar_sim_t *s = a->sim;
+    (void)events;
+    if (status < 0)
+        return;
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = recv(a->pt_fd, s->rbuf, sizeof(s->rbuf), 0);
+        if (n < 0)
+            return;
+        sendto(s->udp_fd, s->rbuf, (size_t)n, MSG_DONTWAIT,
+               (const struct sockaddr *)&a->client, a->clen);
+    }
+}
+
+/* Listener thread. */
+static void passthrough_open(nectar_sim_t *s, struct assoc *a)
+{
+    int fd = socket(s->target.ss_family,
+                    SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (connect(fd, (const struct sockaddr *)&s->target,
+                sa_len(&s->target)) != 0 ||
+        uv_poll_init(&s->loop, &a->pt_poll, fd) != 0) {
+        close(fd);
+        return;
+    }
+    a->pt_fd = fd;
+    a->pt_poll.data = a;
+    uv_poll_start(&a->pt_poll, UV_READABLE, on_passthrough_reply);
+}
+
 static struct assoc *assoc_open(nectar_sim_t *s,
                                 const struct sockaddr_storage *ss,
                                 socklen_t len, unsigned bucket)
@@ -149,11 +186,15 @@ static struct assoc *assoc_open(nectar_sim_t *s,
         .local = (const struct sockaddr *)ss,
         .pid = -1,
     };
-    nectar_host_decision_t d;
+    nectar_host_decision_t d = NECTAR_HOST_BLOCKED;
+    a->pt_fd = -1;
     nectar__host_udp_open(s->host, &meta, a, &d, &a->flow);
     /* Non-intercepted clients keep an entry without a flow, so the engine
-     * is asked once per client, as the OS asks the provider once per flow;
-     * their datagrams are dropped. */
+     * is asked once per client, as the OS asks the provider once per flow.
+     * Passthrough clients are relayed by the sim itself ("the kernel
+     * handles it"); blocked clients' datagrams are dropped. */
+    if (d == NECTAR_HOST_PASSTHROUGH)
+        passthrough_open(s, a);
     a->next = s->buckets[bucket];
     s->buckets[bucket] = a;
     return a;
@@ -181,6 +222,8 @@ static void on_udp(uv_poll_t *p, int status, int events)
         if (a != NULL && a->flow != NULL)
             nectar__host_udp_deliver(a->flow, s->rbuf, (size_t)n,
                                      (const struct sockaddr *)&s->target);
+        else if (a != NULL && a->pt_fd >= 0)
+            send(a->pt_fd, s->rbuf, (size_t)n, MSG_DONTWAIT);
         pthread_mutex_unlock(&s->map_lock);
     }
 }
@@ -310,6 +353,8 @@ static void sim_free(nectar_sim_t *s)
         while (a != NULL) {
             struct assoc *n = a->next;
             nectar__host_udp_release(a->flow);
+            if (a->pt_fd >= 0)
+                close(a->pt_fd); /* its poll handle closed with the loop */
             nectar_free(a);
             a = n;
         }
