@@ -21,7 +21,7 @@ void fx_init(fx_t *f)
     f->opts.observed_value = "test";
 }
 
-static void on_done(int status, void *data)
+void fx_on_done(int status, void *data)
 {
     fx_t *f = data;
     CHECK(!f->done);
@@ -31,8 +31,8 @@ static void on_done(int status, void *data)
 
 void fx_start(fx_t *f, bool h2)
 {
-    int rc = h2 ? svc_h2_start(f->rc, f->rs, &f->opts, on_done, f, NULL)
-                : svc_http1_start(f->rc, f->rs, &f->opts, on_done, f, NULL);
+    int rc = h2 ? svc_h2_start(f->rc, f->rs, &f->opts, fx_on_done, f, NULL)
+                : svc_http1_start(f->rc, f->rs, &f->opts, fx_on_done, f, NULL);
     CHECK_EQ(rc, 0);
 }
 

@@ -28,6 +28,8 @@ typedef struct fx {
 
 /* Loop, pairs, sinks, default options with observed value "test". */
 void fx_init(fx_t *f);
+/* The done_cb fx_start uses (data = the fixture): sets done and status. */
+void fx_on_done(int status, void *data);
 /* Start the HTTP/1 relay (h2 = false) or the HTTP/2 one; checks rc 0. */
 void fx_start(fx_t *f, bool h2);
 /* Wait until haystack holds needle at least n times (5 s max). */

@@ -934,6 +934,81 @@ static void cancel_in_hook(void)
     fx_close(&f);
 }
 
+/* Every allocation of the relay fails from the Nth on, for each N along
+ * a gzip badge exchange and a WebSocket upgrade: the relay must end (with
+ * an error or not), never crash, leak or hang (ASan build). */
+static int client_done(void *arg)
+{
+    fx_t *f = arg;
+    return f->done || f->cli_in.eof;
+}
+
+static int request_seen(void *arg)
+{
+    fx_t *f = arg;
+    return f->done ||
+           count_of(mem_sink_str(&f->srv_in), f->srv_in.len, "GET /ws") == 1;
+}
+
+static int exchange_over(void *arg)
+{
+    fx_t *f = arg;
+    return f->done ||
+           count_of(mem_sink_str(&f->cli_in), f->cli_in.len, "\x81\x01x") == 1;
+}
+
+static void alloc_failures(void)
+{
+    uint8_t comp[4096];
+    size_t clen =
+        zcompress(html_page, strlen(html_page), comp, sizeof(comp), 15 + 16);
+    int completed = 0;
+    bool last_ok = false;
+    for (long n = 0; n < 400; n++) {
+        fx_t f;
+        fx_init(&f);
+        nectar__alloc_fail_after(n);
+        svc_http_t *h = NULL;
+        if (svc_http1_start(f.rc, f.rs, &f.opts, fx_on_done, &f, &h) != 0) {
+            nectar__alloc_fail_after(-1);
+            svc_close(f.rc);
+            svc_close(f.rs);
+            f.done = true;
+            fx_close(&f);
+            continue;
+        }
+        mem_send_str(f.cli, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+                            "GET /ws HTTP/1.1\r\nHost: a\r\n"
+                            "Upgrade: websocket\r\nConnection: upgrade\r\n"
+                            "\r\n\x81\x80"
+                            "abcd");
+        /* A server answers only what it was asked. */
+        mem_run_until(&f.loop, request_seen, &f, 2000);
+        char hdr[160];
+        snprintf(hdr, sizeof(hdr),
+                 "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                 "Content-Encoding: gzip\r\nContent-Length: %zu\r\n\r\n",
+                 clen);
+        mem_send_str(f.srv, hdr);
+        mem_send(f.srv, comp, clen);
+        mem_send_str(f.srv, "HTTP/1.1 101 S\r\nUpgrade: websocket\r\n"
+                            "Connection: upgrade\r\n\r\n\x81\x01x");
+        mem_run_until(&f.loop, exchange_over, &f, 2000);
+        nectar__alloc_fail_after(-1);
+        svc_shutdown(f.cli);
+        svc_shutdown(f.srv);
+        mem_run_until(&f.loop, client_done, &f, 2000);
+        last_ok =
+            count_of(mem_sink_str(&f.cli_in), f.cli_in.len, "\x81\x01x") == 1;
+        completed += last_ok;
+        fx_close(&f); /* waits for done: the relay must end */
+    }
+    /* The last N leave the whole exchange room enough: the loop covered
+     * every allocation on the way. */
+    CHECK(last_ok);
+    CHECK_GT(completed, 0);
+}
+
 /* Non-HTTP bytes from the start are relayed unchanged. */
 static void raw_fallback(void)
 {
@@ -1007,6 +1082,7 @@ static const nectar_test_t tests[] = {
     {"no_server", no_server},
     {"cancel", cancel},
     {"cancel_in_hook", cancel_in_hook},
+    {"alloc_failures", alloc_failures},
     {"raw_fallback", raw_fallback},
     {"large_body", large_body},
     {NULL, NULL},
