@@ -274,8 +274,9 @@ enum {
 };
 
 /* service_name: on Linux a name starting with '/' is a filesystem path
- * (an existing socket file there is replaced); anything else is an
- * abstract socket name.  On Apple it is the Mach service name. */
+ * (a stale socket file there is replaced; one a live listener serves gives
+ * NECTAR_EADDRINUSE); anything else is an abstract socket name.  On Apple
+ * it is the Mach service name. */
 typedef struct nectar_ipc_listener_config {
     const char *service_name;
     const nectar_ipc_requirement_t *requirement; /* NULL: any peer */
@@ -311,8 +312,11 @@ typedef struct nectar_ipc_client_config {
 
 /* Creates a lazy client connection: nothing touches the network until
  * the first send, which connects and waits for the listener's verdict.
- * The config is copied.  Errors: NECTAR_EINVAL, NECTAR_ENOTSUP,
- * NECTAR_ENOMEM. */
+ * With on_message or on_event set, the connection gets its own event
+ * thread; without, blocking calls read their replies on the calling
+ * thread ("direct mode") until the first nectar_ipc_send_with_reply
+ * starts a thread.  The config is copied.  Errors: NECTAR_EINVAL,
+ * NECTAR_ENOTSUP, NECTAR_ENOMEM. */
 NECTAR_API int nectar_ipc_connect(const nectar_ipc_client_config_t *cfg,
                                   nectar_ipc_conn_t **out, nectar_error_t *err);
 
