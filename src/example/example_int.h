@@ -44,8 +44,9 @@ struct ex_state {
     struct app_stats stats;
     uint64_t created_ms;
     char *storage_dir;
-    void *control;  /* nectar_control_t when the example bound IPC */
-    void *keychain; /* nectar_keychain_t holding the CA, or NULL */
+    void *control;     /* nectar_control_t when the example bound IPC */
+    void *keychain;    /* nectar_keychain_t holding the CA, or NULL */
+    X509_STORE *trust; /* server verification, shared across rotations */
 };
 
 struct ex_live *ex_live_get(struct ex_state *ex);

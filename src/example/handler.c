@@ -123,6 +123,7 @@ static int mitm_from_pem(struct ex_state *ex, const char *cert, const char *key,
         return rc;
     tls_mitm_opts_t o;
     tls_mitm_opts_defaults(&o);
+    o.trust = ex->trust;
     o.upstream_ca_file = ex->cfg.upstream_ca_file;
     o.upstream_insecure = ex->cfg.upstream_insecure;
     o.trust_cache_size = ex->cfg.trust_cache_size;
@@ -246,6 +247,7 @@ static void state_free(struct ex_state *ex)
     ex_admission_free(ex->adm);
     tls_keylog_free(ex->keylog);
     nectar_keychain_close(ex->keychain);
+    X509_STORE_free(ex->trust);
     ex_config_free(&ex->cfg);
     nectar_free(ex->storage_dir);
     pthread_mutex_destroy(&ex->mu);
@@ -261,8 +263,11 @@ static int state_init(struct ex_state *ex, nectar_error_t *err)
     nectar_free(path);
     if (ex->adm == NULL || ex->keylog == NULL)
         return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
+    int rc = tls_trust_store_new(ex->cfg.upstream_ca_file, &ex->trust, err);
+    if (rc != 0)
+        return rc;
     tls_mitm_t *mitm = NULL;
-    int rc = load_ca(ex, &mitm, err);
+    rc = load_ca(ex, &mitm, err);
     if (rc != 0)
         return rc;
     ex->live = live_new(ex, NULL, NULL, mitm);

@@ -99,23 +99,32 @@ static void *client(void *arg)
             atomic_fetch_add(&badged, 1);
         else
             atomic_fetch_add(&plain, 1);
-        usleep(3000); /* let the controller change things in between */
     }
     return NULL;
 }
 
+static int responses(void)
+{
+    return atomic_load(&badged) + atomic_load(&plain);
+}
+
+/* Changes the settings every few responses, so flows see both states
+ * whatever the speed of this machine. */
 static void *controller(void *arg)
 {
     (void)arg;
     nectar_error_t e;
     for (int i = 0; !atomic_load(&stop); i++) {
+        int seen = responses();
+        while (!atomic_load(&stop) && responses() < seen + 5)
+            usleep(500);
         char json[128];
         int n = snprintf(json, sizeof(json),
                          "{\"html_badge_enabled\":%s,"
                          "\"exclude_domains\":[\"x%d.test\"]}",
                          i % 2 ? "true" : "false", i);
         CHECK_EQ(nectar_example_update_settings(json, (size_t)n, &e), 0);
-        if (i % 8 == 0) {
+        if (i % 8 == 7) {
             uint8_t *der, *prev;
             size_t dl, pl;
             CHECK_EQ(nectar_example_ca_rotate(&der, &dl, &prev, &pl, &e), 0);
@@ -123,7 +132,6 @@ static void *controller(void *arg)
             nectar_example_free(prev);
         }
         nectar_example_set_tls_keylog(i % 3 == 0);
-        usleep(1000);
     }
     return NULL;
 }

@@ -157,6 +157,26 @@ static int make_server_ctx(tls_mitm_t *m, tls_keylog_t *keylog,
     return 0;
 }
 
+int tls_trust_store_new(const char *ca_file, X509_STORE **out,
+                        nectar_error_t *err)
+{
+    X509_STORE *st = X509_STORE_new();
+    if (st == NULL)
+        return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
+    if (X509_STORE_set_default_paths(st) != 1)
+        ERR_clear_error(); /* no system store: only ca_file */
+    if (ca_file != NULL && ca_file[0] != '\0' &&
+        X509_STORE_load_file(st, ca_file) != 1) {
+        ERR_clear_error();
+        X509_STORE_free(st);
+        return nectar_error_set(err, NECTAR_ECONFIG,
+                                "upstream_ca_file %s: cannot load PEM",
+                                ca_file);
+    }
+    *out = st;
+    return 0;
+}
+
 static int make_client_ctx(tls_mitm_t *m, tls_keylog_t *keylog,
                            const tls_mitm_opts_t *o, nectar_error_t *err)
 {
@@ -171,15 +191,14 @@ static int make_client_ctx(tls_mitm_t *m, tls_keylog_t *keylog,
                                                 SSL_SESS_CACHE_NO_INTERNAL);
     SSL_CTX_sess_set_new_cb(m->cctx, on_new_session);
     SSL_CTX_set_mode(m->cctx, SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_set_default_verify_paths(m->cctx) != 1)
-        ERR_clear_error(); /* no system store: only upstream_ca_file */
-    if (o->upstream_ca_file != NULL && o->upstream_ca_file[0] != '\0' &&
-        SSL_CTX_load_verify_locations(m->cctx, o->upstream_ca_file, NULL) !=
-            1) {
-        ERR_clear_error();
-        return nectar_error_set(err, NECTAR_ECONFIG,
-                                "upstream_ca_file %s: cannot load PEM",
-                                o->upstream_ca_file);
+    if (o->trust != NULL) {
+        SSL_CTX_set1_cert_store(m->cctx, o->trust);
+    } else {
+        X509_STORE *st = NULL;
+        int rc = tls_trust_store_new(o->upstream_ca_file, &st, err);
+        if (rc != 0)
+            return rc;
+        SSL_CTX_set_cert_store(m->cctx, st); /* takes st */
     }
     SSL_CTX_set_verify(m->cctx,
                        o->upstream_insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,

@@ -25,6 +25,7 @@
 #ifndef NECTAR_SERVICES_TLS_MITM_H
 #define NECTAR_SERVICES_TLS_MITM_H
 
+#include <openssl/x509.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,6 +40,10 @@ typedef struct tls_mitm tls_mitm_t;
 typedef struct tls_mitm_flow tls_mitm_flow_t;
 
 typedef struct tls_mitm_opts {
+    /* Trust for server verification: `trust` when set (borrowed, a
+     * reference is taken; build it once with tls_trust_store_new and share
+     * it across rotations), else the system store plus upstream_ca_file. */
+    X509_STORE *trust;
     const char *upstream_ca_file; /* extra trust anchors (PEM); NULL none */
     bool upstream_insecure;       /* no verification of the server (tests) */
     size_t trust_cache_size;      /* 4096 */
@@ -46,6 +51,12 @@ typedef struct tls_mitm_opts {
 } tls_mitm_opts_t;
 
 void tls_mitm_opts_defaults(tls_mitm_opts_t *o);
+
+/* The system trust store plus ca_file (may be NULL).  Returns 0 and *out
+ * (free with X509_STORE_free), or NECTAR_ECONFIG / NECTAR_ENOMEM.  Reads
+ * the store's files: call it once, not per flow.  Any thread. */
+int tls_trust_store_new(const char *ca_file, X509_STORE **out,
+                        nectar_error_t *err);
 
 /* Builds the shared state over ca (a reference is taken) and keylog
  * (borrowed, may be NULL; must outlive the tls_mitm_t).  Returns 0 or
