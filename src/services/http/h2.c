@@ -620,8 +620,17 @@ static int submit_response(h2_t *h, h2s_t *st, bool end)
     const char *status = fields_get(&st->res, ":status", &sl);
     int code = status ? (int)strtol(status, NULL, 10) : 0;
     if (code >= 100 && code < 200) {
-        fields_clear(&st->res); /* interim answers are not relayed */
-        return 0;
+        /* Interim answer (100 Continue, 103 Early Hints): relayed as a
+         * non-final HEADERS frame; the final response comes later. */
+        size_t count;
+        nghttp2_nv *nv = fields_nv(h, &st->res, NULL, false, &count);
+        int rc = nv == NULL
+                     ? NECTAR_ENOMEM
+                     : nghttp2_submit_headers(h->cs, NGHTTP2_FLAG_NONE, st->cid,
+                                              NULL, nv, count, NULL);
+        nectar_free(nv);
+        fields_clear(&st->res);
+        return rc < 0 ? NECTAR_EIO : 0;
     }
     const char *ct = fields_get(&st->res, "content-type", &ctl);
     const char *ce = fields_get(&st->res, "content-encoding", &cel);

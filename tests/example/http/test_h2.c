@@ -155,7 +155,17 @@ static void answer(tpeer_t *p, tstream_t *t)
 {
     static char post_reply[NSTREAMS][32];
     nghttp2_data_provider prd = {.source.ptr = t, .read_callback = src_read};
-    if (strncmp(t->path, "/html/", 6) == 0) {
+    if (strncmp(t->path, "/early/", 7) == 0) {
+        nghttp2_nv early[] = {
+            {(uint8_t *)":status", (uint8_t *)"103", 7, 3, 0},
+            {(uint8_t *)"link", (uint8_t *)"</s.css>; rel=preload", 4, 21, 0},
+        };
+        CHECK_EQ(nghttp2_submit_headers(p->sess, NGHTTP2_FLAG_NONE, t->id, NULL,
+                                        early, 2, NULL),
+                 0);
+    }
+    if (strncmp(t->path, "/html/", 6) == 0 ||
+        strncmp(t->path, "/early/", 7) == 0) {
         t->src = (const uint8_t *)html_page;
         t->src_len = strlen(html_page);
         char clen[16];
@@ -499,6 +509,45 @@ static void alloc_failures(void)
     CHECK(last_ok);
 }
 
+static bool excluded(void *data, const char *host)
+{
+    (void)data;
+    return strcmp(host, "skip.test") == 0;
+}
+
+/* An interim 103 is relayed before the final answer; an excluded host's
+ * page keeps its length and gets no badge. */
+static void interim_and_rules(void)
+{
+    fx_t f;
+    tpeer_t c, s;
+    fx_init(&f);
+    f.opts.is_excluded = excluded;
+    fx_start(&f, true);
+    peer_init(&c, f.cli, false);
+    peer_init(&s, f.srv, true);
+    client_request(&c, "GET", "www.site.test", "/early/1", NULL, 0);
+    client_request(&c, "GET", "skip.test:443", "/html/2", NULL, 0);
+    flush_peer(&c);
+    flush_peer(&s);
+    both_t b = {&c, 2};
+    CHECK(mem_run_until(&f.loop, all_closed, &b, 5000));
+    tstream_t *e = &c.st[0], *x = &c.st[1];
+    CHECK_EQ(e->code, 0);
+    const char *s103 = strstr(e->head, ":status: 103\n");
+    const char *s200 = strstr(e->head, ":status: 200\n");
+    CHECK(s103 != NULL && s200 != NULL && s103 < s200);
+    CHECK(strstr(e->head, "link: </s.css>; rel=preload\n") != NULL);
+    CHECK_EQ(count_of((char *)e->body, e->blen, "nectar-proxy-badge"), 1);
+    CHECK_EQ(x->code, 0);
+    CHECK_EQ(x->blen, strlen(html_page));
+    CHECK_MEM_EQ(x->body, html_page, x->blen);
+    CHECK(strstr(x->head, "content-length: ") != NULL);
+    peer_free(&c);
+    peer_free(&s);
+    fx_close(&f);
+}
+
 static void server_reset(void)
 {
     fx_t f;
@@ -524,9 +573,13 @@ static void server_reset(void)
 }
 
 static const nectar_test_t tests[] = {
-    {"streams16", streams16},         {"flow_control", flow_control},
-    {"server_goaway", server_goaway}, {"alloc_failures", alloc_failures},
-    {"server_reset", server_reset},   {NULL, NULL},
+    {"streams16", streams16},
+    {"flow_control", flow_control},
+    {"server_goaway", server_goaway},
+    {"alloc_failures", alloc_failures},
+    {"interim_and_rules", interim_and_rules},
+    {"server_reset", server_reset},
+    {NULL, NULL},
 };
 
 int main(int argc, char **argv)
