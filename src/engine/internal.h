@@ -3,6 +3,7 @@
  *
  * Map of src/engine (read in this order):
  *   list.h ring.[ch]   building blocks (intrusive list, bounded FIFO)
+ *   gate.h             the per-session callback gate
  *   runtime.c          engine threads: one libuv loop each, scheduling of
  *                      session objects and jobs onto a loop, bounded stop
  *   meta.c             flow metadata decoding, flow ids, UTF-8 helpers
@@ -31,6 +32,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "engine/gate.h"
 #include "engine/list.h"
 #include "engine/ring.h"
 #include "nectar/handler.h"
@@ -265,8 +267,7 @@ struct nectar_tcp_flow {
     uint32_t idle_ms;
 
     /* The callback gate (spec §3.8): held across every host callback. */
-    pthread_mutex_t gate;
-    bool active;                                  /* under gate */
+    struct ne_gate gate;
     RamaTransparentProxyTcpSessionCallbacks cbs;  /* immutable */
     RamaTransparentProxyTcpEgressCallbacks ecbs;  /* set at activate */
     RamaTransparentProxyTcpPromoteCallbacks pcbs; /* under gate */

@@ -37,8 +37,7 @@ static void dispatch(struct nectar_tcp_flow *f)
 {
     bool fire = false;
 
-    pthread_mutex_lock(&f->gate);
-    if (!f->active) {
+    if (!ne_gate_enter(&f->gate)) {
         resolve(f, NECTAR_ECANCELED);
     } else if (f->pcbs.on_promote_request == NULL) {
         resolve(f, NECTAR_ENOTSUP);
@@ -56,7 +55,7 @@ static void dispatch(struct nectar_tcp_flow *f)
         if (fire)
             f->pcbs.on_promote_request(f->pcbs.context);
     }
-    pthread_mutex_unlock(&f->gate);
+    ne_gate_leave(&f->gate);
 }
 
 static void run_waiters(struct nectar_tcp_flow *f, int result)

@@ -63,9 +63,8 @@ nectar__tcp_new(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
     f->capacity = e->opts.tcp_channel_capacity;
     f->paused_drain_ms = e->opts.paused_drain_max_wait_ms;
     f->idle_ms = e->opts.tcp_idle_timeout_ms;
-    pthread_mutex_init(&f->gate, NULL);
+    ne_gate_init(&f->gate);
     pthread_mutex_init(&f->mu, NULL);
-    f->active = true;
     f->cbs = cbs;
     f->state = TCP_PENDING;
     f->in[NE_IN].exists = true;
@@ -305,14 +304,13 @@ NECTAR_API bool rama_transparent_proxy_tcp_session_get_egress_connect_options(
 static void close_now(struct nectar_tcp_flow *f,
                       const RamaTransparentProxyTcpEgressCallbacks *ecbs)
 {
-    pthread_mutex_lock(&f->gate);
-    if (f->active) {
+    if (ne_gate_enter(&f->gate)) {
         if (f->cbs.on_server_closed != NULL)
             f->cbs.on_server_closed(f->cbs.context);
         if (ecbs->on_close_egress != NULL)
             ecbs->on_close_egress(ecbs->context);
     }
-    pthread_mutex_unlock(&f->gate);
+    ne_gate_leave(&f->gate);
 }
 
 NECTAR_API void rama_transparent_proxy_tcp_session_activate(
@@ -365,9 +363,7 @@ NECTAR_API void rama_transparent_proxy_tcp_session_cancel(
     if (f == NULL)
         return;
     /* 1. Close the gate; waits only for a callback running right now. */
-    pthread_mutex_lock(&f->gate);
-    f->active = false;
-    pthread_mutex_unlock(&f->gate);
+    ne_gate_close(&f->gate);
 
     pthread_mutex_lock(&f->mu);
     if (f->cancelled) {
@@ -414,9 +410,9 @@ NECTAR_API void rama_transparent_proxy_tcp_session_register_promote_callbacks(
         return;
     /* Under the gate: a dispatch in progress finishes first, so the old
      * context is unused once this returns (§8.1.4). */
-    pthread_mutex_lock(&f->gate);
+    (void)ne_gate_enter(&f->gate); /* open or closed: just serialise */
     f->pcbs = callbacks;
-    pthread_mutex_unlock(&f->gate);
+    ne_gate_leave(&f->gate);
 }
 
 NECTAR_API void rama_transparent_proxy_tcp_session_confirm_promoted(

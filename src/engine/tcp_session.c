@@ -294,7 +294,7 @@ static void tcp_destroy(struct ne_obj *o)
         nectar_list_remove(n);
         nectar_free(nectar_list_entry(n, struct ne_promote_waiter, node));
     }
-    pthread_mutex_destroy(&f->gate);
+    ne_gate_destroy(&f->gate);
     pthread_mutex_destroy(&f->mu);
     nectar__meta_unref(f->meta);
     nectar_free(f);

@@ -63,8 +63,7 @@ static RamaTcpDeliverStatus call_sink(struct nectar_stream *st,
     RamaTcpServerBytesFn fn;
     void *ctx;
 
-    pthread_mutex_lock(&f->gate);
-    if (f->active) {
+    if (ne_gate_enter(&f->gate)) {
         fn = st->dir == NE_IN ? f->cbs.on_server_bytes
                               : f->ecbs.on_write_to_egress;
         ctx = st->dir == NE_IN ? f->cbs.context : f->ecbs.context;
@@ -72,7 +71,7 @@ static RamaTcpDeliverStatus call_sink(struct nectar_stream *st,
         rc = fn == NULL ? RAMA_TCP_DELIVER_ACCEPTED
                         : decode_status(f, fn(ctx, view));
     }
-    pthread_mutex_unlock(&f->gate);
+    ne_gate_leave(&f->gate);
     return rc;
 }
 
@@ -81,15 +80,14 @@ void nectar__tcp_fire_demand(struct nectar_tcp_flow *f, int dir)
     RamaTcpClientReadDemandFn fn;
     void *ctx;
 
-    pthread_mutex_lock(&f->gate);
-    if (f->active) {
+    if (ne_gate_enter(&f->gate)) {
         fn = dir == NE_IN ? f->cbs.on_client_read_demand
                           : f->ecbs.on_egress_read_demand;
         ctx = dir == NE_IN ? f->cbs.context : f->ecbs.context;
         if (fn != NULL)
             fn(ctx);
     }
-    pthread_mutex_unlock(&f->gate);
+    ne_gate_leave(&f->gate);
 }
 
 void nectar__stream_fire_close(struct nectar_stream *st)
@@ -101,15 +99,14 @@ void nectar__stream_fire_close(struct nectar_stream *st)
     if (st->close_fired)
         return;
     st->close_fired = true;
-    pthread_mutex_lock(&f->gate);
-    if (f->active) {
+    if (ne_gate_enter(&f->gate)) {
         fn = st->dir == NE_IN ? f->cbs.on_server_closed
                               : f->ecbs.on_close_egress;
         ctx = st->dir == NE_IN ? f->cbs.context : f->ecbs.context;
         if (fn != NULL)
             fn(ctx);
     }
-    pthread_mutex_unlock(&f->gate);
+    ne_gate_leave(&f->gate);
 }
 
 /* The first terminal reason of a direction wins (spec §3.11). */

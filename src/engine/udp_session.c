@@ -40,8 +40,7 @@ struct nectar_udp_flow {
     uint32_t idle_ms;
     uint32_t lifetime_ms;
 
-    pthread_mutex_t gate;
-    bool active;                                 /* under gate */
+    struct ne_gate gate;                         /* spec §3.8 */
     RamaTransparentProxyUdpSessionCallbacks cbs; /* immutable */
 
     pthread_mutex_t mu;
@@ -85,18 +84,16 @@ static struct nectar_udp_flow *of(struct ne_obj *o)
 
 static void fire_demand(struct nectar_udp_flow *f)
 {
-    pthread_mutex_lock(&f->gate);
-    if (f->active && f->cbs.on_client_read_demand != NULL)
+    if (ne_gate_enter(&f->gate) && f->cbs.on_client_read_demand != NULL)
         f->cbs.on_client_read_demand(f->cbs.context);
-    pthread_mutex_unlock(&f->gate);
+    ne_gate_leave(&f->gate);
 }
 
 static void fire_closed(struct nectar_udp_flow *f)
 {
-    pthread_mutex_lock(&f->gate);
-    if (f->active && f->cbs.on_server_closed != NULL)
+    if (ne_gate_enter(&f->gate) && f->cbs.on_server_closed != NULL)
         f->cbs.on_server_closed(f->cbs.context);
-    pthread_mutex_unlock(&f->gate);
+    ne_gate_leave(&f->gate);
 }
 
 /* ---- creation and host calls --------------------------------------------- */
@@ -120,9 +117,8 @@ nectar__udp_new(struct RamaTransparentProxyEngine *e, struct ne_meta *meta,
     f->meta = meta;
     f->idle_ms = e->opts.udp_idle_timeout_ms;
     f->lifetime_ms = e->opts.udp_max_lifetime_ms;
-    pthread_mutex_init(&f->gate, NULL);
+    ne_gate_init(&f->gate);
     pthread_mutex_init(&f->mu, NULL);
-    f->active = true;
     f->cbs = cbs;
     f->state = UDP_PENDING;
     atomic_init(&f->activity, 0);
@@ -220,9 +216,7 @@ NECTAR_API void rama_transparent_proxy_udp_session_on_client_close(
 
     if (f == NULL)
         return;
-    pthread_mutex_lock(&f->gate);
-    f->active = false;
-    pthread_mutex_unlock(&f->gate);
+    ne_gate_close(&f->gate);
     pthread_mutex_lock(&f->mu);
     if (f->closed) {
         pthread_mutex_unlock(&f->mu);
@@ -426,7 +420,7 @@ static void udp_destroy(struct ne_obj *o)
     nectar_ring_free(&f->q, nectar_free);
     if (!f->svc_destroyed)
         f->svc_vt->destroy(f->svc); /* a wedged stop never tore it down */
-    pthread_mutex_destroy(&f->gate);
+    ne_gate_destroy(&f->gate);
     pthread_mutex_destroy(&f->mu);
     nectar__meta_unref(f->meta);
     nectar_free(f);
@@ -489,14 +483,13 @@ NECTAR_API int nectar_udp_flow_send(nectar_udp_flow_t *flow, const uint8_t *buf,
         return NECTAR_ECLOSED;
     demand_once(flow);
     peer = nectar__peer_encode(source, scratch, sizeof(scratch));
-    pthread_mutex_lock(&flow->gate);
-    if (flow->active) {
+    if (ne_gate_enter(&flow->gate)) {
         sent = true;
         atomic_fetch_add(&flow->activity, 1);
         if (flow->cbs.on_server_datagram != NULL)
             flow->cbs.on_server_datagram(flow->cbs.context, view, peer);
     }
-    pthread_mutex_unlock(&flow->gate);
+    ne_gate_leave(&flow->gate);
     return sent ? 0 : NECTAR_ECLOSED;
 }
 

@@ -1,6 +1,11 @@
 /* test_blocks.c - the engine's small building blocks: ring and list. */
 #include <stdint.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "engine/gate.h"
 #include "engine/list.h"
 #include "engine/ring.h"
 #include "harness/test.h"
@@ -81,7 +86,49 @@ static void test_list(void)
     CHECK(a.next->next == &it[2].node);
 }
 
+static struct ne_gate gate;
+static atomic_int in_callback;
+
+static void *holder(void *arg)
+{
+    struct timespec ts = {0, 100 * 1000000L};
+    (void)arg;
+    if (ne_gate_enter(&gate)) {
+        atomic_store(&in_callback, 1);
+        nanosleep(&ts, NULL); /* a slow host callback */
+        atomic_store(&in_callback, 2);
+    }
+    ne_gate_leave(&gate);
+    return NULL;
+}
+
+static int entered(void *arg)
+{
+    (void)arg;
+    return atomic_load(&in_callback) != 0;
+}
+
+static void test_gate(void)
+{
+    pthread_t t;
+    uint64_t t0;
+
+    ne_gate_init(&gate);
+    pthread_create(&t, NULL, holder, NULL);
+    CHECK(nectar_test_poll(entered, NULL, 5000));
+    t0 = nectar_test_now_ms();
+    ne_gate_close(&gate); /* waits for the callback in progress */
+    CHECK_EQ(atomic_load(&in_callback), 2);
+    CHECK_GE(nectar_test_now_ms() - t0, 50);
+    CHECK(!ne_gate_enter(&gate)); /* nothing runs after close */
+    ne_gate_leave(&gate);
+    ne_gate_close(&gate); /* idempotent */
+    pthread_join(t, NULL);
+    ne_gate_destroy(&gate);
+}
+
 static const nectar_test_t tests[] = {
+    {"gate", test_gate},
     {"ring", test_ring},
     {"list", test_list},
     {NULL, NULL},
