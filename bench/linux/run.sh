@@ -12,7 +12,9 @@
 #   process's memory per idle intercepted flow (nbench idle).
 # Variants: direct (kernel forwarding), nectar intercept (every byte
 #   through the engine), nectar passthrough (the engine says passthrough;
-#   sticky passthrough off so every flow still reaches nectar), haproxy
+#   sticky passthrough off so every flow still reaches nectar), nectar
+#   passthrough with the sticky set (later flows bypass it in the kernel),
+#   haproxy
 #   (TPROXY frontend, original-destination backend, splice-auto).
 # Env: BUILD_DIR (default build), SECS (default 4), REPS (default 3),
 #      IDLE_FLOWS (default 3000), SHORT_THREADS (default 16).
@@ -107,10 +109,11 @@ idle() {
 
 # ---- router variants ----------------------------------------------------------
 
+# write_nectar_config ENGINE_MEMBERS [STICKY]
 write_nectar_config() {
     cat >"$W/cfg.json" <<EOF
 {$1 "proxy": {"tcp_start_in_flight_hard_cap": 0, "flow_pressure_soft_cap": 0},
- "host": {"interfaces": ["r0"], "log_flows": false, "sticky_passthrough": false}}
+ "host": {"interfaces": ["r0"], "log_flows": false, "sticky_passthrough": ${2:-false}}}
 EOF
 }
 
@@ -199,6 +202,13 @@ start_nectar
 measure "nectar passthrough"
 stop_router
 
+# The same with sticky passthrough: after the first flow to a destination
+# the kernel forwards its flows itself.
+write_nectar_config '"default_action": "passthrough",' true
+start_nectar
+measure "nectar pass sticky"
+stop_router
+
 start_haproxy
 measure "haproxy splice"
 hap_idle=$(idle "$RPID")
@@ -214,6 +224,9 @@ echo "  passthrough / haproxy, 1 stream:     $(ratio "$(get "nectar passthrough"
 echo "  passthrough / haproxy, 4 streams:    $(ratio "$(get "nectar passthrough" 2)" "$(get "haproxy splice" 2)")  [>= 1.0]"
 echo "  intercept conn/s / haproxy conn/s:   $(ratio "$(get "nectar intercept" 3)" "$(get "haproxy splice" 3)")  [>= 1.0]"
 echo "  passthrough conn/s / haproxy conn/s: $(ratio "$(get "nectar passthrough" 3)" "$(get "haproxy splice" 3)")"
+echo "  sticky passthrough / haproxy, 1 stream:  $(ratio "$(get "nectar pass sticky" 1)" "$(get "haproxy splice" 1)")"
+echo "  sticky passthrough / haproxy, 4 streams: $(ratio "$(get "nectar pass sticky" 2)" "$(get "haproxy splice" 2)")"
+echo "  sticky passthrough conn/s / haproxy:     $(ratio "$(get "nectar pass sticky" 3)" "$(get "haproxy splice" 3)")"
 set -- $idle_line
 echo "  nectar memory per idle intercepted flow: ${2:-?} bytes over ${1:-?} flows  [<= 4096]"
 set -- $hap_idle
