@@ -316,6 +316,33 @@ t_concurrent() {
     [ "$n" -ge 1000 ] || fail "expected 1000 intercepted flows, saw $n"
 }
 
+# Start-up errors are clear and leave nothing behind.
+t_errors() {
+    write_config
+    # The TCP port already taken in the router namespace.
+    ip netns exec "$R" python3 -c '
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 15001)); s.listen(1); time.sleep(60)' &
+    PIDS="$PIDS $!"
+    wait_for 50 inr sh -c "ss -ltn | grep -q ':15001 '" || fail "port holder"
+    if inr "$NECTAR" run --config "$W/cfg.json" >"$W/err" 2>&1; then
+        fail "started although the port is in use"
+    fi
+    grep -q "port 15001 is in use" "$W/err" || fail "no port-in-use error: $(cat "$W/err")"
+    assert_clean "after the port-in-use failure"
+    # Not root.
+    if command -v setpriv >/dev/null 2>&1; then
+        chmod a+rx "$W"
+        chmod a+r "$W/cfg.json"
+        if inr setpriv --reuid=65534 --regid=65534 --clear-groups \
+            "$NECTAR" run --config "$W/cfg.json" >"$W/err" 2>&1; then
+            fail "started without root"
+        fi
+        grep -q "must run as root" "$W/err" || fail "no root error: $(cat "$W/err")"
+    fi
+}
+
 fd_count() {
     ls "/proc/$NPID/fd" 2>/dev/null | wc -l
 }
@@ -362,6 +389,7 @@ local_self) t_local_self ;;
 cleanup) t_cleanup ;;
 concurrent) t_concurrent ;;
 short_flows) t_short_flows ;;
+errors) t_errors ;;
 short_flows_long) SHORT_FLOWS=100000 t_short_flows ;;
 *) fail "unknown test $TEST" ;;
 esac
