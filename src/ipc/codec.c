@@ -373,6 +373,8 @@ static void on_negint(struct dec *d, uint64_t v)
     attach(d, tagged ? nectar_ipc_date(i) : nectar_ipc_int64(i));
 }
 
+/* libcbor reports each integer width through its own callback type;
+ * these adapters funnel them into on_uint / on_negint. */
 static void cb_u8(void *c, uint8_t v)
 {
     on_uint(c, v);

@@ -35,6 +35,7 @@ static const nectar_test_t tests[] = {
     {"peer_not_reading", test_peer_not_reading},
     {"path_in_use", test_path_in_use},
     {"activation_fallback", test_activation_fallback},
+    {"soak", test_soak},
     {"router_convention", test_router_convention},
     {"router_over_wire", test_router_over_wire},
     {"swift_coder_rules", test_swift_coder_rules},
