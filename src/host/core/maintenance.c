@@ -99,6 +99,10 @@ static void breaker_update(struct admission *a)
 {
     if (a->soft_cap == 0 || a->open_p95_ms == 0)
         return;
+    /* Only a transition needs the percentile (a sort of the window):
+     * skip it in the common case of a closed breaker under the soft cap. */
+    if (!a->breaker_open && a->in_flight < a->soft_cap)
+        return;
     uint32_t p95 = percentile(a, 0.95);
     if (!a->breaker_open && a->in_flight >= a->soft_cap &&
         p95 >= a->open_p95_ms) {
