@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "harness/test.h"
+#include "host/core/core_int.h"
 #include "host/core/host.h"
 #include "host/core/wpump.h"
 
@@ -257,6 +258,76 @@ static void test_addr_text(void)
     CHECK_STR_EQ(nectar__host_addr_text(NULL, buf, sizeof(buf)), "-");
 }
 
+/* ---- admission and the latency breaker ---------------------------------- */
+
+static int no_send(void *ctx, void *flow_ctx, const uint8_t *buf, size_t len,
+                   const struct sockaddr *source)
+{
+    (void)ctx;
+    (void)flow_ctx;
+    (void)buf;
+    (void)len;
+    (void)source;
+    return 0;
+}
+
+static void test_admission_breaker(void)
+{
+    const char *cfg = "{\"proxy\":{\"tcp_start_in_flight_hard_cap\":10,"
+                      "\"tcp_start_in_flight_soft_cap\":2,"
+                      "\"tcp_start_latency_breaker_p95_ms\":1000,"
+                      "\"tcp_start_latency_breaker_close_p95_ms\":500,"
+                      "\"tcp_breaker_connect_timeout_ms\":3000,"
+                      "\"tcp_pressure_connect_timeout_ms\":5000}}";
+    RamaBytesView v = {(const uint8_t *)cfg, strlen(cfg)};
+    RamaTransparentProxyEngine *e =
+        rama_transparent_proxy_engine_new_with_config(v);
+    CHECK(e != NULL);
+    nectar_host_hooks_t hooks = {.udp_send = no_send};
+    nectar_host_t *h;
+    nectar_error_t err = {0};
+    CHECK_EQ(nectar__host_new(e, &hooks, NULL, &h, &err), 0);
+    char why[128];
+    nectar_host_stats_t st;
+    uint64_t now = nectar_test_now_ms();
+
+    for (int i = 0; i < 3; i++)
+        CHECK(nectar__host_admit(h, why, sizeof(why)));
+    /* At the soft cap: the pressure clamp, never raising a short one. */
+    CHECK_EQ(nectar__host_connect_timeout(h, 10000), 5000);
+    CHECK_EQ(nectar__host_connect_timeout(h, 1000), 1000);
+    /* A 2 s start with 2 still in flight: p95 >= 1000 opens the breaker. */
+    nectar__host_admit_finish(h, now - 2000, ADM_READY);
+    nectar__host_stats(h, &st);
+    CHECK(st.breaker_open);
+    CHECK_EQ(st.tcp_starts_in_flight, 2);
+    CHECK_EQ(nectar__host_connect_timeout(h, 10000), 3000);
+    /* Breaker open and at the soft cap: refused. */
+    CHECK(!nectar__host_admit(h, why, sizeof(why)));
+    CHECK(strstr(why, "latency breaker open") != NULL);
+    nectar__host_stats(h, &st);
+    CHECK_EQ(st.admission_rejected, 1);
+    nectar__host_admit_finish(h, nectar_test_now_ms(), ADM_FAILED);
+    nectar__host_admit_finish(h, nectar_test_now_ms(), ADM_TIMEOUT);
+    /* Under the soft cap the breaker admits; fast starts bring p95 down
+     * and close it. */
+    for (int i = 0; i < 40; i++) {
+        CHECK(nectar__host_admit(h, why, sizeof(why)));
+        nectar__host_admit_finish(h, nectar_test_now_ms(), ADM_READY);
+    }
+    nectar__host_stats(h, &st);
+    CHECK(!st.breaker_open);
+    CHECK_EQ(nectar__host_connect_timeout(h, 10000), 10000);
+    /* The hard cap. */
+    for (int i = 0; i < 10; i++)
+        CHECK(nectar__host_admit(h, why, sizeof(why)));
+    CHECK(!nectar__host_admit(h, why, sizeof(why)));
+    CHECK(strstr(why, "hard start cap reached") != NULL);
+    for (int i = 0; i < 10; i++)
+        nectar__host_admit_finish(h, nectar_test_now_ms(), ADM_FAILED);
+    nectar__host_free(h);
+}
+
 static const nectar_test_t tests[] = {
     {"wpump_budget", test_wpump_budget},
     {"wpump_cancel", test_wpump_cancel},
@@ -264,6 +335,7 @@ static const nectar_test_t tests[] = {
     {"egress_defaults", test_egress_defaults},
     {"egress_options", test_egress_options},
     {"addr_text", test_addr_text},
+    {"admission_breaker", test_admission_breaker},
     {NULL, NULL},
 };
 
