@@ -66,6 +66,7 @@ struct http_base {
     unsigned depth; /* nesting of nectar__http_enter */
     bool finishing; /* finish requested: waiting for writes to drain */
     bool cancelled; /* svc_http_cancel: done_cb never runs */
+    bool drain_on_error; /* a write failed: let the others complete */
     int finish_status;
     bool finished;
 };

@@ -166,9 +166,15 @@ static void on_written(svc_stream_t *s, int status, void *data)
     nectar_free(w);
     b->writes_pending--;
     nectar__http_enter(b);
-    if (status < 0)
-        nectar__http_finish(b, status);
-    else if (!b->finishing && b->ops->write_done != NULL)
+    if (status < 0) {
+        /* That side is gone, but what is already on its way to the other
+         * side still goes (say, the 413 a server sent before resetting
+         * an upload): finish once the other writes are done. */
+        if (!b->finishing || b->finish_status == 0)
+            b->finish_status = status;
+        b->finishing = true;
+        b->drain_on_error = true;
+    } else if (!b->finishing && b->ops->write_done != NULL)
         b->ops->write_done(b, status);
     nectar__http_leave(b);
 }
@@ -255,7 +261,8 @@ bool nectar__http_leave(http_base_t *b)
     b->depth--;
     if (b->depth > 0 || !b->finishing || b->finished)
         return true;
-    if (b->finish_status < 0 || b->writes_pending == 0) {
+    if ((b->finish_status < 0 && !b->drain_on_error) ||
+        b->writes_pending == 0) {
         complete(b, true);
         return false;
     }

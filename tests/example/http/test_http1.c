@@ -1026,6 +1026,42 @@ static void raw_fallback(void)
     fx_close(&f);
 }
 
+/* The server refuses an upload and goes away while the relay still has
+ * body bytes for it: the refusal already on its way to the client still
+ * arrives, then the relay ends with the write error. */
+static void upload_rejected(void)
+{
+    fx_t f;
+    fx_init(&f);
+    fx_start(&f, false);
+    static uint8_t chunk[1000];
+    mem_send_str(f.cli, "POST /up HTTP/1.1\r\nHost: h\r\n"
+                        "Content-Length: 100000\r\n\r\n");
+    mem_send(f.cli, chunk, sizeof(chunk));
+    fx_wait_count(&f, &f.srv_in, "\r\n\r\n", 1);
+    svc_read_stop(f.cli); /* the answer waits in the relay's write */
+    svc_read_stop(f.srv); /* so do the next body bytes */
+    mem_send_str(f.srv, "HTTP/1.1 413 Payload Too Large\r\n"
+                        "Content-Length: 0\r\nConnection: close\r\n\r\n");
+    mem_send(f.cli, chunk, sizeof(chunk));
+    mem_run_turns(&f.loop, 50);
+    CHECK_GT(svc_write_queue_size(f.rc), 0);
+    CHECK_GT(svc_write_queue_size(f.rs), 0);
+    svc_close(f.srv); /* the relay's pending upload writes fail */
+    f.srv = NULL;
+    mem_run_turns(&f.loop, 50);
+    CHECK(!f.done); /* still delivering the answer */
+    mem_collect(f.cli, &f.cli_in);
+    fx_wait_done(&f);
+    CHECK_NE(f.status, 0);
+    CHECK(strstr(mem_sink_str(&f.cli_in), "HTTP/1.1 413 Payload Too Large") !=
+          NULL);
+    svc_close(f.cli);
+    mem_sink_free(&f.cli_in);
+    mem_sink_free(&f.srv_in);
+    CHECK_EQ(mem_loop_close(&f.loop), 0);
+}
+
 /* A large body streams through with back-pressure and arrives intact. */
 static void large_body(void)
 {
@@ -1084,6 +1120,7 @@ static const nectar_test_t tests[] = {
     {"cancel_in_hook", cancel_in_hook},
     {"alloc_failures", alloc_failures},
     {"raw_fallback", raw_fallback},
+    {"upload_rejected", upload_rejected},
     {"large_body", large_body},
     {NULL, NULL},
 };
