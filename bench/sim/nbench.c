@@ -46,6 +46,18 @@ static void raise_nofile(void)
     }
 }
 
+/* A non-negative decimal argument; exits on garbage. */
+static int num(const char *s)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < 0 || v > 1000000000) {
+        fprintf(stderr, "nbench: bad number %s\n", s);
+        exit(2);
+    }
+    return (int)v;
+}
+
 static struct sockaddr_in parse(const char *text)
 {
     struct sockaddr_in a = {.sin_family = AF_INET};
@@ -58,7 +70,7 @@ static struct sockaddr_in parse(const char *text)
     memcpy(host, text, (size_t)(colon - text));
     host[colon - text] = '\0';
     inet_pton(AF_INET, host, &a.sin_addr);
-    a.sin_port = htons((uint16_t)atoi(colon + 1));
+    a.sin_port = htons((uint16_t)num(colon + 1));
     return a;
 }
 
@@ -454,17 +466,17 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
     if (argc >= 3 && strcmp(argv[1], "server") == 0)
-        return cmd_server(atoi(argv[2]));
+        return cmd_server(num(argv[2]));
     if (argc >= 5 && strcmp(argv[1], "stream") == 0)
-        return cmd_stream(argv[2], atof(argv[3]), atoi(argv[4]));
+        return cmd_stream(argv[2], atof(argv[3]), num(argv[4]));
     if (argc >= 4 && strcmp(argv[1], "pingpong") == 0)
-        return cmd_pingpong(argv[2], atoi(argv[3]));
+        return cmd_pingpong(argv[2], num(argv[3]));
     if (argc >= 5 && strcmp(argv[1], "short") == 0)
-        return cmd_short(argv[2], atof(argv[3]), atoi(argv[4]));
+        return cmd_short(argv[2], atof(argv[3]), num(argv[4]));
     if (argc >= 5 && strcmp(argv[1], "idle") == 0)
-        return cmd_idle(argv[2], atoi(argv[3]), atoi(argv[4]));
+        return cmd_idle(argv[2], num(argv[3]), num(argv[4]));
     if (argc >= 3 && strcmp(argv[1], "engine-idle") == 0)
-        return cmd_engine_idle(atoi(argv[2]));
+        return cmd_engine_idle(num(argv[2]));
     fprintf(stderr, "usage: see the comment at the top of nbench.c\n");
     return 2;
 }
