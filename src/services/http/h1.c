@@ -30,6 +30,9 @@
 
 /* Output queued beyond this pauses the reading side that produces it. */
 #define H1_HIGH_WATER (256 * 1024)
+/* Requests read ahead of their responses (pipelining) before the relay
+ * stops reading the client. */
+#define H1_MAX_PENDING 64
 /* Header block limit per message (request line and headers). */
 #define H1_MAX_HEAD (64 * 1024)
 
@@ -209,6 +212,16 @@ static int add_fields(hbuf_t *out, const msg_t *m)
     return rc;
 }
 
+static bool queue_full(const h1_t *h)
+{
+    size_t n = 0;
+    for (const pending_t *p = h->qhead; p != NULL; p = p->next) {
+        if (++n >= H1_MAX_PENDING)
+            return true;
+    }
+    return false;
+}
+
 static void update_reading(h1_t *h)
 {
     http_base_t *b = &h->base;
@@ -217,7 +230,7 @@ static void update_reading(h1_t *h)
     size_t sq = b->server ? svc_write_queue_size(b->server) : 0;
     /* While a request waits for its upgrade answer, a little more is
      * read (and held) so that an EOF is still noticed. */
-    bool want_c = live && !h->c_eof && !h->done &&
+    bool want_c = live && !h->c_eof && !h->done && !queue_full(h) &&
                   (!h->c_hold || h->c_pending.len < H1_MAX_HEAD) &&
                   cq < H1_HIGH_WATER && sq < H1_HIGH_WATER;
     bool want_s = live && b->server != NULL && !h->s_eof && cq < H1_HIGH_WATER;

@@ -96,6 +96,32 @@ static void keepalive_pipelining(void)
     fx_close(&f);
 }
 
+/* A client pipelining far ahead is read only so far ahead of the answers
+ * (64 requests), then everything still goes through in order. */
+static void pipeline_bound(void)
+{
+    fx_t f;
+    fx_init(&f);
+    fx_start(&f, false);
+    for (int i = 0; i < 200; i++) {
+        char req[64];
+        snprintf(req, sizeof(req), "GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i);
+        mem_send_str(f.cli, req);
+    }
+    fx_wait_count(&f, &f.srv_in, "Host: h", 64);
+    mem_run_turns(&f.loop, 200);
+    CHECK_EQ(count_of(mem_sink_str(&f.srv_in), f.srv_in.len, "Host: h"), 64);
+    for (int i = 0; i < 200; i++) {
+        mem_send_str(f.srv, "HTTP/1.1 204 No Content\r\n\r\n");
+        if (i % 50 == 49)
+            mem_run_turns(&f.loop, 20);
+    }
+    fx_wait_count(&f, &f.srv_in, "Host: h", 200);
+    fx_wait_count(&f, &f.cli_in, "204 No Content", 200);
+    CHECK(strstr(mem_sink_str(&f.srv_in), "GET /199 ") != NULL);
+    fx_close(&f);
+}
+
 static void chunked_and_length(void)
 {
     fx_t f;
@@ -1098,6 +1124,7 @@ static void large_body(void)
 static const nectar_test_t tests[] = {
     {"header_once", header_once},
     {"keepalive_pipelining", keepalive_pipelining},
+    {"pipeline_bound", pipeline_bound},
     {"chunked_and_length", chunked_and_length},
     {"bodiless_answers", bodiless_answers},
     {"badge_once", badge_once},
