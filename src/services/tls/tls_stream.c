@@ -21,7 +21,7 @@
 #include "common/alloc.h"
 #include "nectar/log.h"
 
-#define TLS_READ_CHUNK 16384
+#define TLS_READ_BATCH (64 * 1024)
 
 enum tls_state { ST_IDLE, ST_HANDSHAKE, ST_OPEN, ST_FAILED };
 
@@ -278,17 +278,27 @@ static void deliver_end(struct tls_stream *ts, ssize_t code)
 
 static void pump_read(struct tls_stream *ts)
 {
-    uint8_t buf[TLS_READ_CHUNK];
+    uint8_t buf[TLS_READ_BATCH];
     while (ts->state == ST_OPEN && ts->reading && !ts->read_done &&
            !ts->closed) {
-        ERR_clear_error();
-        int r = SSL_read(ts->ssl, buf, sizeof(buf));
-        int err = r > 0 ? SSL_ERROR_NONE : SSL_get_error(ts->ssl, r);
+        /* Several records per delivery: fewer, larger writes below us.
+         * An end found after some data is found again on the next pass. */
+        size_t have = 0;
+        int r = 0, err = SSL_ERROR_NONE;
+        while (have < sizeof(buf)) {
+            ERR_clear_error();
+            r = SSL_read(ts->ssl, buf + have, (int)(sizeof(buf) - have));
+            if (r <= 0) {
+                err = SSL_get_error(ts->ssl, r);
+                break;
+            }
+            have += (size_t)r;
+        }
         /* Post-handshake messages (key updates, tickets) may need a
          * reply; send it whatever happens next. */
         flush_out(ts, NULL, NULL, false);
-        if (r > 0) {
-            ts->read_cb(&ts->base, r, buf, ts->read_data);
+        if (have > 0) {
+            ts->read_cb(&ts->base, (ssize_t)have, buf, ts->read_data);
             continue;
         }
         if (err == SSL_ERROR_WANT_READ) {
