@@ -46,9 +46,11 @@ typedef void (*svc_http_done_cb)(int status, void *data);
  * past the CONNECT are replayed first).  Return 0 to take ownership of
  * both inner streams (close both when done, e.g. after running TLS
  * interception and another relay over them); the outer relay's done_cb
- * runs after both are closed.  Return non-zero to decline: the relay then
- * runs a nested HTTP/1 relay over the tunnel (raw relay for non-HTTP
- * bytes).  `authority` is borrowed for the call.
+ * runs after both are closed (on a later loop turn, never inside their
+ * close).  Return non-zero to decline: the relay then runs a nested HTTP/1
+ * relay over the tunnel (raw relay for non-HTTP bytes).  `authority` and
+ * `opts` (the options for a relay inside the tunnel: within_connect set)
+ * are borrowed for the call; copy what you keep.
  */
 typedef int (*svc_http_connect_hook)(void *data, svc_stream_t *client_inner,
                                      svc_stream_t *server_inner,
