@@ -245,6 +245,18 @@ static void *conn_main(void *arg)
             uint64_t got = sink(c->fd, seed, &ok);
             (void)got;
             source(c->fd, seed ^ 0x55, n);
+        } else if (mode == M_RESET) {
+            uint8_t *buf = malloc(BUF);
+            uint64_t got = 0;
+            while (got < n) {
+                ssize_t r = recv(c->fd, buf, BUF, 0);
+                if (r <= 0)
+                    break;
+                got += (uint64_t)r;
+            }
+            free(buf);
+            struct linger lg = {1, 0};
+            setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         } else if (mode == M_HOLD) {
             sink(c->fd, seed, &ok);
             /* Silent and open: only a reset or close from the peer (or

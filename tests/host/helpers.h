@@ -27,6 +27,7 @@ enum peer_mode {
                            records count/ok in the result table */
     M_HOLD = 6,     /* server reads to EOF, then stays silent with the
                        connection open (up to 10 s) until the peer goes */
+    M_RESET = 7,    /* server reads n bytes (or to EOF), then resets */
 };
 
 uint8_t pat_byte(uint32_t seed, uint64_t i);

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -614,6 +615,88 @@ static void test_eof_before_data(void)
     server_stop(srv);
 }
 
+/* ---- chaos: every way a flow can end, at once ---------------------------- */
+
+static void rst_close(int fd)
+{
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+static void *chaos_main(void *arg)
+{
+    int kind = (int)(intptr_t)arg % 6;
+    uint32_t seed = 200u + (uint32_t)(intptr_t)arg;
+    struct client_result r;
+    int fd;
+    uint32_t hdr[4] = {M_ECHO, seed, 0, 0};
+    uint8_t buf[16384];
+    switch (kind) {
+    case 0: /* a normal echo */
+        client_run(AF_INET, fx.port, M_ECHO, seed, 0, 32 * 1024, false, &r);
+        if (r.down != 32 * 1024 || !r.down_ok)
+            NECTAR_FAIL_AT("chaos echo: %llu bytes, ok %d",
+                           (unsigned long long)r.down, r.down_ok);
+        break;
+    case 1: /* the client resets mid-stream */
+        fd = open_client();
+        send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL);
+        pat_fill(seed, 0, buf, sizeof(buf));
+        send(fd, buf, sizeof(buf), MSG_NOSIGNAL);
+        rst_close(fd);
+        break;
+    case 2: /* the server resets mid-stream */
+        client_run(AF_INET, fx.port, M_RESET, seed, 8192, 256 * 1024, false,
+                   &r);
+        break;
+    case 3: /* the client goes before its flow is even set up */
+        fd = open_client();
+        close(fd);
+        break;
+    case 4: /* EOF before any byte */
+        fd = open_client();
+        shutdown(fd, SHUT_WR);
+        closed_by_peer(fd, 3000);
+        close(fd);
+        break;
+    default: /* the client closes without reading the reply */
+        fd = open_client();
+        send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL);
+        send(fd, buf, sizeof(buf), MSG_NOSIGNAL);
+        close(fd);
+        break;
+    }
+    return NULL;
+}
+
+static void test_chaos(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    fx_host.linger_close_ms = 300;
+    fx_host.egress_eof_grace_ms = 300;
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    fx_host.linger_close_ms = 0;
+    fx_host.egress_eof_grace_ms = 0;
+    enum { N = 96 };
+    pthread_t t[N];
+    for (intptr_t i = 0; i < N; i++)
+        pthread_create(&t[i], NULL, chaos_main, (void *)i);
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    /* Every flow ends, whatever happened to it, and is reported once. */
+    CHECK(nectar_test_poll(stats_live_zero, NULL, 15000));
+    wait_reports(N);
+    CHECK_EQ(nreports(), N);
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.tcp_total, N);
+    CHECK_EQ(st.tcp_starts_in_flight, 0);
+    sim_down();
+    server_stop(srv);
+}
+
 /* ---- UDP ---------------------------------------------------------------- */
 
 /* n clients, each sends `per` datagrams (sizes vary, one empty) and waits
@@ -830,6 +913,7 @@ static const nectar_test_t tests[] = {
     {"udp_ipv4", test_udp_ipv4},
     {"udp_ipv6", test_udp_ipv6},
     {"udp_passthrough", test_udp_passthrough},
+    {"chaos", test_chaos},
     {"curl", test_curl},
     {"no_fd_leak", test_no_fd_leak},
     {"admission_hard_cap", test_admission_hard_cap},
