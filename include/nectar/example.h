@@ -64,6 +64,17 @@ NECTAR_API int nectar_example_ca_rotate(uint8_t **der, size_t *der_len,
                                         size_t *previous_len,
                                         nectar_error_t *err);
 
+/*
+ * The control routes of spec §5.6 as IPC control-service slots
+ * (include/nectar/ipc.h): fills *ops with update_settings, the three CA
+ * operations, the key log toggle and free_bytes, all acting on the running
+ * example (ctx unused).  For a host that serves nectar_control_start
+ * itself; the example binds one on its own when the engine config names
+ * `xpc_service_name`.  Any thread.
+ */
+struct nectar_control_ops;
+NECTAR_API void nectar_example_control_ops(struct nectar_control_ops *ops);
+
 #ifdef __cplusplus
 }
 #endif

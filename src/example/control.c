@@ -22,7 +22,6 @@
 
 int nectar__example_control_bind(struct ex_state *ex);
 void nectar__example_control_unbind(struct ex_state *ex);
-void nectar__example_control_ops(nectar_control_ops_t *ops);
 
 static int ctl_update_settings(void *ctx, const nectar_control_settings_t *s,
                                nectar_error_t *err)
@@ -122,7 +121,7 @@ static void ctl_free(void *ctx, uint8_t *p)
     nectar_free(p);
 }
 
-void nectar__example_control_ops(nectar_control_ops_t *ops)
+NECTAR_API void nectar_example_control_ops(nectar_control_ops_t *ops)
 {
     memset(ops, 0, sizeof(*ops));
     ops->update_settings = ctl_update_settings;
@@ -173,7 +172,7 @@ int nectar__example_control_bind(struct ex_state *ex)
         return NECTAR_ECONFIG;
     }
     nectar_control_ops_t ops;
-    nectar__example_control_ops(&ops);
+    nectar_example_control_ops(&ops);
     ops.ctx = ex;
     ops.status = ctl_status;
     nectar_control_t *c = NULL;

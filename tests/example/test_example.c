@@ -13,6 +13,7 @@
 #include "harness/test.h"
 #include "nectar/example.h"
 #include "nectar/handler.h"
+#include "nectar/ipc.h"
 #include "tcp_stream.h"
 
 static void domains(void)
@@ -205,12 +206,85 @@ static void socks5_framing(void)
     CHECK_EQ(socks5_reply(badtype, sizeof(badtype), &r), -1);
 }
 
+static RamaTransparentProxyEngine *engine_with(const char *json)
+{
+    nectar_error_t err;
+    return nectar_engine_new(nectar_example_handler(), NULL,
+                             (const uint8_t *)json, strlen(json), &err);
+}
+
+static nectar_ipc_obj_t *call(nectar_ipc_conn_t *c, const char *sel,
+                              nectar_ipc_obj_t *arg)
+{
+    nectar_ipc_obj_t *res = NULL;
+    nectar_ipc_remote_t remote;
+    nectar_error_t err;
+    int rc = nectar_ipc_call(c, sel, arg, 5000, &res, &remote, &err);
+    if (rc != 0)
+        NECTAR_FAIL_AT("%s: %s", sel, err.message);
+    nectar_ipc_release(arg);
+    return res;
+}
+
+/* The example binds the control routes itself from the engine config, and
+ * refuses to bind without a required peer (fail closed). */
+static void control_routes(void)
+{
+    char name[64], json[256];
+    snprintf(name, sizeof(name), "nectar-example-test-%d", (int)getpid());
+    snprintf(json, sizeof(json),
+             "{\"xpc_service_name\":\"%s\","
+             "\"container_signing_identifier\":\"uid:%u\"}",
+             name, (unsigned)getuid());
+    RamaTransparentProxyEngine *eng = engine_with(json);
+    CHECK(eng != NULL);
+    nectar_ipc_client_config_t cfg = {.service_name = name};
+    nectar_ipc_conn_t *c = NULL;
+    nectar_error_t err;
+    CHECK_EQ(nectar_ipc_connect(&cfg, &c, &err), 0);
+    nectar_ipc_obj_t *arg = nectar_ipc_dict();
+    nectar_ipc_dict_set(arg, "enabled", nectar_ipc_bool(true), &err);
+    nectar_ipc_obj_t *r = call(c, "setTlsKeylog:withReply:", arg);
+    CHECK(nectar_ipc_bool_value(nectar_ipc_dict_get(r, "enabled")));
+    nectar_ipc_release(r);
+    CHECK(nectar_example_get_tls_keylog());
+    arg = nectar_ipc_dict();
+    nectar_ipc_dict_set(arg, "html_badge_label", nectar_ipc_string("hi"), &err);
+    r = call(c, "updateSettings:withReply:", arg);
+    CHECK(nectar_ipc_bool_value(nectar_ipc_dict_get(r, "ok")));
+    nectar_ipc_release(r);
+    char *before = nectar_example_ca_pem();
+    r = call(c, "rotateRootCA:withReply:", nectar_ipc_dict());
+    CHECK(nectar_ipc_bool_value(nectar_ipc_dict_get(r, "ok")));
+    nectar_ipc_release(r);
+    char *after = nectar_example_ca_pem();
+    CHECK(strcmp(before, after) != 0);
+    nectar_example_free(before);
+    nectar_example_free(after);
+    nectar_ipc_conn_release(c);
+    rama_transparent_proxy_engine_stop(eng, 0);
+
+    /* No required peer: nothing listens on the name. */
+    snprintf(json, sizeof(json), "{\"xpc_service_name\":\"%s\"}", name);
+    eng = engine_with(json);
+    CHECK(eng != NULL); /* the engine still starts */
+    CHECK_EQ(nectar_ipc_connect(&cfg, &c, &err), 0);
+    nectar_ipc_obj_t *res = NULL;
+    nectar_ipc_remote_t remote;
+    CHECK_NE(nectar_ipc_call(c, "getTlsKeylog:withReply:", NULL, 2000, &res,
+                             &remote, &err),
+             0);
+    nectar_ipc_conn_release(c);
+    rama_transparent_proxy_engine_stop(eng, 0);
+}
+
 static const nectar_test_t tests[] = {
     {"domains", domains},
     {"admission", admission},
     {"config", config},
     {"control_api", control_api},
     {"socks5_framing", socks5_framing},
+    {"control_routes", control_routes},
     {NULL, NULL},
 };
 
