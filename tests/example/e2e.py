@@ -806,6 +806,35 @@ def t_concurrent(env):
     check(len(sim.flows(48)) == 48, "48 flows")
 
 
+def t_upstream_closes(env):
+    """A server that accepts and closes at once, or speaks no TLS: the app
+    gets a TLS failure, the sim keeps serving."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    port = ls.getsockname()[1]
+
+    def rude():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            c.recv(1)
+            c.sendall(b"HTTP/1.0 400 no tls here\r\n\r\n")
+            c.close()
+
+    threading.Thread(target=rude, daemon=True).start()
+    sim = env.sim(port, example_cfg(env.pki))
+    for _ in range(3):
+        rc, _, err = curl(["--cacert", env.pki.mitm_ca] + resolve(sim.port) +
+                          [url(sim.port, "/page.html")], timeout=20)
+        check(rc in (35, 56), "TLS failure expected, got %d: %s" % (rc, err))
+    check(len(sim.flows(3)) == 3, "three flows ended")
+    check(sim.p.poll() is None, "nectar-sim still running")
+    ls.close()
+
+
 class Env:
     def __init__(self, sim_path):
         self.sim_path = sim_path
@@ -842,7 +871,7 @@ TESTS = {
     "s_client": t_s_client, "raw_tcp": t_raw_tcp, "h2": t_h2,
     "websocket": t_websocket, "udp": t_udp, "admission": t_admission,
     "socks5": t_socks5, "connect": t_connect, "hijack": t_hijack,
-    "concurrent": t_concurrent,
+    "concurrent": t_concurrent, "upstream_closes": t_upstream_closes,
 }
 
 

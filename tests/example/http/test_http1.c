@@ -390,11 +390,38 @@ static void badge_absent(void)
     resp_free(&r, 1);
 }
 
+/* Decoys before the real tag: the badge lands after the real <body>. */
+static void badge_after_decoys(void)
+{
+    static const char page[] =
+        "<html><head><title>a <body> b</title>"
+        "<script type=\"x\">if (a<b) s='<body>'; // </scriptx> </script>"
+        "</head><!-- <body> --><body\nonload=\"f('>')\">"
+        "<p>content</p></body></html>";
+    badge_case_t bc = {.ctype = "text/html",
+                       .body = (const uint8_t *)page,
+                       .body_len = strlen(page),
+                       .slice = 2};
+    resp_t r;
+    CHECK_EQ(run_badge(&bc, &r, false), 1);
+    const char *body = (const char *)r.body;
+    CHECK_EQ(count_of(body, r.body_len, badge_id), 1);
+    static const char tag[] = "<body\nonload=\"f('>')\">";
+    const char *real = strstr(body, tag);
+    CHECK(real != NULL);
+    CHECK(strstr(body, badge_id) > real);
+    CHECK(strncmp(real + strlen(tag), "<div id=\"nectar-proxy-badge\"", 28) ==
+          0);
+    resp_free(&r, 1);
+}
+
 static void badge_no_body_tag(void)
 {
     static const char page[] =
-        "<html><head><title>no body</title></head><!-- <body> -->"
-        "<bodyx>text</bodyx><p>x</p></html>";
+        "<!DOCTYPE html><html><head><title>no <body> here</title>"
+        "<script>document.write('<body>')</script>"
+        "<STYLE>/* <body> */</STYLE></head><!-- <body> -->"
+        "<a title=\"<body>\">x</a><bodyx>text</bodyx><p>x</p></html>";
     badge_case_t bc = {.ctype = "text/html",
                        .body = (const uint8_t *)page,
                        .body_len = strlen(page),
@@ -1131,6 +1158,7 @@ static const nectar_test_t tests[] = {
     {"badge_split", badge_split},
     {"badge_absent", badge_absent},
     {"badge_no_body_tag", badge_no_body_tag},
+    {"badge_after_decoys", badge_after_decoys},
     {"badge_gzip", badge_gzip},
     {"badge_deflate", badge_deflate},
     {"websocket", websocket},
