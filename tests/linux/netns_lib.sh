@@ -45,6 +45,12 @@ topology() {
     ins ip -6 route add default via fd77:2::1
     inr sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
         net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+    # Many short flows: every proxied connection also costs the router an
+    # ephemeral port (its egress), held in TIME_WAIT for 60 s.
+    for n in "$C" "$R"; do
+        ip netns exec "$n" sysctl -qw net.ipv4.tcp_tw_reuse=1 \
+            net.ipv4.ip_local_port_range="1024 65535"
+    done
 }
 
 

@@ -195,12 +195,18 @@ t_tcp_ipv6() {
 }
 
 t_udp() {
-    write_config
+    # A short idle limit, so the test also sees every flow end on its own
+    # and take its sockets with it.
+    write_config '' '"udp_idle_timeout_ms": 1500'
     start_nectar
+    fd0=$(fd_count)
     inc python3 "$HELP/udp_peers.py" 10.77.2.2 5353 64 3 ||
         fail "UDP IPv4 peers"
     inc python3 "$HELP/udp_peers.py" fd77:2::2 5353 64 3 ||
         fail "UDP IPv6 peers"
+    [ "$(fd_count)" -gt $((fd0 + 64)) ] || fail "expected a reply socket per flow"
+    wait_for 100 sh -c "[ \$(ls /proc/$NPID/fd | wc -l) -le $fd0 ]" ||
+        fail "UDP sockets outlive their flows: $fd0 -> $(fd_count) fds"
     stop_nectar
     n4=$(count_log "udp intercept.*dst=10.77.2.2:5353")
     n6=$(count_log "udp intercept.*dst=\[fd77:2::2\]:5353")
@@ -209,7 +215,7 @@ t_udp() {
 }
 
 t_passthrough_sticky() {
-    write_config '"actions": [{"match": {"protocol": "tcp", "remote_port": 8081}, "action": "passthrough"}]'
+    write_config '"actions": [{"match": {"protocol": "tcp", "remote_port": 8081}, "action": "passthrough"}, {"match": {"protocol": "udp", "remote_port": 5353}, "action": "passthrough"}]'
     start_nectar
     inc curl -sf -o "$W/a" http://10.77.2.2:8081/bytes/100000 ||
         fail "first passthrough curl"
@@ -222,7 +228,16 @@ t_passthrough_sticky() {
     # Interception still works for other ports.
     inc curl -sf -o /dev/null http://10.77.2.2:8080/bytes/1000 ||
         fail "intercepted curl next to passthrough"
+    # UDP passthrough: relayed by nectar, then sticky in the kernel.
+    inc python3 "$HELP/udp_peers.py" 10.77.2.2 5353 8 2 || fail "UDP passthrough"
+    inr nft list set inet nectar sticky4 | grep -q "10.77.2.2 . udp . 5353" ||
+        fail "UDP destination not in the sticky set"
+    inc python3 "$HELP/udp_peers.py" 10.77.2.2 5353 8 2 || fail "UDP sticky"
     stop_nectar
+    # Relayed flows are logged by the daemon with their bytes at the end.
+    n=$(count_log "flow udp passthrough app=.* dst=10.77.2.2:5353")
+    [ "$n" -ge 1 ] && [ "$n" -le 8 ] ||
+        fail "expected 1..8 relayed UDP passthrough flows, saw $n"
     n=$(count_log "tcp passthrough.*dst=10.77.2.2:8081")
     [ "$n" = 1 ] || fail "expected 1 passthrough flow (the 2nd is sticky), saw $n"
     [ "$(count_log "tcp intercept.*dst=10.77.2.2:8080")" -ge 1 ] ||

@@ -157,7 +157,9 @@ static void rules_match_all(void)
     HAS(rs, "meta nfproto ipv6 meta l4proto udp tproxy ip6 to :15001");
     HAS(rs, "meta mark 0x6e64 return");
     HAS(rs, "fib daddr type { local, broadcast, multicast } return");
-    HAS(rs, "ip daddr . meta l4proto . th dport @sticky4 return");
+    HAS(rs, "ct mark 0x6e64 return");
+    HAS(rs, "ct state new ip daddr . meta l4proto . th dport @sticky4 ct mark "
+            "set 0x6e64 return");
     HAS(rs, "timeout 300s");
     LACKS(rs, "chain output");
     /* the bypass mark is checked before any capture */

@@ -260,11 +260,20 @@ static void emit_dest_skips(struct emit *e)
 {
     sb_printf(e->b,
               "\t\tfib daddr type { local, broadcast, multicast } return\n");
+    /* Only new flows go sticky, and remember it in the conntrack mark so
+     * their later packets follow; packets of a UDP flow nectar already
+     * relays keep reaching its reply socket (a connected socket on a
+     * forwarded path would make the kernel drop them). */
     if (e->cfg->sticky_passthrough) {
-        sb_printf(e->b, "\t\tip daddr . meta l4proto . th dport @sticky4 "
-                        "return\n");
-        sb_printf(e->b, "\t\tip6 daddr . meta l4proto . th dport @sticky6 "
-                        "return\n");
+        sb_printf(e->b, "\t\tct mark 0x%x return\n", e->cfg->bypass_mark);
+        sb_printf(e->b,
+                  "\t\tct state new ip daddr . meta l4proto . th dport "
+                  "@sticky4 ct mark set 0x%x return\n",
+                  e->cfg->bypass_mark);
+        sb_printf(e->b,
+                  "\t\tct state new ip6 daddr . meta l4proto . th dport "
+                  "@sticky6 ct mark set 0x%x return\n",
+                  e->cfg->bypass_mark);
     }
 }
 
