@@ -1,8 +1,11 @@
 /*
  * badge.c - the streaming HTML badge rewriter: finds the opening <body ...>
- * tag in a response body (case-insensitive, attributes and quoted values
- * allowed, the tag may be split across reads, comments skipped) and
- * inserts the badge element right after it, once.
+ * tag in a response body and inserts the badge element right after it,
+ * once.  A small tokenizer walks the markup byte by byte (so a tag may be
+ * split across reads anywhere): tag names are case-insensitive, attribute
+ * values may hold '>' in quotes, and "<body" counts neither inside another
+ * tag, a comment or a declaration, nor in the text of <script>, <style>,
+ * <textarea> or <title>.
  *
  * gzip and deflate bodies are inflated, rewritten and deflated again in
  * the same encoding (zlib or raw deflate as received), flushing at every
@@ -19,30 +22,42 @@
 #include "services/http/http_int.h"
 
 enum scan_state {
-    SC_TEXT,    /* outside markup */
-    SC_LT,      /* after '<' */
-    SC_NAME,    /* matching "body" */
-    SC_AFTER,   /* "<body" seen; next byte decides */
-    SC_TAG,     /* inside the body tag's attributes */
-    SC_QUOTE,   /* inside a quoted attribute value */
-    SC_BANG,    /* after "<!" */
-    SC_BANG2,   /* after "<!-" */
-    SC_COMMENT, /* inside <!-- --> */
-    SC_DONE,    /* badge inserted */
+    SC_TEXT,     /* outside markup */
+    SC_LT,       /* after '<' */
+    SC_NAME,     /* in a tag name (start or end tag) */
+    SC_TAG,      /* in a tag's attributes */
+    SC_QUOTE,    /* in a quoted attribute value */
+    SC_BANG,     /* after "<!" */
+    SC_BANG2,    /* after "<!-" */
+    SC_COMMENT,  /* in <!-- --> */
+    SC_DECL,     /* in <!DOCTYPE ...>, <?...>: up to '>' */
+    SC_RAW,      /* in the text of <script>, <style>, ...: no markup */
+    SC_RAW_LT,   /* raw text, after '<' */
+    SC_RAW_NAME, /* raw text, after "</": matching the element's name */
+    SC_RAW_END,  /* the raw element's end tag: up to '>' */
+    SC_DONE,     /* badge inserted */
 };
+
+/* Elements whose text is not markup: a "<body>" inside them is text. */
+static const char *const raw_elements[] = {"script", "style", "textarea",
+                                           "title"};
 
 struct badge {
     int enc;
     enum scan_state st;
-    unsigned idx;    /* SC_NAME: bytes of "body" matched */
+    char name[12];   /* SC_NAME/SC_TAG: the tag name, lower case */
+    unsigned nlen;   /* its length; sizeof(name) means "longer" */
+    bool end_tag;    /* the tag is an end tag */
+    int raw;         /* SC_RAW*: index into raw_elements */
+    unsigned ridx;   /* SC_RAW_NAME: name bytes matched */
     char quote;      /* SC_QUOTE: the closing quote */
     unsigned dashes; /* SC_COMMENT: consecutive '-' */
     hbuf_t element;
     /* zlib state (gzip/deflate only) */
-    bool coding;    /* dec/cmp initialised */
-    bool dec_ended; /* stream end or decode error: ignore the rest */
-    bool raw;       /* deflate without the zlib wrapper */
-    uint8_t pre[2]; /* deflate: first bytes, to tell zlib from raw */
+    bool coding;      /* dec/cmp initialised */
+    bool dec_ended;   /* stream end or decode error: ignore the rest */
+    bool raw_deflate; /* deflate without the zlib wrapper */
+    uint8_t pre[2];   /* deflate: first bytes, to tell zlib from raw */
     unsigned npre;
     z_stream dec;
     z_stream cmp;
@@ -116,45 +131,100 @@ static bool is_space(uint8_t c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
 }
 
+static bool name_is(const badge_t *bd, const char *name)
+{
+    return bd->nlen == strlen(name) && memcmp(bd->name, name, bd->nlen) == 0;
+}
+
+/* A tag ended with '>': true when it was the opening <body>. */
+static bool tag_closed(badge_t *bd)
+{
+    bd->st = SC_TEXT;
+    if (bd->end_tag)
+        return false;
+    if (name_is(bd, "body"))
+        return true;
+    for (size_t i = 0; i < sizeof(raw_elements) / sizeof(raw_elements[0]);
+         i++) {
+        if (name_is(bd, raw_elements[i])) {
+            bd->st = SC_RAW;
+            bd->raw = (int)i;
+        }
+    }
+    return false;
+}
+
+/* Inside raw text: only the element's own end tag ends it. */
+static void scan_raw(badge_t *bd, uint8_t c, uint8_t lc)
+{
+    const char *name = raw_elements[bd->raw];
+    switch (bd->st) {
+    case SC_RAW:
+        if (c == '<')
+            bd->st = SC_RAW_LT;
+        break;
+    case SC_RAW_LT:
+        if (c == '/') {
+            bd->st = SC_RAW_NAME;
+            bd->ridx = 0;
+        } else if (c != '<') {
+            bd->st = SC_RAW;
+        }
+        break;
+    case SC_RAW_NAME:
+        if (name[bd->ridx] != '\0' && lc == (uint8_t)name[bd->ridx])
+            bd->ridx++;
+        else if (name[bd->ridx] == '\0' && c == '>')
+            bd->st = SC_TEXT;
+        else if (name[bd->ridx] == '\0' && (is_space(c) || c == '/'))
+            bd->st = SC_RAW_END;
+        else
+            bd->st = c == '<' ? SC_RAW_LT : SC_RAW;
+        break;
+    default: /* SC_RAW_END */
+        if (c == '>')
+            bd->st = SC_TEXT;
+        break;
+    }
+}
+
 /* Advance the scanner by one byte; true when the byte closes <body ...>. */
 static bool scan_byte(badge_t *bd, uint8_t c)
 {
-    static const char name[] = "body";
     uint8_t lc = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
+    bool letter = lc >= 'a' && lc <= 'z';
     switch (bd->st) {
     case SC_TEXT:
         if (c == '<')
             bd->st = SC_LT;
         return false;
     case SC_LT:
-        if (lc == 'b') {
+        bd->end_tag = false;
+        if (letter || c == '/') {
             bd->st = SC_NAME;
-            bd->idx = 1;
+            bd->end_tag = c == '/';
+            bd->nlen = 0;
+            if (letter)
+                bd->name[bd->nlen++] = (char)lc;
         } else if (c == '!') {
             bd->st = SC_BANG;
+        } else if (c == '?') {
+            bd->st = SC_DECL;
         } else if (c != '<') {
             bd->st = SC_TEXT;
         }
         return false;
     case SC_NAME:
-        if (lc == (uint8_t)name[bd->idx]) {
-            if (++bd->idx == 4)
-                bd->st = SC_AFTER;
-        } else {
-            bd->st = (c == '<') ? SC_LT : SC_TEXT;
-        }
-        return false;
-    case SC_AFTER:
         if (c == '>')
-            return true;
+            return tag_closed(bd);
         if (is_space(c) || c == '/')
             bd->st = SC_TAG;
-        else
-            bd->st = (c == '<') ? SC_LT : SC_TEXT;
+        else if (bd->nlen < sizeof(bd->name))
+            bd->name[bd->nlen++] = (char)lc; /* past the end: no match */
         return false;
     case SC_TAG:
         if (c == '>')
-            return true;
+            return tag_closed(bd);
         if (c == '"' || c == '\'') {
             bd->quote = (char)c;
             bd->st = SC_QUOTE;
@@ -165,16 +235,28 @@ static bool scan_byte(badge_t *bd, uint8_t c)
             bd->st = SC_TAG;
         return false;
     case SC_BANG:
-        bd->st = (c == '-') ? SC_BANG2 : SC_TEXT;
+        bd->st = (c == '-') ? SC_BANG2 : SC_DECL;
+        if (c == '>')
+            bd->st = SC_TEXT;
         return false;
     case SC_BANG2:
-        bd->st = (c == '-') ? SC_COMMENT : SC_TEXT;
+        bd->st = (c == '-') ? SC_COMMENT : SC_DECL;
         bd->dashes = 0;
         return false;
     case SC_COMMENT:
         if (c == '>' && bd->dashes >= 2)
             bd->st = SC_TEXT;
         bd->dashes = (c == '-') ? bd->dashes + 1 : 0;
+        return false;
+    case SC_DECL:
+        if (c == '>')
+            bd->st = SC_TEXT;
+        return false;
+    case SC_RAW:
+    case SC_RAW_LT:
+    case SC_RAW_NAME:
+    case SC_RAW_END:
+        scan_raw(bd, c, lc);
         return false;
     case SC_DONE:
         return false;
@@ -231,7 +313,7 @@ static int start_coding(badge_t *bd)
     int wbits = 15;
     if (bd->enc == BADGE_ENC_GZIP)
         wbits = 15 + 16;
-    else if (bd->raw)
+    else if (bd->raw_deflate)
         wbits = -15;
     if (inflateInit2(&bd->dec, bd->enc == BADGE_ENC_GZIP ? 15 + 32 : wbits) !=
         Z_OK)
@@ -296,7 +378,7 @@ int nectar__http_badge_feed(badge_t *bd, const uint8_t *in, size_t len,
         if (bd->npre < 2)
             return 0;
         unsigned hdr = (unsigned)bd->pre[0] << 8 | bd->pre[1];
-        bd->raw = (bd->pre[0] & 0x0f) != 8 || hdr % 31 != 0;
+        bd->raw_deflate = (bd->pre[0] & 0x0f) != 8 || hdr % 31 != 0;
         int rc = start_coding(bd);
         if (rc == 0)
             rc = decode(bd, bd->pre, 2, out);
