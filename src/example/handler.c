@@ -222,17 +222,19 @@ static int load_ca(struct ex_state *ex, tls_mitm_t **mitm, nectar_error_t *err)
     return 0;
 }
 
-static char *keylog_path(const struct ex_state *ex)
+/* The key log sink: the configured file, else hourly files under
+ * <storage>/keylog kept 8 hours (spec §5.6), else a toggle writing
+ * nothing. */
+static tls_keylog_t *make_keylog(const struct ex_state *ex)
 {
+    bool on = ex->cfg.tls_keylog;
     if (ex->cfg.tls_keylog_file != NULL)
-        return nectar_strdup(ex->cfg.tls_keylog_file);
+        return tls_keylog_new(ex->cfg.tls_keylog_file, on);
     if (ex->storage_dir == NULL)
-        return NULL;
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/keylog", ex->storage_dir);
-    mkdir(path, 0700);
-    snprintf(path, sizeof(path), "%s/keylog/sslkeylog.txt", ex->storage_dir);
-    return nectar_strdup(path);
+        return tls_keylog_new(NULL, on);
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/keylog", ex->storage_dir);
+    return tls_keylog_new_rotating(dir, 8, on);
 }
 
 /* ---- create / destroy ---------------------------------------------------- */
@@ -258,9 +260,7 @@ static int state_init(struct ex_state *ex, nectar_error_t *err)
 {
     ex->adm = ex_admission_new(ex->cfg.admission_global,
                                ex->cfg.admission_per_app_host);
-    char *path = keylog_path(ex);
-    ex->keylog = tls_keylog_new(path, ex->cfg.tls_keylog);
-    nectar_free(path);
+    ex->keylog = make_keylog(ex);
     if (ex->adm == NULL || ex->keylog == NULL)
         return nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
     int rc = tls_trust_store_new(ex->cfg.upstream_ca_file, &ex->trust, err);

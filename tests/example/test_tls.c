@@ -6,6 +6,7 @@
  * client that rejects the minted certificate lands in the trust cache,
  * key logging).
  */
+#include <dirent.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -620,6 +621,66 @@ static void mitm_resumes_upstream(void)
     fx_free_tls();
 }
 
+static long long fake_now;
+static long long fake_clock(void)
+{
+    return fake_now;
+}
+
+static int count_files(const char *dir)
+{
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strncmp(e->d_name, "sslkeylog-", 10) == 0;
+    closedir(d);
+    return n;
+}
+
+/* Hourly files, the old ones pruned, through a real handshake each hour. */
+static void keylog_rotation(void)
+{
+    char dir[] = "/tmp/nectar-keylogdir-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    tls_keylog_t *kl = tls_keylog_new_rotating(dir, 3, true);
+    tls_keylog_set_clock(kl, fake_clock);
+    fake_now = 1700000000; /* 2023-11-14 22:13 UTC */
+    for (int hour = 0; hour < 5; hour++) {
+        fx_init();
+        start_upstream();
+        make_mitm(true, false, kl);
+        int port = test_listen(&F.loop, &F.listener, mid_accept, NULL);
+        start_client(port, F.ca, "upstream.test");
+        run_until_done();
+        CHECK_EQ(F.received, ECHO_TOTAL);
+        fx_close();
+        fx_free_tls();
+        fake_now += 3600;
+    }
+    /* 5 hours written, 3 kept: the current one and the two before. */
+    CHECK_EQ(count_files(dir), 3);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/sslkeylog-2023111502.txt", dir);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    char line[512];
+    int secrets = 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        secrets += strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0;
+    fclose(f);
+    CHECK_EQ(secrets, 2);
+    tls_keylog_free(kl);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] != '.')
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
 static const nectar_test_t tests[] = {
     {"lru_basic", lru_basic},
     {"mint_leaves", mint_leaves},
@@ -631,6 +692,7 @@ static const nectar_test_t tests[] = {
     {"mitm_client_rejects", mitm_client_rejects},
     {"mitm_keylog", mitm_keylog},
     {"mitm_resumes_upstream", mitm_resumes_upstream},
+    {"keylog_rotation", keylog_rotation},
     {NULL, NULL},
 };
 

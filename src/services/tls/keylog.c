@@ -3,11 +3,14 @@
  */
 #include "services/tls/keylog.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -15,9 +18,13 @@
 
 struct tls_keylog {
     atomic_bool enabled;
-    pthread_mutex_t mu; /* guards fd */
+    pthread_mutex_t mu; /* guards fd, hour */
     int fd;
-    char *path;
+    char *path; /* the file, or the directory when rotating */
+    bool rotating;
+    unsigned keep_hours;
+    long long hour; /* of the open file (rotating), -1 none */
+    long long (*now)(void);
 };
 
 static int ctx_index = -1;
@@ -42,6 +49,75 @@ tls_keylog_t *tls_keylog_new(const char *path, bool enabled)
     k->fd = -1;
     pthread_once(&index_once, make_index);
     return k;
+}
+
+static long long wall_now(void)
+{
+    return (long long)time(NULL);
+}
+
+tls_keylog_t *tls_keylog_new_rotating(const char *dir, unsigned keep_hours,
+                                      bool enabled)
+{
+    tls_keylog_t *k = tls_keylog_new(dir, enabled);
+    if (k == NULL)
+        return NULL;
+    k->rotating = true;
+    k->keep_hours = keep_hours ? keep_hours : 8;
+    k->hour = -1;
+    mkdir(dir, 0700);
+    return k;
+}
+
+void tls_keylog_set_clock(tls_keylog_t *k, long long (*now)(void))
+{
+    pthread_mutex_lock(&k->mu);
+    k->now = now;
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* sslkeylog-YYYYMMDDHH.txt for an hour number (hours since the epoch). */
+static void hour_name(long long hour, char *out, size_t cap)
+{
+    time_t t = (time_t)(hour * 3600);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "sslkeylog-%Y%m%d%H.txt", &tm);
+}
+
+/* Deletes this sink's files of hours before `oldest`. */
+static void prune(tls_keylog_t *k, long long oldest)
+{
+    DIR *d = opendir(k->path);
+    if (d == NULL)
+        return;
+    char keep[64];
+    hour_name(oldest, keep, sizeof(keep));
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        /* Same fixed-width format: name order is time order. */
+        if (strncmp(e->d_name, "sslkeylog-", 10) == 0 &&
+            strlen(e->d_name) == strlen(keep) && strcmp(e->d_name, keep) < 0)
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
+/* Opens the file for the current hour when it changed (mu held). */
+static void rotate(tls_keylog_t *k)
+{
+    long long hour = (k->now ? k->now() : wall_now()) / 3600;
+    if (hour == k->hour && k->fd >= 0)
+        return;
+    if (k->fd >= 0)
+        close(k->fd);
+    k->fd = -1;
+    char name[64], path[4096];
+    hour_name(hour, name, sizeof(name));
+    snprintf(path, sizeof(path), "%s/%s", k->path, name);
+    k->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    k->hour = hour;
+    prune(k, hour - (long long)k->keep_hours + 1);
 }
 
 void tls_keylog_free(tls_keylog_t *k)
@@ -73,7 +149,9 @@ const char *tls_keylog_path(const tls_keylog_t *k)
 static void write_line(tls_keylog_t *k, const char *line)
 {
     pthread_mutex_lock(&k->mu);
-    if (k->fd < 0) {
+    if (k->rotating)
+        rotate(k);
+    if (k->fd < 0 && !k->rotating) {
         k->fd = open(k->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
         if (k->fd < 0)
             nectar_log(NECTAR_LOG_WARN, "tls", "cannot open key log %s",
