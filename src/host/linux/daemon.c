@@ -155,18 +155,18 @@ struct meta_text {
 
 static int route_ifindex(struct daemon *d, const struct sockaddr_storage *dst)
 {
-    uint32_t h = 2166136261u;
-    const uint8_t *p = (const uint8_t *)dst;
-    for (size_t i = 0; i < sa_len((const struct sockaddr *)dst); i++)
-        h = (h ^ p[i]) * 16777619u;
-    struct route_entry *e = &d->routes[h % ROUTE_CACHE];
-    uint64_t now = now_ms();
+    /* The route depends on the address only: key and hash without port. */
     struct sockaddr_storage key = *dst;
-    /* The route depends on the address only. */
     if (key.ss_family == AF_INET)
         ((struct sockaddr_in *)&key)->sin_port = 0;
     else
         ((struct sockaddr_in6 *)&key)->sin6_port = 0;
+    uint32_t h = 2166136261u;
+    const uint8_t *p = (const uint8_t *)&key;
+    for (size_t i = 0; i < sa_len((const struct sockaddr *)&key); i++)
+        h = (h ^ p[i]) * 16777619u;
+    struct route_entry *e = &d->routes[h % ROUTE_CACHE];
+    uint64_t now = now_ms();
     if (e->at_ms != 0 && now - e->at_ms < ROUTE_TTL_MS &&
         same_addr(&e->dst, &key))
         return e->ifindex;
