@@ -61,6 +61,10 @@ extern "C" {
 #define NECTAR_IPC_MAX_MESSAGE  (4u << 20) /* encoded bytes per message */
 #define NECTAR_IPC_MAX_ELEMENTS (1u << 20) /* items per array or dict */
 #define NECTAR_IPC_MAX_FDS      64         /* descriptors per message */
+/* Messages of one connection a handler may hold unfinished (neither
+ * replied nor released); newer ones are dropped, as rama's bounded event
+ * channel drops the newest. */
+#define NECTAR_IPC_MAX_PENDING_MESSAGES 10000u
 
 /* ------------------------------------------------------------------ */
 /* Values                                                              */

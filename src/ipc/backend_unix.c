@@ -84,6 +84,7 @@ struct ux_pending;
 struct nectar_ipc_conn {
     atomic_uint refs;      /* memory */
     atomic_uint user_refs; /* handed to users (creator + retains) */
+    atomic_uint live_msgs; /* delivered, not yet replied or released */
     bool is_client;
     /* Client: created on first connect or upgrade; atomic because the
      * "am I on its thread" checks read it without the lock. */
@@ -130,6 +131,7 @@ struct nectar_ipc_conn {
     size_t rx_nfds;
     bool rx_busy;
     struct pkt_header rx_hdr;
+    bool drop_logged; /* the pending-message bound was hit (logged once) */
 };
 
 struct ux_io {
@@ -372,6 +374,7 @@ static struct nectar_ipc_conn *conn_new(void)
         return NULL;
     atomic_init(&c->refs, 1);
     atomic_init(&c->user_refs, 0);
+    atomic_init(&c->live_msgs, 0);
     pthread_mutex_init(&c->send_lock, NULL);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cv, NULL);
@@ -614,12 +617,25 @@ struct nectar_ipc_message {
 static void deliver_message(struct nectar_ipc_conn *c, nectar_ipc_obj_t *body,
                             uint8_t type, uint64_t id, uint64_t gen)
 {
+    /* rama bounds each peer's events and drops the newest when full; here
+     * the bound is on messages a handler holds without finishing them. */
+    if (atomic_load(&c->live_msgs) >= NECTAR_IPC_MAX_PENDING_MESSAGES) {
+        if (!c->drop_logged)
+            nectar_log(NECTAR_LOG_WARN, TAG,
+                       "peer has %u unfinished messages: dropping new ones",
+                       NECTAR_IPC_MAX_PENDING_MESSAGES);
+        c->drop_logged = true;
+        nectar_ipc_release(body);
+        return;
+    }
+    c->drop_logged = false;
     struct nectar_ipc_message *m = nectar_calloc(1, sizeof(*m));
     if (m == NULL || c->on_message == NULL) {
         nectar_free(m);
         nectar_ipc_release(body);
         return;
     }
+    atomic_fetch_add(&c->live_msgs, 1);
     atomic_fetch_add(&c->refs, 1);
     m->conn = c;
     m->body = body;
@@ -1728,6 +1744,7 @@ static bool ux_message_expects_reply(const nectar_ipc_message_t *m)
 static void ux_message_release(nectar_ipc_message_t *m)
 {
     nectar_ipc_release(m->body);
+    atomic_fetch_sub(&m->conn->live_msgs, 1);
     conn_unref(m->conn);
     nectar_free(m);
 }

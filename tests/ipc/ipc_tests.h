@@ -59,6 +59,7 @@ void test_peer_not_reading(void);
 void test_path_in_use(void);
 void test_activation_fallback(void);
 void test_soak(void);
+void test_pending_bound(void);
 
 /* test_router.c */
 void test_router_convention(void);

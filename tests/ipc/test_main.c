@@ -36,6 +36,7 @@ static const nectar_test_t tests[] = {
     {"path_in_use", test_path_in_use},
     {"activation_fallback", test_activation_fallback},
     {"soak", test_soak},
+    {"pending_bound", test_pending_bound},
     {"router_convention", test_router_convention},
     {"router_over_wire", test_router_over_wire},
     {"swift_coder_rules", test_swift_coder_rules},

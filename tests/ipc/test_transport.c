@@ -1190,3 +1190,73 @@ void test_soak(void)
             atomic_load(&s.cancels), atomic_load(&s.errors));
     CHECK_GT(atomic_load(&s.calls), 1000);
 }
+
+struct keeper {
+    pthread_mutex_t lock;
+    nectar_ipc_message_t **msgs;
+    int n, delivered;
+};
+
+/* Keeps every message unfinished; counts deliveries. */
+static void keep_on_message(nectar_ipc_conn_t *conn, nectar_ipc_message_t *m,
+                            void *ctx)
+{
+    struct keeper *k = ctx;
+    (void)conn;
+    pthread_mutex_lock(&k->lock);
+    k->msgs[k->n++] = m;
+    k->delivered++;
+    pthread_mutex_unlock(&k->lock);
+}
+
+static int keeper_delivered(struct keeper *k)
+{
+    pthread_mutex_lock(&k->lock);
+    int n = k->delivered;
+    pthread_mutex_unlock(&k->lock);
+    return n;
+}
+
+static void keeper_release(struct keeper *k)
+{
+    pthread_mutex_lock(&k->lock);
+    for (int i = 0; i < k->n; i++)
+        nectar_ipc_message_release(k->msgs[i]);
+    k->n = 0;
+    pthread_mutex_unlock(&k->lock);
+}
+
+void test_pending_bound(void)
+{
+    /* A handler that finishes nothing: past NECTAR_IPC_MAX_PENDING_MESSAGES
+     * the newest messages are dropped; once it lets go, delivery resumes
+     * on the same connection. */
+    const char *name = ipc_test_name("bound");
+    struct keeper k = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    k.msgs = calloc(NECTAR_IPC_MAX_PENDING_MESSAGES + 100, sizeof(*k.msgs));
+    nectar_ipc_listener_config_t cfg = {
+        .service_name = name, .on_message = keep_on_message, .ctx = &k};
+    nectar_ipc_listener_t *ls = NULL;
+    CHECK_EQ(nectar_ipc_listen(&cfg, &ls, NULL), 0);
+    nectar_ipc_conn_t *c = client_new(name);
+    nectar_ipc_obj_t *m = nectar_ipc_dict();
+    int total = (int)NECTAR_IPC_MAX_PENDING_MESSAGES + 50;
+    for (int i = 0; i < total; i++)
+        CHECK_EQ(nectar_ipc_send(c, m, NULL), 0);
+    /* A request behind them: dropped too, so it times out. */
+    nectar_ipc_obj_t *reply = NULL;
+    CHECK_EQ(nectar_ipc_send_sync(c, m, 300, &reply, NULL), NECTAR_ETIMEDOUT);
+    CHECK_EQ(keeper_delivered(&k), (int)NECTAR_IPC_MAX_PENDING_MESSAGES);
+    keeper_release(&k);
+    CHECK_EQ(nectar_ipc_send(c, m, NULL), 0);
+    uint64_t until = nectar_test_now_ms() + 3000;
+    while (keeper_delivered(&k) <= (int)NECTAR_IPC_MAX_PENDING_MESSAGES &&
+           nectar_test_now_ms() < until)
+        usleep(1000);
+    CHECK_EQ(keeper_delivered(&k), (int)NECTAR_IPC_MAX_PENDING_MESSAGES + 1);
+    nectar_ipc_release(m);
+    nectar_ipc_conn_release(c);
+    nectar_ipc_listener_close(ls);
+    keeper_release(&k);
+    free(k.msgs);
+}
