@@ -13,6 +13,7 @@
 #define RELAY_LIMIT (256u * 1024u)
 
 static atomic_ullong g_threshold;
+static atomic_size_t g_pump_cap;
 atomic_int promote_ok, promote_failed;
 
 struct prelay {
@@ -129,7 +130,9 @@ static int h_create(nectar_engine_ctx_t *ctx, void **state,
 static void h_config(void *state, nectar_proxy_config_t *cfg)
 {
     (void)state;
-    (void)cfg;
+    size_t cap = atomic_load(&g_pump_cap);
+    if (cap > 0)
+        cfg->tcp_write_pump_max_pending_bytes = cap;
 }
 
 static void h_decide(void *state, const nectar_flow_meta_t *meta,
@@ -149,9 +152,11 @@ static const nectar_handler_vtable_t promote_vt = {
     .decide_tcp = h_decide,
 };
 
-RamaTransparentProxyEngine *promote_engine_new(uint64_t threshold)
+RamaTransparentProxyEngine *promote_engine_new(uint64_t threshold,
+                                               size_t pump_cap)
 {
     atomic_store(&g_threshold, threshold);
+    atomic_store(&g_pump_cap, pump_cap);
     nectar_error_t err = {0};
     return nectar_engine_new(&promote_vt, NULL, NULL, 0, &err);
 }

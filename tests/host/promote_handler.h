@@ -4,6 +4,7 @@
 #define NECTAR_TESTS_HOST_PROMOTE_HANDLER_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "nectar/handler.h"
@@ -12,7 +13,9 @@
 extern atomic_int promote_ok, promote_failed;
 
 /* A new engine whose TCP flows relay and request promotion after
- * `threshold` client->server bytes.  NULL on failure. */
-RamaTransparentProxyEngine *promote_engine_new(uint64_t threshold);
+ * `threshold` client->server bytes; pump_cap (0 = default) is the host
+ * write-pump budget its proxy config asks for.  NULL on failure. */
+RamaTransparentProxyEngine *promote_engine_new(uint64_t threshold,
+                                               size_t pump_cap);
 
 #endif

@@ -300,7 +300,7 @@ static void test_promote(void)
 {
     uint16_t tport;
     struct test_server *srv = server_start(AF_INET, &tport);
-    RamaTransparentProxyEngine *e = promote_engine_new(64 * 1024);
+    RamaTransparentProxyEngine *e = promote_engine_new(64 * 1024, 0);
     CHECK(e != NULL);
     sim_up(AF_INET, tport, NULL, false, e);
     atomic_store(&promote_ok, 0);
@@ -328,7 +328,7 @@ static void test_promote_download(void)
     /* Promote at the 16-byte header: the rest of a 4 MB download (which
      * may be queued in the engine, PAUSED in a pump, or still unread) must
      * arrive exactly once, in order. */
-    RamaTransparentProxyEngine *e = promote_engine_new(16);
+    RamaTransparentProxyEngine *e = promote_engine_new(16, 0);
     CHECK(e != NULL);
     sim_up(AF_INET, tport, NULL, false, e);
     struct client_result r;
@@ -339,6 +339,32 @@ static void test_promote_download(void)
     wait_reports(1);
     CHECK(fx.reports[0].promoted);
     CHECK_STR_EQ(fx.reports[0].reason, "closed");
+    sim_down();
+    server_stop(srv);
+}
+
+static void test_promote_paused(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    /* A 1-byte pump budget keeps both directions under backpressure, so
+     * the cutover (after 1 MB) finds PAUSED chunks in the read pumps'
+     * replay slots and in the engine's queues: all must arrive once. */
+    RamaTransparentProxyEngine *e = promote_engine_new(1024 * 1024, 1);
+    CHECK(e != NULL);
+    sim_up(AF_INET, tport, NULL, false, e);
+    CHECK_EQ(nectar__host_write_pump_cap(nectar_sim_host(fx.sim)), 1);
+    atomic_store(&promote_ok, 0);
+    run_parallel_echo(6, 3 * MB);
+    wait_reports(6);
+    CHECK_EQ(atomic_load(&promote_ok), 6);
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.promoted, 6);
+    CHECK_GT(st.pump_paused + st.engine_paused, 0);
+    printf("pump_paused=%llu engine_paused=%llu\n",
+           (unsigned long long)st.pump_paused,
+           (unsigned long long)st.engine_paused);
     sim_down();
     server_stop(srv);
 }
@@ -908,6 +934,7 @@ static const nectar_test_t tests[] = {
     {"paused_drain", test_paused_drain},
     {"promote", test_promote},
     {"promote_download", test_promote_download},
+    {"promote_paused", test_promote_paused},
     {"passthrough", test_passthrough},
     {"blocked", test_blocked},
     {"udp_ipv4", test_udp_ipv4},

@@ -155,11 +155,16 @@ bool wpump_push(struct wpump *p, struct wchunk *c)
         return false;
     }
     append(p, c);
-    bool over = p->pending >= p->cap;
-    if (over)
+    if (p->pending >= p->cap)
         p->fwd_waiting = true;
     pthread_mutex_unlock(&p->lock);
     wpump_flush(p);
+    /* The flush may already have handed the bytes to the socket and fired
+     * the drain edge; only a still-pending wait means "stop reading" (a
+     * stale answer here would stop the reader after its resume). */
+    pthread_mutex_lock(&p->lock);
+    bool over = p->fwd_waiting;
+    pthread_mutex_unlock(&p->lock);
     return over;
 }
 

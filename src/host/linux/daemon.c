@@ -852,6 +852,26 @@ static int adopt_bypass_gid(const nectar_linux_config_t *cfg,
     return 0;
 }
 
+/* nft resolves `socket cgroupv2` paths under /sys/fs/cgroup when the rule
+ * is loaded; check first so the error names the config key. */
+static int check_cgroups(const nectar_linux_config_t *cfg, nectar_error_t *err)
+{
+    for (size_t i = 0; i < cfg->n_cgroups; i++) {
+        const char *p = cfg->cgroups[i];
+        while (*p == '/')
+            p++;
+        char path[512];
+        snprintf(path, sizeof(path), "/sys/fs/cgroup/%s", p);
+        if (access(path, F_OK) != 0)
+            return nectar_error_set(
+                err, NECTAR_ECONFIG,
+                "host.cgroups[%zu]: %s does not exist (nftables needs the "
+                "cgroup v2 hierarchy mounted at /sys/fs/cgroup)",
+                i, path);
+    }
+    return 0;
+}
+
 /* Start the core around the engine (consumed in every case). */
 static int start_core(struct daemon *d, RamaTransparentProxyEngine *engine,
                       nectar_error_t *err)
@@ -917,6 +937,8 @@ int nectar__linux_run(const nectar_linux_config_t *cfg,
                    NECTAR_LINUX_TABLE);
     nectar__linux_routes_del(cfg);
     rc = nectar__linux_nft_probe_tproxy(err);
+    if (rc == 0)
+        rc = check_cgroups(cfg, err);
     if (rc == 0)
         rc = open_listeners(d, err);
     if (rc != 0) {
