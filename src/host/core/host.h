@@ -120,8 +120,9 @@ typedef struct nectar_host_hooks {
     void (*udp_closed)(void *ctx, void *flow_ctx);
 
     /* A flow ended (every decision, TCP and UDP).  Optional.  Runs on a
-     * core loop thread, or on the calling thread for flows refused
-     * synchronously (blocked).  `r` is borrowed for the call. */
+     * core loop thread, or on the front's calling thread for flows that
+     * never reach a loop (blocked TCP; UDP not intercepted, reported at
+     * open).  `r` is borrowed for the call. */
     void (*flow_closed)(void *ctx, const nectar_host_flow_report_t *r);
 } nectar_host_hooks_t;
 
