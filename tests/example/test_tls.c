@@ -219,6 +219,11 @@ static void fx_close(void)
     if (F.mid_s != NULL)
         svc_close(F.mid_s);
     uv_run(&F.loop, UV_RUN_NOWAIT);
+    /* Listeners free their accept context in their close callback. */
+    if (F.listener.data != NULL)
+        test_listen_close(&F.listener);
+    if (F.upstream_listener.data != NULL)
+        test_listen_close(&F.upstream_listener);
     uv_walk(&F.loop, walk_close, NULL);
     uv_run(&F.loop, UV_RUN_DEFAULT);
     CHECK_EQ(uv_loop_close(&F.loop), 0);
