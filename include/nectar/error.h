@@ -52,6 +52,7 @@ extern "C" {
     X(ESTATE, -4010, "invalid state for this operation")                    \
     X(ECONFIG, -4011, "invalid configuration")                              \
     X(EVERSION, -4012, "unsupported version")                               \
+    X(EREMOTE, -4100, "remote peer reported an error")                     \
     X(EOF, -4095, "end of file")
 
 typedef enum nectar_errno {

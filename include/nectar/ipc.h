@@ -54,7 +54,7 @@ extern "C" {
 /* The peer answered with a `$error` envelope; code and text are in the
  * call's nectar_ipc_remote_t.  Outside the common table on purpose: it is
  * only produced by nectar_ipc_call / nectar_ipc_extract_result. */
-#define NECTAR_IPC_EREMOTE (-4100)
+#define NECTAR_IPC_EREMOTE NECTAR_EREMOTE
 
 /* Limits, enforced when building and when decoding. */
 #define NECTAR_IPC_MAX_DEPTH    256        /* top level is depth 0 */
