@@ -346,6 +346,14 @@ s.bind(("0.0.0.0", 15001)); s.listen(1); time.sleep(60)' &
     fi
     grep -q "port 15001 is in use" "$W/err" || fail "no port-in-use error: $(cat "$W/err")"
     assert_clean "after the port-in-use failure"
+    # A cgroup that does not exist.
+    write_config '' '"capture_local": true, "cgroups": ["nectar-no-such-cgroup"]'
+    if inr "$NECTAR" run --config "$W/cfg.json" >"$W/err" 2>&1; then
+        fail "started with a missing cgroup"
+    fi
+    grep -q "host.cgroups\[0\]" "$W/err" || fail "no cgroup error: $(cat "$W/err")"
+    assert_clean "after the cgroup failure"
+    write_config
     # Not root.
     if command -v setpriv >/dev/null 2>&1; then
         chmod a+rx "$W"
