@@ -7,7 +7,9 @@
 #      failures.  A buffer a library allocated may be freed with its own
 #      free() on a line marked `checksrc: allow`;
 #   3. __APPLE__ / __linux__ only in platform backend files (names with
-#      apple, xpc, linux, or backend_): callers use capability bits.
+#      apple, xpc, linux, or backend_) and in a module's front (src/M/M.c,
+#      src/M/M_int.h), which may pick the backend with one #if chain;
+#      callers use capability bits.
 # Prints each offence as file:line: reason; exits 1 if there was any.
 set -u
 root=${1:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -32,8 +34,9 @@ for f in $files; do
         fi
         ;;
     esac
+    dir=$(basename "$(dirname "$f")")
     case "$(basename "$f")" in
-    *apple* | *xpc* | *linux* | backend_*) ;;
+    *apple* | *xpc* | *linux* | backend_* | "$dir.c" | "${dir}_int.h") ;;
     *)
         out=$(grep -nE '__APPLE__|__linux__' "$f" | grep -v 'checksrc: allow')
         if [ -n "$out" ]; then

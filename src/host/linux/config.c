@@ -283,7 +283,7 @@ int nectar__linux_config_parse(const char *text, size_t len, const char *path,
     }
     cfg->engine_json = nectar_strdup(engine);
     cfg->engine_json_len = strlen(engine);
-    free(engine); /* jansson's allocation */
+    free(engine); /* jansson's allocation; checksrc: allow */
     if (cfg->engine_json == NULL)
         rc = nectar_error_set(err, NECTAR_ENOMEM, "out of memory");
 out:
