@@ -125,6 +125,10 @@ static void on_wake(uv_poll_t *p, int status, int events)
 static void *loop_main(void *arg)
 {
     struct core_loop *l = arg;
+    char name[16];
+    /* Named for top/perf: "host-loop/N". */
+    snprintf(name, sizeof(name), "host-loop/%u", (unsigned)(l - l->host->loops));
+    pthread_setname_np(pthread_self(), name);
     uv_run(&l->loop, UV_RUN_DEFAULT);
     return NULL;
 }

@@ -306,6 +306,7 @@ static void on_stop(uv_async_t *a)
 static void *listener_main(void *arg)
 {
     nectar_sim_t *s = arg;
+    pthread_setname_np(pthread_self(), "sim-listener");
     uv_run(&s->loop, UV_RUN_DEFAULT);
     return NULL;
 }
