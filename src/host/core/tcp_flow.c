@@ -25,11 +25,14 @@
  * Divergence from the Swift host, on purpose: a drained on_server_closed
  * shuts only the client's write half instead of closing the whole app flow,
  * because a socket (unlike an NE flow) can half-close; the flow ends when
- * both halves are shut or the idle-gated drain backstop fires.
+ * both halves are shut, or when the idle-gated deadline timer gives up (the
+ * drain backstop; linger after FIN and the EOF grace release the egress
+ * socket early, which ends the client->server half).
  */
 #include "host/core/tcp_flow.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -663,6 +666,7 @@ static void close_handle(struct tcp_flow *f, uv_handle_t *h, bool rst)
 
 static void finalize(struct tcp_flow *f)
 {
+    assert(f->done && f->handles == 0);
     pthread_mutex_lock(&f->slock);
     RamaTransparentProxyTcpSession *s = f->session;
     f->session = NULL;

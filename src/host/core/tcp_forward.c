@@ -17,6 +17,7 @@
  * Reads are callbacks on this loop, so no read is ever in flight across the
  * cutover: the read barrier of the Swift forwarder is immediate here.
  */
+#include <assert.h>
 #include <string.h>
 
 #include "host/core/tcp_flow.h"
@@ -137,6 +138,7 @@ static void read_stop(struct tcp_flow *f, struct fwd_dir *d)
 
 static void check_terminal(struct tcp_flow *f)
 {
+    assert(f->mode != MODE_ENGINE);
     if (f->c2s.phase == FD_FINISHED && f->s2c.phase == FD_FINISHED)
         nectar__tcp_finish(f, 0, "closed");
 }

@@ -202,11 +202,16 @@ static void build_meta(struct daemon *d, int protocol,
                 nectar_process_exe_path(o.pid, t->exe, sizeof(t->exe),
                                         NULL) == 0)
                 m->signing_identifier = t->exe;
+            /* The unit names the service; else the cgroup path, unless it
+             * is the root (which says nothing). */
             if (o.pid > 0 &&
-                (nectar_process_systemd_unit(o.pid, t->unit, sizeof(t->unit),
-                                             NULL) == 0 ||
-                 nectar_process_cgroup_path(o.pid, t->unit, sizeof(t->unit),
-                                            NULL) == 0))
+                nectar_process_systemd_unit(o.pid, t->unit, sizeof(t->unit),
+                                            NULL) != 0 &&
+                (nectar_process_cgroup_path(o.pid, t->unit, sizeof(t->unit),
+                                            NULL) != 0 ||
+                 strcmp(t->unit, "/") == 0))
+                t->unit[0] = '\0';
+            if (t->unit[0] != '\0')
                 m->bundle_identifier = t->unit;
             snprintf(t->app, sizeof(t->app), "%.511s uid=%u pid=%d",
                      t->exe[0] ? t->exe : "?", o.uid, (int)o.pid);
@@ -244,6 +249,22 @@ static void sticky_add(struct daemon *d, int protocol,
     }
 }
 
+/* The flow's application is known at its start only (the core's report at
+ * close carries no identity): say it then, at info level when a local
+ * process was found, else at debug. */
+static void log_open(struct daemon *d, const char *proto,
+                     const struct sockaddr_storage *orig,
+                     const struct meta_text *t)
+{
+    nectar_log_level_t lvl = t->exe[0] ? NECTAR_LOG_INFO : NECTAR_LOG_DEBUG;
+    if (!d->cfg->log_flows || nectar_log_get_level() < lvl)
+        return;
+    char dst[96];
+    nectar__host_addr_text((const struct sockaddr *)orig, dst, sizeof(dst));
+    nectar_log(lvl, TAG, "flow open %s dst=%s app=%s%s%s", proto, dst, t->app,
+               t->unit[0] ? " unit=" : "", t->unit);
+}
+
 static void tcp_one(struct daemon *d, int fd)
 {
     struct sockaddr_storage client, orig;
@@ -265,13 +286,7 @@ static void tcp_one(struct daemon *d, int fd)
         return; /* the core closed fd */
     if (decision == NECTAR_HOST_PASSTHROUGH)
         sticky_add(d, IPPROTO_TCP, &orig);
-    if (d->cfg->log_flows && nectar_log_get_level() >= NECTAR_LOG_DEBUG) {
-        char dst[96];
-        nectar__host_addr_text((const struct sockaddr *)&orig, dst,
-                               sizeof(dst));
-        nectar_log(NECTAR_LOG_DEBUG, TAG, "flow open tcp dst=%s app=%s", dst,
-                   t.app);
-    }
+    log_open(d, "tcp", &orig, &t);
 }
 
 static void on_tcp_listener(uv_poll_t *p, int status, int events)
@@ -586,6 +601,7 @@ static struct udp_flow *udp_new(struct daemon *d,
     struct meta_text t;
     build_meta(d, IPPROTO_UDP, client, orig, &m, &t);
     snprintf(f->app, sizeof(f->app), "%.95s", t.app);
+    log_open(d, "udp", orig, &t);
     f->decision = NECTAR_HOST_BLOCKED;
     if (nectar__host_udp_open(d->host, &m, f, &f->decision, &f->u) != 0)
         f->decision = NECTAR_HOST_BLOCKED;
