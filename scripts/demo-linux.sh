@@ -71,7 +71,8 @@ wait_for 100 inc curl -sf -o /dev/null http://10.77.2.2:8080/index.html ||
     die "servers did not start"
 
 # The embedded default config: intercept everything, except port 8081
-# (passed through, and made sticky in the kernel) and port 8082 (blocked).
+# (passed through, and made sticky in the kernel) and port 8082 (blocked);
+# traffic forwarded from the client and traffic of the router itself.
 cat >"$W/nectar.json" <<'EOF'
 {
   "default_action": "intercept",
@@ -79,7 +80,7 @@ cat >"$W/nectar.json" <<'EOF'
     {"match": {"protocol": "tcp", "remote_port": 8081}, "action": "passthrough"},
     {"match": {"protocol": "tcp", "remote_port": 8082}, "action": "block"}
   ],
-  "host": {"interfaces": ["r0"], "sticky_passthrough": true}
+  "host": {"interfaces": ["r0"], "capture_local": true, "sticky_passthrough": true}
 }
 EOF
 say "config (engine JSON + host object)"
@@ -114,6 +115,9 @@ echo "sticky set:"
 inr nft list set inet nectar sticky4 | grep -E "elements|tcp"
 say "curl port 8082 (blocked: reset)"
 inc curl -sS -m 5 -o /dev/null http://10.77.2.2:8082/ 2>&1 || true
+say "curl from the router namespace itself (local capture, with its process)"
+inr curl -sSf -o /dev/null -w "HTTP %{http_code}, %{size_download} bytes\n" \
+    http://10.77.2.2:8080/index.html || die "local curl"
 say "UDP echo from 8 client ports, IPv4 and IPv6 (intercepted)"
 inc python3 "$helpers/udp_peers.py" 10.77.2.2 5353 8 2
 inc python3 "$helpers/udp_peers.py" fd77:2::2 5353 8 2
@@ -123,7 +127,7 @@ kill -TERM "$NPID"
 wait "$NPID" || die "nectar exited with an error"
 NPID=""
 
-say "flow log (one line per flow: decision, destination, bytes, duration)"
+say "flow log (one line per flow at close: decision, destination, bytes, duration; local flows also name their application when they open)"
 grep "linux-host: flow" "$W/nectar.log" | sed 's/^INFO linux-host: //'
 grep "linux-host: counters" "$W/nectar.log" | sed 's/^INFO linux-host: //'
 
