@@ -19,6 +19,7 @@ import asyncio
 import datetime
 import gzip
 import hashlib
+import ipaddress
 import http.server
 import json
 import os
@@ -93,7 +94,9 @@ def make_leaf(ca_cert, ca_key, names):
             .not_valid_before(now - datetime.timedelta(minutes=1))
             .not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(n) for n in names]), critical=False)
+                [x509.DNSName(n) for n in names] +
+                [x509.IPAddress(ipaddress.ip_address(a))
+                 for a in ("127.0.0.1", "::1")]), critical=False)
             .add_extension(x509.ExtendedKeyUsage(
                 [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
@@ -211,8 +214,13 @@ class Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def start_https(pki):
-    srv = Server(("127.0.0.1", 0), Handler)
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
+def start_https(pki, v6=False):
+    srv = (Server6 if v6 else Server)(("::1" if v6 else "127.0.0.1", 0),
+                                      Handler)
     ctx = pki.server_ctx(["http/1.1"])
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -360,12 +368,13 @@ def start_proxy(kind, auth=None):
 # ---- the sim --------------------------------------------------------------------
 
 class Sim:
-    def __init__(self, sim_path, tmp, target_port, cfg, udp=False):
+    def __init__(self, sim_path, tmp, target_port, cfg, udp=False, v6=False):
         path = os.path.join(tmp, "cfg-%d.json" % target_port)
         with open(path, "w") as f:
             json.dump(cfg, f)
-        args = [sim_path, "--listen", "127.0.0.1:0", "--target",
-                "127.0.0.1:%d" % target_port, "--config", path]
+        lo = "[::1]" if v6 else "127.0.0.1"
+        args = [sim_path, "--listen", lo + ":0", "--target",
+                "%s:%d" % (lo, target_port), "--config", path]
         if udp:
             args += ["--udp"]
         env = dict(os.environ, NECTAR_LOG=os.environ.get("NECTAR_LOG",
@@ -835,6 +844,22 @@ def t_upstream_closes(env):
     ls.close()
 
 
+def t_no_sni(env):
+    """Clients that send no SNI (IP literals, IPv4 and IPv6): the leaf is
+    minted for the remote address (an IP subjectAltName) and the server is
+    verified against that address."""
+    pki = env.pki
+    for v6 in (False, True):
+        srv, port = start_https(pki, v6)
+        env.servers.append(srv)
+        sim = env.sim(port, example_cfg(pki), v6=v6)
+        host = "[::1]" if v6 else "127.0.0.1"
+        rc, html, err = curl(["-g", "--cacert", pki.mitm_ca,
+                              "https://%s:%d/page.html" % (host, sim.port)])
+        check(rc == 0, "curl %s: %s" % (host, err))
+        check(html.count(BADGE_ID) == 1, "badge over %s" % host)
+
+
 class Env:
     def __init__(self, sim_path):
         self.sim_path = sim_path
@@ -844,8 +869,8 @@ class Env:
         self.procs = []
         self.servers = []
 
-    def sim(self, port, cfg, udp=False):
-        s = Sim(self.sim_path, self.tmp, port, cfg, udp)
+    def sim(self, port, cfg, udp=False, v6=False):
+        s = Sim(self.sim_path, self.tmp, port, cfg, udp, v6)
         self.sims.append(s)
         return s
 
@@ -872,6 +897,7 @@ TESTS = {
     "websocket": t_websocket, "udp": t_udp, "admission": t_admission,
     "socks5": t_socks5, "connect": t_connect, "hijack": t_hijack,
     "concurrent": t_concurrent, "upstream_closes": t_upstream_closes,
+    "no_sni": t_no_sni,
 }
 
 

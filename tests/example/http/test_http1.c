@@ -1062,6 +1062,42 @@ static void alloc_failures(void)
     CHECK_GT(completed, 0);
 }
 
+/* After a good exchange, a malformed request gets 400 and an oversized
+ * head 431; then the connection closes and the relay reports the error. */
+static void refuse_bad(const char *bad, const char *want, int status)
+{
+    fx_t f;
+    fx_init(&f);
+    fx_start(&f, false);
+    mem_send_str(f.cli, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+    fx_wait_count(&f, &f.srv_in, "\r\n\r\n", 1);
+    mem_send_str(f.srv, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    fx_wait_count(&f, &f.cli_in, "ok", 1);
+    mem_send_str(f.cli, bad);
+    fx_wait_eof(&f, &f.cli_in);
+    fx_wait_done(&f);
+    CHECK_EQ(f.status, status);
+    const char *c = mem_sink_str(&f.cli_in);
+    CHECK(strstr(c, want) != NULL);
+    CHECK(strstr(c, "Connection: close\r\n") != NULL);
+    CHECK_EQ(count_of(mem_sink_str(&f.srv_in), f.srv_in.len, "GET "), 1);
+    fx_close(&f);
+}
+
+static void bad_requests(void)
+{
+    refuse_bad("GET /b HTTP/1.1\r\nBad Header\r\n\r\n",
+               "HTTP/1.1 400 Bad Request\r\n", NECTAR_EPARSE);
+    size_t n = 70 * 1024;
+    char *big = malloc(n + 64);
+    int k = snprintf(big, 64, "GET /c HTTP/1.1\r\nX-Big: ");
+    memset(big + k, 'a', n);
+    memcpy(big + k + n, "\r\n\r\n", 5);
+    refuse_bad(big, "HTTP/1.1 431 Request Header Fields Too Large\r\n",
+               NECTAR_ELIMIT);
+    free(big);
+}
+
 /* Non-HTTP bytes from the start are relayed unchanged. */
 static void raw_fallback(void)
 {
@@ -1174,6 +1210,7 @@ static const nectar_test_t tests[] = {
     {"cancel", cancel},
     {"cancel_in_hook", cancel_in_hook},
     {"alloc_failures", alloc_failures},
+    {"bad_requests", bad_requests},
     {"raw_fallback", raw_fallback},
     {"upload_rejected", upload_rejected},
     {"large_body", large_body},
