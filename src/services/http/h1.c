@@ -944,6 +944,25 @@ static void tunnel_data(h1_t *h, bool from_client, const uint8_t *buf,
         h->err = NECTAR_ENOMEM;
 }
 
+/* A request the relay cannot parse (or whose head is too large) and that
+ * nothing is answering yet gets 400 (431) and the connection closes once
+ * that is written; the relay still ends with the error. */
+static void refuse_request(h1_t *h)
+{
+    if ((h->err != NECTAR_EPARSE && h->err != NECTAR_ELIMIT) ||
+        h->qhead != NULL || h->mode != M_HTTP)
+        return;
+    bool big = h->err == NECTAR_ELIMIT;
+    if (nectar__http_buf_addf(
+            &h->to_client,
+            "HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n"
+            "%s: %s\r\n\r\n",
+            big ? 431 : 400,
+            big ? "Request Header Fields Too Large" : "Bad Request",
+            h->base.opts.observed_name, h->base.opts.observed_value) == 0)
+        h->base.drain_on_error = true;
+}
+
 /* The first bytes were not HTTP: relay the connection as raw bytes. */
 static void raw_fallback(h1_t *h)
 {
@@ -974,9 +993,9 @@ static void client_data(h1_t *h, const uint8_t *buf, size_t len)
     }
     size_t n =
         http_parser_execute(&h->reqp, &req_settings, (const char *)buf, len);
-    if (h->err != 0 || h->base.finishing)
+    if (h->base.finishing)
         return;
-    if (HTTP_PARSER_ERRNO(&h->reqp) != HPE_OK) {
+    if (h->err == 0 && HTTP_PARSER_ERRNO(&h->reqp) != HPE_OK) {
         if (!h->any_request && h->base.server != NULL) {
             raw_fallback(h);
             return;
@@ -984,6 +1003,9 @@ static void client_data(h1_t *h, const uint8_t *buf, size_t len)
         nectar__http_log(&h->base, NECTAR_LOG_DEBUG, "bad request: %s",
                          http_errno_name(HTTP_PARSER_ERRNO(&h->reqp)));
         h->err = NECTAR_EPARSE;
+    }
+    if (h->err != 0) {
+        refuse_request(h);
         return;
     }
     if (h->reqp.upgrade) {
@@ -1081,10 +1103,13 @@ static void on_read(h1_t *h, bool client, ssize_t nread, const uint8_t *buf)
     } else {
         server_data(h, buf, (size_t)nread);
     }
-    if (h->err != 0)
+    if (h->err != 0) {
+        if (b->drain_on_error) /* a refusal to deliver first */
+            nectar__http_write(b, b->client, &h->to_client);
         nectar__http_finish(b, h->err);
-    else
+    } else {
         flush(h); /* also after a clean finish: the last bytes go out */
+    }
     nectar__http_leave(b);
 }
 

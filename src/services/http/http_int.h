@@ -63,10 +63,10 @@ struct http_base {
     void *done_data;
     struct wreq *wlist; /* in-flight writes (buffers owned here) */
     unsigned writes_pending;
-    unsigned depth; /* nesting of nectar__http_enter */
-    bool finishing; /* finish requested: waiting for writes to drain */
-    bool cancelled; /* svc_http_cancel: done_cb never runs */
-    bool drain_on_error; /* a write failed: let the others complete */
+    unsigned depth;      /* nesting of nectar__http_enter */
+    bool finishing;      /* finish requested: waiting for writes to drain */
+    bool cancelled;      /* svc_http_cancel: done_cb never runs */
+    bool drain_on_error; /* an error, yet queued writes complete first */
     int finish_status;
     bool finished;
 };
@@ -86,8 +86,9 @@ void nectar__http_base_init(http_base_t *b, const http_base_ops_t *ops,
  * write; *out is left empty).  Returns 0 or an error. */
 int nectar__http_write(http_base_t *b, svc_stream_t *s, hbuf_t *out);
 
-/* Finish with status: after pending writes drain (status 0) or at once
- * (error), close both streams, run done_cb, destroy.  Idempotent. */
+/* Finish with status: after pending writes drain (status 0, or an error
+ * with drain_on_error set) or at once (error), close both streams, run
+ * done_cb, destroy.  Idempotent. */
 void nectar__http_finish(http_base_t *b, int status);
 
 /* Bracket every callback's work: the relay is destroyed only when the

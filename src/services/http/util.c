@@ -247,7 +247,7 @@ void nectar__http_finish(http_base_t *b, int status)
     b->finishing = true;
     if (b->depth > 0)
         return; /* nectar__http_leave completes */
-    if (status < 0 || b->writes_pending == 0)
+    if ((status < 0 && !b->drain_on_error) || b->writes_pending == 0)
         complete(b, true);
 }
 
