@@ -302,6 +302,17 @@ t_cleanup() {
     start_nectar
     inr nft list table inet nectar >/dev/null || fail "table not installed"
     inr ip rule show | grep -q "fwmark 0x6e63" || fail "rule not installed"
+    # A second run in the same namespace must not take the first one's
+    # table for a crashed run's leftovers.
+    if inr "$NECTAR" run --config "$W/cfg.json" >"$W/err" 2>&1; then
+        fail "a second run started"
+    fi
+    grep -q "another nectar run is active" "$W/err" ||
+        fail "no second-run error: $(cat "$W/err")"
+    inr nft list table inet nectar >/dev/null ||
+        fail "the second run removed the first run's table"
+    inc curl -sf -o /dev/null http://10.77.2.2:8080/bytes/1000 ||
+        fail "first run broken by the second"
     stop_nectar
     assert_clean "after SIGTERM"
     start_nectar

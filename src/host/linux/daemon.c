@@ -28,7 +28,9 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -68,6 +70,7 @@ struct daemon {
     nectar_host_t *host;
     uv_loop_t loop;
     int tcp_fd[2], udp_fd[2];
+    int claim_fd; /* the per-namespace run claim (claim_namespace) */
     uv_poll_t tcp_poll[2], udp_poll[2];
     uv_signal_t sig[3];
     uv_timer_t sweep;
@@ -868,6 +871,34 @@ static int adopt_bypass_gid(const nectar_linux_config_t *cfg,
     return 0;
 }
 
+/* One run per network namespace.  Removing "a stale table of a crashed
+ * run" must never remove the table of a live one, so a run first binds an
+ * abstract unix socket: the name is per network namespace and the kernel
+ * frees it when the process dies, even by kill -9.  Returns the fd. */
+static int claim_namespace(nectar_error_t *err)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return nectar_error_set(err, -errno, "unix socket: %s",
+                                strerror(errno));
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    static const char name[] = "nectar-run-" NECTAR_LINUX_TABLE;
+    memcpy(a.sun_path + 1, name, sizeof(name) - 1);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+                                sizeof(name) - 1);
+    if (bind(fd, (struct sockaddr *)&a, len) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EADDRINUSE)
+            return nectar_error_set(err, NECTAR_EBUSY,
+                                    "another nectar run is active in this "
+                                    "network namespace");
+        return nectar_error_set(err, -e, "claiming the namespace: %s",
+                                strerror(e));
+    }
+    return fd;
+}
+
 /* nft resolves `socket cgroupv2` paths under /sys/fs/cgroup when the rule
  * is loaded; check first so the error names the config key. */
 static int check_cgroups(const nectar_linux_config_t *cfg, nectar_error_t *err)
@@ -923,6 +954,7 @@ int nectar__linux_run(const nectar_linux_config_t *cfg,
     }
     d->cfg = cfg;
     d->tcp_fd[0] = d->tcp_fd[1] = d->udp_fd[0] = d->udp_fd[1] = -1;
+    d->claim_fd = -1;
     /* A peer that resets while a write is in flight must cost one flow, not
      * the daemon: stream writes (libuv's writev) raise SIGPIPE otherwise. */
     signal(SIGPIPE, SIG_IGN);
@@ -946,6 +978,13 @@ int nectar__linux_run(const nectar_linux_config_t *cfg,
         nectar_error_set(err, rc, "building the ruleset: out of memory");
         goto out_free;
     }
+    int claim = claim_namespace(err);
+    if (claim < 0) {
+        rc = claim;
+        rama_transparent_proxy_engine_stop(engine, 0);
+        goto out_free;
+    }
+    d->claim_fd = claim;
     nectar_error_t stale = {0};
     if (nectar__linux_nft_delete(&stale) == 0)
         nectar_log(NECTAR_LOG_WARN, TAG,
@@ -1003,6 +1042,8 @@ int nectar__linux_run(const nectar_linux_config_t *cfg,
 out_fds:
     close_fds(d);
 out_free:
+    if (d->claim_fd >= 0)
+        close(d->claim_fd);
     nectar__linux_ruleset_free(&rs);
     pthread_mutex_destroy(&d->lock);
     nectar_free(d);
