@@ -233,6 +233,13 @@ t_passthrough_sticky() {
     inr nft list set inet nectar sticky4 | grep -q "10.77.2.2 . udp . 5353" ||
         fail "UDP destination not in the sticky set"
     inc python3 "$HELP/udp_peers.py" 10.77.2.2 5353 8 2 || fail "UDP sticky"
+    # IPv6 goes sticky in its own set.
+    inc curl -sf -o /dev/null "http://[fd77:2::2]:8081/bytes/1000" ||
+        fail "IPv6 passthrough curl"
+    inr nft list set inet nectar sticky6 | grep -q "fd77:2::2 . tcp . 8081" ||
+        fail "IPv6 destination not in the sticky set"
+    inc curl -sf -o /dev/null "http://[fd77:2::2]:8081/bytes/1000" ||
+        fail "IPv6 sticky curl"
     stop_nectar
     # Relayed flows are logged by the daemon with their bytes at the end.
     n=$(count_log "flow udp passthrough app=.* dst=10.77.2.2:5353")
@@ -283,6 +290,9 @@ t_local_self() {
     inr curl -sf -o "$W/got" http://10.77.2.2:8080/bytes/200000 ||
         fail "local curl"
     [ "$(stat -c %s "$W/got")" = 200000 ] || fail "local size"
+    inr curl -sf -o "$W/got6" "http://[fd77:2::2]:8080/bytes/300000" ||
+        fail "local curl over IPv6"
+    [ "$(stat -c %s "$W/got6")" = 300000 ] || fail "local IPv6 size"
     inc curl -sf -o /dev/null http://10.77.2.2:8080/bytes/1000 ||
         fail "forwarded curl with local capture on"
     # UDP from the router itself: the engine's own UDP egress (opened by
@@ -291,6 +301,8 @@ t_local_self() {
     stop_nectar
     n=$(count_log "tcp intercept.*dst=10.77.2.2:8080")
     [ "$n" = 2 ] || fail "expected exactly 2 intercepted flows, saw $n"
+    n=$(count_log "tcp intercept.*dst=\[fd77:2::2\]:8080")
+    [ "$n" = 1 ] || fail "expected exactly 1 intercepted IPv6 flow, saw $n"
     n=$(count_log "udp intercept.*dst=10.77.2.2:5353")
     [ "$n" = 4 ] || fail "expected exactly 4 intercepted UDP flows, saw $n"
     grep -q "flow open tcp dst=10.77.2.2:8080 app=$(command -v curl)" \
