@@ -47,6 +47,7 @@
 #define UDP_MAX_DGRAM 65536
 #define ROUTE_CACHE 256
 #define ROUTE_TTL_MS 10000
+#define STICKY_CACHE 1024
 
 /* ---- 1. state and counters ---------------------------------------------- */
 
@@ -56,6 +57,13 @@ struct route_entry {
     struct sockaddr_storage dst;
     uint64_t at_ms;
     int ifindex;
+};
+
+/* A destination recently made sticky (sticky_add). */
+struct sticky_entry {
+    struct sockaddr_storage dst; /* with port */
+    int protocol;
+    uint64_t at_ms;
 };
 
 struct counters {
@@ -84,6 +92,7 @@ struct daemon {
     pthread_mutex_t lock;
     struct udp_flow *closed;
     struct route_entry routes[ROUTE_CACHE];
+    struct sticky_entry sticky[STICKY_CACHE];
     struct counters n;
     uint8_t dgram[UDP_MAX_DGRAM];
 };
@@ -231,10 +240,32 @@ static void build_meta(struct daemon *d, int protocol,
 
 /* ---- 3. TCP ----------------------------------------------------------------- */
 
+/* Was (protocol, dst) made sticky in the first half of its timeout?  Then
+ * the kernel entry still stands and another nft transaction (a few hundred
+ * microseconds on the front thread) is skipped.  Records it otherwise. */
+static bool sticky_recent(struct daemon *d, int protocol,
+                          const struct sockaddr_storage *dst)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)protocol;
+    const uint8_t *p = (const uint8_t *)dst;
+    for (size_t i = 0; i < sa_len((const struct sockaddr *)dst); i++)
+        h = (h ^ p[i]) * 16777619u;
+    struct sticky_entry *e = &d->sticky[h % STICKY_CACHE];
+    uint64_t now = now_ms();
+    uint64_t half = (uint64_t)d->cfg->sticky_timeout_s * 500u;
+    if (e->at_ms != 0 && e->protocol == protocol && now - e->at_ms < half &&
+        same_addr(&e->dst, dst))
+        return true;
+    e->dst = *dst;
+    e->protocol = protocol;
+    e->at_ms = now;
+    return false;
+}
+
 static void sticky_add(struct daemon *d, int protocol,
                        const struct sockaddr_storage *dst)
 {
-    if (!d->cfg->sticky_passthrough)
+    if (!d->cfg->sticky_passthrough || sticky_recent(d, protocol, dst))
         return;
     char ip[INET6_ADDRSTRLEN];
     ip_text((const struct sockaddr *)dst, ip, sizeof(ip));
