@@ -198,8 +198,13 @@ struct ex_tcp {
     uint8_t *buf;
     size_t len;
     int peek_status;
-    int flushing;
-    bool flush_failed;
+    /* The remote is watched during the peek: a server that speaks first
+     * (SMTP, FTP, a database) ends the peek at once. */
+    svc_peek_t *opeek;
+    uint8_t *obuf; /* what the remote said, for the app */
+    size_t olen;
+    int out_end;  /* the remote ended during the peek (its status) */
+    int flushing; /* peeked bytes being written out before a promote */
     svc_relay_t *relay;
     struct ex_chain *chains;
     bool finished;
@@ -742,28 +747,66 @@ static void on_flushed(svc_stream_t *s, int status, void *data)
 {
     (void)s;
     struct ex_tcp *t = data;
-    nectar_free(t->buf);
-    t->buf = NULL;
-    t->len = 0;
     if (status != 0) {
         flow_end(t);
         return;
     }
-    promote_now(t);
+    if (--t->flushing == 0) {
+        nectar_free(t->buf);
+        nectar_free(t->obuf);
+        t->buf = t->obuf = NULL;
+        t->len = t->olen = 0;
+        promote_now(t);
+    }
 }
 
-/* The peeked bytes go to the remote before the host takes over, so the
+static void on_written(svc_stream_t *s, int status, void *data)
+{
+    (void)s;
+    (void)status;
+    (void)data;
+}
+
+/* The peeked bytes (both ways) go out before the host takes over, so the
  * hand-over loses and duplicates nothing. */
 static void promote(struct ex_tcp *t, const char *why)
 {
     nectar_log(NECTAR_LOG_DEBUG, EX_TAG, "flow=%llu %s: promoting",
                (unsigned long long)t->id, why);
-    if (t->len == 0) {
-        promote_now(t);
+    if (t->out_end != 0) {
+        /* The remote already left: relay what remains (the app may still
+         * be told so), nothing to hand over. */
+        bool app_ended = t->peek_status != 0 &&
+                         t->peek_status != NECTAR_ETIMEDOUT &&
+                         t->peek_status != NECTAR_ELIMIT;
+        t->out = ended_new(t->out, t->out_end);
+        if (t->out != NULL && app_ended)
+            t->in = ended_new(t->in, t->peek_status);
+        if (t->out == NULL || t->in == NULL ||
+            (t->len > 0 &&
+             svc_write(t->out, t->buf, t->len, on_written, NULL) != 0)) {
+            flow_end(t);
+            return;
+        }
+        flow_relay(t);
         return;
     }
-    if (svc_write(t->out, t->buf, t->len, on_flushed, t) != 0)
-        flow_end(t);
+    t->flushing = 1; /* held until both writes are queued */
+    if (t->len > 0) {
+        t->flushing++;
+        if (svc_write(t->out, t->buf, t->len, on_flushed, t) != 0) {
+            flow_end(t);
+            return;
+        }
+    }
+    if (t->olen > 0) {
+        t->flushing++;
+        if (svc_write(t->in, t->obuf, t->olen, on_flushed, t) != 0) {
+            flow_end(t);
+            return;
+        }
+    }
+    on_flushed(NULL, 0, t);
 }
 
 /* Hands the raw streams (ingress replaying the peeked bytes) to a top
@@ -787,13 +830,23 @@ static struct ex_chain *top_chain(struct ex_tcp *t, const char *host,
         flow_end(t);
         return NULL;
     }
-    struct ex_chain *ch = chain_new(t, c, t->out, host, false);
+    svc_stream_t *s = t->out;
+    if (t->olen > 0)
+        s = svc_stream_prefix(s, t->obuf, t->olen);
+    if (s != NULL && t->out_end != 0)
+        s = ended_new(s, t->out_end);
+    t->out = NULL;
+    nectar_free(t->obuf);
+    t->obuf = NULL;
+    t->olen = 0;
+    struct ex_chain *ch = s ? chain_new(t, c, s, host, false) : NULL;
     if (ch == NULL) {
         svc_close(c);
+        if (s != NULL)
+            svc_close(s);
         flow_end(t);
         return NULL;
     }
-    t->out = NULL;
     ch->top = true;
     return ch;
 }
@@ -846,6 +899,21 @@ static void dispatch_socks5(struct ex_tcp *t)
     chain_socks5(ch, greeting, len);
 }
 
+static void stop_watching_remote(struct ex_tcp *t)
+{
+    if (t->opeek == NULL)
+        return;
+    size_t n = 0;
+    uint8_t *b = svc_peek_cancel(t->opeek, &n);
+    t->opeek = NULL;
+    if (n > 0) {
+        t->obuf = b;
+        t->olen = n;
+    } else {
+        nectar_free(b);
+    }
+}
+
 static void on_peeked(int status, uint8_t *buf, size_t len, void *data)
 {
     struct ex_tcp *t = data;
@@ -853,6 +921,7 @@ static void on_peeked(int status, uint8_t *buf, size_t len, void *data)
     t->buf = buf;
     t->len = len;
     t->peek_status = status;
+    stop_watching_remote(t);
     nectar_log(NECTAR_LOG_DEBUG, EX_TAG, "flow=%llu peeked %zu bytes: %s%s",
                (unsigned long long)t->id, len, kind_name(t->v.kind),
                status == NECTAR_ETIMEDOUT ? " (timeout)" : "");
@@ -870,6 +939,46 @@ static void on_peeked(int status, uint8_t *buf, size_t len, void *data)
         promote(t, kind_name(t->v.kind));
         break;
     }
+}
+
+/* ---- watching the remote during the peek -------------------------------- */
+
+static bool any_byte(const uint8_t *buf, size_t len, bool final, void *data)
+{
+    (void)buf;
+    (void) final;
+    (void)data;
+    return len > 0;
+}
+
+static void on_remote_peeked(int status, uint8_t *buf, size_t len, void *data)
+{
+    struct ex_tcp *t = data;
+    t->opeek = NULL;
+    if (len == 0) {
+        /* The remote ended without a word; the app's peek decides. */
+        nectar_free(buf);
+        t->out_end = status != 0 ? status : NECTAR_EOF;
+        return;
+    }
+    t->obuf = buf;
+    t->olen = len;
+    if (status != 0 && status != NECTAR_ELIMIT)
+        t->out_end = status;
+    if (t->peek == NULL)
+        return; /* the app's peek already decided (and dispatched) */
+    /* A server that speaks first: not TLS, not HTTP.  Stop the app's
+     * peek and hand the flow over with both sides' bytes. */
+    size_t n = 0;
+    t->buf = svc_peek_cancel(t->peek, &n);
+    t->len = n;
+    t->peek = NULL;
+    t->peek_status = 0;
+    t->v.kind = K_OTHER;
+    nectar_log(NECTAR_LOG_DEBUG, EX_TAG,
+               "flow=%llu the remote spoke first (%zu bytes)",
+               (unsigned long long)t->id, len);
+    promote(t, "server-first protocol");
 }
 
 /* ---- service vtable ----------------------------------------------------- */
@@ -898,8 +1007,12 @@ static void tcp_start(void *svc, nectar_tcp_flow_t *flow)
     }
     t->peek =
         svc_peek_start(t->in, t->peek_ms, PEEK_MAX, flow_judge, on_peeked, t);
-    if (t->peek == NULL)
+    if (t->peek == NULL) {
         flow_end(t);
+        return;
+    }
+    t->opeek =
+        svc_peek_start(t->out, 0, PEEK_MAX, any_byte, on_remote_peeked, t);
 }
 
 /* Stops everything; the engine finishes the flow after cancel. */
@@ -909,6 +1022,11 @@ static void teardown(struct ex_tcp *t)
         size_t n;
         nectar_free(svc_peek_cancel(t->peek, &n));
         t->peek = NULL;
+    }
+    if (t->opeek != NULL) {
+        size_t n;
+        nectar_free(svc_peek_cancel(t->opeek, &n));
+        t->opeek = NULL;
     }
     while (t->chains != NULL)
         chain_free(t->chains);
@@ -922,7 +1040,8 @@ static void teardown(struct ex_tcp *t)
         svc_close(t->out);
     t->in = t->out = NULL;
     nectar_free(t->buf);
-    t->buf = NULL;
+    nectar_free(t->obuf);
+    t->buf = t->obuf = NULL;
 }
 
 static void tcp_cancel(void *svc, nectar_tcp_flow_t *flow, int reason)

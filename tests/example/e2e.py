@@ -860,6 +860,50 @@ def t_no_sni(env):
         check(html.count(BADGE_ID) == 1, "badge over %s" % host)
 
 
+def t_server_first(env):
+    """A protocol where the server speaks first (an SMTP-like banner): the
+    banner reaches the app at once, not after the peek timeout, and the
+    flow is promoted with both sides byte-exact."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    port = ls.getsockname()[1]
+
+    def serve():
+        c, _ = ls.accept()
+        c.sendall(b"220 banner.test ESMTP ready\r\n")
+        data = b""
+        while not data.endswith(b"QUIT\r\n"):
+            d = c.recv(65536)
+            if not d:
+                break
+            data += d
+        c.sendall(b"221 bye, got %d bytes\r\n" % len(data))
+        c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    sim = env.sim(port, example_cfg(env.pki, peek_duration_s=5.0))
+    s = socket.create_connection(("127.0.0.1", sim.port))
+    s.settimeout(10)
+    t0 = time.time()
+    banner = s.recv(100)
+    waited = time.time() - t0
+    check(banner == b"220 banner.test ESMTP ready\r\n", "banner %r" % banner)
+    check(waited < 2.0, "banner after %.2f s (peek is 5 s)" % waited)
+    body = b"EHLO client\r\n" + os.urandom(100000) + b"QUIT\r\n"
+    s.sendall(body)
+    reply = b""
+    while True:
+        d = s.recv(1000)
+        if not d:
+            break
+        reply += d
+    s.close()
+    check(reply == b"221 bye, got %d bytes\r\n" % len(body), "reply %r" % reply)
+    check("+promoted" in sim.flows(1)[0], "promoted: %s" % sim.lines)
+    ls.close()
+
+
 class Env:
     def __init__(self, sim_path):
         self.sim_path = sim_path
@@ -897,7 +941,7 @@ TESTS = {
     "websocket": t_websocket, "udp": t_udp, "admission": t_admission,
     "socks5": t_socks5, "connect": t_connect, "hijack": t_hijack,
     "concurrent": t_concurrent, "upstream_closes": t_upstream_closes,
-    "no_sni": t_no_sni,
+    "no_sni": t_no_sni, "server_first": t_server_first,
 }
 
 

@@ -34,6 +34,7 @@ typedef struct tstream {
     size_t src_off;
     bool ended;   /* END_STREAM received */
     bool is_head; /* a HEAD request */
+    bool trailer; /* send a trailer field after the body */
     bool closed;
     uint32_t code;
 } tstream_t;
@@ -94,8 +95,6 @@ static ssize_t src_read(nghttp2_session *sess, int32_t id, uint8_t *buf,
                         size_t len, uint32_t *flags, nghttp2_data_source *src,
                         void *user)
 {
-    (void)sess;
-    (void)id;
     (void)user;
     tstream_t *t = src->ptr;
     size_t n = t->src_len - t->src_off;
@@ -103,8 +102,15 @@ static ssize_t src_read(nghttp2_session *sess, int32_t id, uint8_t *buf,
         n = len;
     memcpy(buf, t->src + t->src_off, n);
     t->src_off += n;
-    if (t->src_off == t->src_len)
+    if (t->src_off == t->src_len) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (t->trailer) {
+            nghttp2_nv tr[] = {
+                {(uint8_t *)"x-checksum", (uint8_t *)"abc", 10, 3, 0}};
+            CHECK_EQ(nghttp2_submit_trailer(sess, id, tr, 1), 0);
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+    }
     return (ssize_t)n;
 }
 
@@ -193,6 +199,12 @@ static void answer(tpeer_t *p, tstream_t *t)
              12, 24, 0},
         };
         CHECK_EQ(nghttp2_submit_response(p->sess, t->id, nv, 2, &prd), 0);
+    } else if (strncmp(t->path, "/trail/", 7) == 0) {
+        t->src = (const uint8_t *)"t";
+        t->src_len = 1;
+        t->trailer = true; /* answered with the same trailer */
+        nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0}};
+        CHECK_EQ(nghttp2_submit_response(p->sess, t->id, nv, 1, &prd), 0);
     } else {
         int idx = (int)(t - p->st) % NSTREAMS;
         snprintf(post_reply[idx], sizeof(post_reply[idx]), "got=%zu", t->blen);
@@ -548,6 +560,28 @@ static void interim_and_rules(void)
     fx_close(&f);
 }
 
+/* Trailer fields cross the relay both ways. */
+static void trailers(void)
+{
+    fx_t f;
+    tpeer_t c, s;
+    start_pair(&f, &c, &s);
+    client_request(&c, "POST", "a.test", "/trail/1", post_body, 3000);
+    c.st[0].trailer = true;
+    flush_peer(&c);
+    both_t b = {&c, 1};
+    CHECK(mem_run_until(&f.loop, all_closed, &b, 5000));
+    CHECK_EQ(c.st[0].code, 0);
+    CHECK_EQ(s.n, 1);
+    CHECK_EQ(s.st[0].blen, 3000);
+    CHECK(strstr(s.st[0].head, "x-checksum: abc\n") != NULL);
+    CHECK(strstr(c.st[0].head, "x-checksum: abc\n") != NULL);
+    CHECK_EQ(c.st[0].blen, 1);
+    peer_free(&c);
+    peer_free(&s);
+    fx_close(&f);
+}
+
 static void server_reset(void)
 {
     fx_t f;
@@ -578,6 +612,7 @@ static const nectar_test_t tests[] = {
     {"server_goaway", server_goaway},
     {"alloc_failures", alloc_failures},
     {"interim_and_rules", interim_and_rules},
+    {"trailers", trailers},
     {"server_reset", server_reset},
     {NULL, NULL},
 };
