@@ -82,8 +82,9 @@ typedef struct h2s {
     size_t down_unconsumed; /* server DATA bytes not yet consumed */
     bool up_eof, down_eof;
     bool up_deferred, down_deferred;
-    bool responded; /* response HEADERS submitted to the client */
-    bool trailers;  /* res holds trailers to send after the body */
+    bool responded;   /* response HEADERS submitted to the client */
+    bool trailers;    /* res holds trailers to send after the body */
+    bool up_trailers; /* req holds trailers to send after the body */
     bool head;
     bool badge_ok;
     badge_t *badge;
@@ -340,6 +341,19 @@ static void consume(nghttp2_session *sess, int32_t id, const bodyq_t *q,
 
 /* ---- 3. data providers --------------------------------------------------- */
 
+/* Trailers after the last DATA (the caller then sets NO_END_STREAM). */
+static int submit_trailers(h2_t *h, nghttp2_session *sess, int32_t id,
+                           const hfields_t *f)
+{
+    size_t count;
+    nghttp2_nv *nv = fields_nv(h, f, NULL, false, &count);
+    if (nv == NULL)
+        return NECTAR_ENOMEM;
+    int rc = nghttp2_submit_trailer(sess, id, nv, count);
+    nectar_free(nv);
+    return rc == 0 ? 0 : NECTAR_EIO;
+}
+
 static ssize_t read_up(nghttp2_session *sess, int32_t id, uint8_t *buf,
                        size_t len, uint32_t *flags, nghttp2_data_source *src,
                        void *user)
@@ -352,6 +366,8 @@ static ssize_t read_up(nghttp2_session *sess, int32_t id, uint8_t *buf,
     consume(h->cs, st->cid, &st->up, &st->up_unconsumed);
     if (bodyq_len(&st->up) == 0 && st->up_eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->up_trailers && submit_trailers(h, sess, id, &st->req) == 0)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         return (ssize_t)n;
     }
     if (n == 0) {
@@ -359,12 +375,6 @@ static ssize_t read_up(nghttp2_session *sess, int32_t id, uint8_t *buf,
         return NGHTTP2_ERR_DEFERRED;
     }
     return (ssize_t)n;
-}
-
-static bool drop_nothing(const char *name)
-{
-    (void)name;
-    return false;
 }
 
 static ssize_t read_down(nghttp2_session *sess, int32_t id, uint8_t *buf,
@@ -378,14 +388,8 @@ static ssize_t read_down(nghttp2_session *sess, int32_t id, uint8_t *buf,
         consume(h->ss, st->sid, &st->down, &st->down_unconsumed);
     if (bodyq_len(&st->down) == 0 && st->down_eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (st->trailers) {
-            size_t count;
-            nghttp2_nv *nv =
-                fields_nv(h, &st->res, drop_nothing, false, &count);
-            if (nv != NULL && nghttp2_submit_trailer(sess, id, nv, count) == 0)
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nectar_free(nv);
-        }
+        if (st->trailers && submit_trailers(h, sess, id, &st->res) == 0)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         return (ssize_t)n;
     }
     if (n == 0) {
@@ -434,8 +438,10 @@ static int c_header(nghttp2_session *sess, const nghttp2_frame *fr,
     (void)flags;
     (void)user;
     h2s_t *st = nghttp2_session_get_stream_user_data(sess, fr->hd.stream_id);
-    if (st == NULL || st->sid != 0)
-        return 0; /* request trailers are not relayed */
+    /* Before submission: the request head; after: its trailers (req is
+     * emptied at submission).  A local answer needs neither. */
+    if (st == NULL || (st->sid == 0 && st->responded))
+        return 0;
     if (fields_add(&st->req, name, nl, value, vl) != 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
     return 0;
@@ -552,6 +558,7 @@ static int c_frame_recv(nghttp2_session *sess, const nghttp2_frame *fr,
     }
     if ((fr->hd.type == NGHTTP2_DATA || fr->hd.type == NGHTTP2_HEADERS) &&
         end) {
+        st->up_trailers = fr->hd.type == NGHTTP2_HEADERS && st->req.n > 0;
         st->up_eof = true;
         resume_up(h, st);
     }
