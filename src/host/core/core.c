@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -426,6 +427,17 @@ static void stop_loops(nectar_host_t *h)
     }
 }
 
+/* Socket writes go through libuv's writev, which raises SIGPIPE when a
+ * peer is gone; a proxy must survive that.  Only a default disposition is
+ * changed: a process that installed its own handler keeps it. */
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+        !(old.sa_flags & SA_SIGINFO))
+        signal(SIGPIPE, SIG_IGN);
+}
+
 int nectar__host_new(RamaTransparentProxyEngine *engine,
                      const nectar_host_hooks_t *hooks,
                      const nectar_host_options_t *opts, nectar_host_t **out,
@@ -436,6 +448,7 @@ int nectar__host_new(RamaTransparentProxyEngine *engine,
     nectar_host_t *h = nectar_calloc(1, sizeof(*h));
     if (h == NULL)
         return nectar_error_set(err, NECTAR_ENOMEM, "host: out of memory");
+    ignore_sigpipe();
     h->engine = engine;
     h->hooks = *hooks;
     resolve_options(h, opts);

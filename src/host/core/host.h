@@ -170,7 +170,9 @@ typedef struct nectar_host_stats {
  * Create a host core around `engine` and start its loop threads.  The core
  * takes ownership of `engine` on success (it stops it in
  * nectar__host_stop); on failure the caller keeps it.  hooks is copied;
- * opts may be NULL.  Reads the engine's proxy config once.
+ * opts may be NULL.  Reads the engine's proxy config once.  Sets SIGPIPE
+ * to ignored if it still has its default disposition (socket writes to a
+ * vanished peer must not kill the process).
  * Returns 0 or NECTAR_EINVAL / NECTAR_ENOMEM / a -errno from thread or
  * loop creation, described in *err.
  */

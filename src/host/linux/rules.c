@@ -8,7 +8,8 @@
  *   prerouting (filter, mangle priority)    forwarded traffic, and the
  *     packets the output chain rerouted to lo
  *     - not TCP/UDP, or carrying nectar's bypass mark    -> return
- *     - a TCP packet of an established transparent socket -> mark, accept
+ *     - a packet of a flow nectar already serves          -> to it
+ *       (TCP: mark, accept; UDP: tproxy, which picks the reply socket)
  *     - marked by output (local capture)                 -> tproxy
  *     - wrong interface, to a local/broadcast/multicast
  *       address, or in the sticky-passthrough sets       -> return
@@ -284,13 +285,24 @@ static void emit_prerouting(struct emit *e, const struct matcher *ms, size_t n,
     sb_printf(e->b, "\tchain prerouting {\n\t\ttype filter hook prerouting "
                     "priority mangle; policy accept;\n");
     emit_common_skips(e);
-    /* TCP only: tproxy assigns a UDP datagram to its socket itself, while
-     * this shortcut would leave the choice to the normal lookup, which can
-     * miss a reply socket caught between its bind and its connect. */
+    /* Packets of flows nectar already serves go back to it before any
+     * sticky or exclude rule can send them elsewhere.  TCP: the normal
+     * lookup finds the established socket.  UDP: tproxy itself assigns the
+     * datagram (the normal lookup could miss a reply socket caught between
+     * its bind and its connect; the daemon sorts datagrams by source). */
     sb_printf(e->b,
               "\t\tmeta l4proto tcp socket transparent 1 meta mark set 0x%x "
               "accept\n",
               c->fwmark);
+    if (c->udp_port != 0) {
+        static const int fams[2] = {AF_INET, AF_INET6};
+        for (int f = 0; f < 2; f++) {
+            sb_printf(e->b, "\t\tmeta nfproto %s meta l4proto udp socket "
+                            "transparent 1",
+                      fams[f] == AF_INET ? "ipv4" : "ipv6");
+            emit_tproxy(e, fams[f], IPPROTO_UDP);
+        }
+    }
     if (c->capture_local) {
         /* Already classified by the output chain. */
         static const struct matcher any;
