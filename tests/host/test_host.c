@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "harness/test.h"
@@ -723,6 +724,47 @@ static void test_chaos(void)
     server_stop(srv);
 }
 
+/* ---- soak (label long) -------------------------------------------------- */
+
+/* Thousands of idle intercepted flows at once, then stop with all of them
+ * live: the registry, the loops and stop scale, and nothing is left. */
+static void test_soak_idle_flows(void)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    /* Four descriptors per flow live in this process (client, the sim's
+     * two, the server's). */
+    long n = ((long)rl.rlim_cur - 200) / 4;
+    if (n > 4000)
+        n = 4000;
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    sim_up(AF_INET, tport, "{}", false, NULL);
+    int *fds = calloc((size_t)n, sizeof(int));
+    for (long i = 0; i < n; i++) {
+        fds[i] = open_client();
+        uint32_t hdr[4] = {M_ECHO, (uint32_t)i, 0, 0};
+        char c = 'k';
+        CHECK_EQ(send(fds[i], hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+        CHECK_EQ(send(fds[i], &c, 1, 0), 1);
+        CHECK_EQ(recv(fds[i], &c, 1, MSG_WAITALL), 1);
+    }
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.tcp_live, (uint64_t)n);
+    uint64_t t0 = nectar_test_now_ms();
+    sim_down(); /* every flow still live */
+    printf("soak: %ld live flows stopped in %llu ms\n", n,
+           (unsigned long long)(nectar_test_now_ms() - t0));
+    CHECK_EQ(nreports(), MAX_REPORTS < n ? MAX_REPORTS : n);
+    for (long i = 0; i < n; i++)
+        close(fds[i]);
+    free(fds);
+    server_stop(srv);
+}
+
 /* ---- UDP ---------------------------------------------------------------- */
 
 /* n clients, each sends `per` datagrams (sizes vary, one empty) and waits
@@ -941,6 +983,7 @@ static const nectar_test_t tests[] = {
     {"udp_ipv6", test_udp_ipv6},
     {"udp_passthrough", test_udp_passthrough},
     {"chaos", test_chaos},
+    {"soak_idle_flows", test_soak_idle_flows},
     {"curl", test_curl},
     {"no_fd_leak", test_no_fd_leak},
     {"admission_hard_cap", test_admission_hard_cap},
