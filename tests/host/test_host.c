@@ -846,6 +846,40 @@ static void test_udp_passthrough(void)
     udp_echo_stop(echo);
 }
 
+/* The UDP idle watchdog ends a quiet flow; a new datagram from the same
+ * client then opens a new flow. */
+static void test_udp_idle(void)
+{
+    uint16_t eport = 0;
+    struct udp_echo *echo = udp_echo_start(AF_INET, &eport);
+    fx_host.udp_idle_timeout_ms = 200;
+    sim_up(AF_INET, eport, "{}", true, NULL);
+    fx_host.udp_idle_timeout_ms = 0;
+    struct sockaddr_storage sa;
+    nectar_sim_listen_addr(fx.sim, &sa);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(struct sockaddr_in)),
+             0);
+    for (int round = 0; round < 2; round++) {
+        char b = (char)('a' + round);
+        CHECK_EQ(send(fd, &b, 1, 0), 1);
+        struct pollfd p = {fd, POLLIN, 0};
+        CHECK_EQ(poll(&p, 1, 2000), 1);
+        CHECK_EQ(recv(fd, &b, 1, 0), 1);
+        CHECK_EQ(b, (char)('a' + round));
+        wait_reports(round + 1); /* idle after 200 ms */
+        CHECK_STR_EQ(fx.reports[round].reason, "idle");
+        CHECK_EQ(fx.reports[round].bytes_c2s, 1);
+        CHECK_EQ(fx.reports[round].bytes_s2c, 1);
+    }
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.udp_total, 2);
+    close(fd);
+    sim_down();
+    udp_echo_stop(echo);
+}
+
 static void test_udp_ipv4(void)
 {
     udp_round_trips(AF_INET, 24, 12);
@@ -982,6 +1016,7 @@ static const nectar_test_t tests[] = {
     {"udp_ipv4", test_udp_ipv4},
     {"udp_ipv6", test_udp_ipv6},
     {"udp_passthrough", test_udp_passthrough},
+    {"udp_idle", test_udp_idle},
     {"chaos", test_chaos},
     {"soak_idle_flows", test_soak_idle_flows},
     {"curl", test_curl},
