@@ -156,6 +156,11 @@ static void rules_match_all(void)
             "mark set 0x6e63 accept");
     HAS(rs, "meta nfproto ipv6 meta l4proto udp tproxy ip6 to :15001");
     HAS(rs, "meta mark 0x6e64 return");
+    /* flows nectar already serves return to it before the sticky sets */
+    HAS(rs, "meta nfproto ipv6 meta l4proto udp socket transparent 1 tproxy "
+            "ip6 to :15001");
+    CHECK_LT(strstr(rs.nft, "udp socket transparent 1") - rs.nft,
+             strstr(rs.nft, "@sticky4") - rs.nft);
     HAS(rs, "fib daddr type { local, broadcast, multicast } return");
     HAS(rs, "ct mark 0x6e64 return");
     HAS(rs, "ct state new ip daddr . meta l4proto . th dport @sticky4 ct mark "
@@ -225,7 +230,8 @@ static void rules_invalid_skipped(void)
     LACKS(rs, "meta nfproto ipv4 meta l4proto tcp return");
     LACKS(rs, "meta nfproto ipv4 meta l4proto udp return");
     LACKS(rs, "example");
-    CHECK_EQ(count(rs.nft, "tproxy"), 2); /* tcp v4 + v6 */
+    CHECK_EQ(count(rs.nft, "l4proto tcp tproxy"), 2); /* tcp v4 + v6 */
+    CHECK_EQ(count(rs.nft, "l4proto udp tproxy"), 0);
     nectar__linux_ruleset_free(&rs);
 }
 
