@@ -130,7 +130,8 @@ RamaTcpDeliverStatus wpump_enqueue(struct wpump *p, const uint8_t *buf,
     struct wchunk *c = wchunk_new(len);
     if (c == NULL) {
         /* Out of memory: report PAUSED so the engine retries after the
-         * next drain edge instead of losing bytes. */
+         * next drain edge instead of losing bytes; with nothing queued the
+         * flush fires that edge itself. */
         p->paused_signaled = true;
         bool idle = p->pending == 0;
         pthread_mutex_unlock(&p->lock);
@@ -230,7 +231,15 @@ void wpump_flush(struct wpump *p)
                    p->pending == 0;
         if (fin)
             p->closed = true;
+        /* A PAUSED with nothing queued (the copy failed for lack of
+         * memory) still owes the engine a drain edge, or it would park
+         * until its 60 s backstop. */
+        bool retry = can_write && p->head == NULL && p->paused_signaled;
+        if (retry)
+            p->paused_signaled = false;
         pthread_mutex_unlock(&p->lock);
+        if (retry)
+            p->ops->drain_edge(p, true, false);
         if (fin)
             fire_drained(p);
         return;
