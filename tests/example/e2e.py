@@ -904,6 +904,43 @@ def t_server_first(env):
     ls.close()
 
 
+def _proc_stats(pid):
+    rss = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    fds = len(os.listdir("/proc/%d/fd" % pid))
+    return rss, fds
+
+
+def t_soak(env):
+    """Many intercepted flows one after another (label long): descriptors
+    come back and memory stays flat once the caches are warm."""
+    pki, sim = env.pki, env.https_sim()
+    ca = ["--cacert", pki.mitm_ca] + resolve(sim.port)
+    rounds = int(os.environ.get("SOAK_ROUNDS", "600"))
+
+    def batch(n):
+        for i in range(0, n, 20):
+            args = []
+            for _ in range(20):
+                args += [url(sim.port, "/page.html"), "-o", "/dev/null"]
+            rc, _, err = curl(ca + ["-H", "Connection: close"] + args)
+            check(rc == 0, "curl: " + err)
+
+    batch(100)  # warm up: leaf, sessions, allocator
+    time.sleep(0.5)
+    rss0, fds0 = _proc_stats(sim.p.pid)
+    batch(rounds)
+    time.sleep(1.0)
+    rss1, fds1 = _proc_stats(sim.p.pid)
+    print("soak: %d flows, rss %d -> %d KiB, fds %d -> %d" % (
+        rounds, rss0, rss1, fds0, fds1))
+    check(fds1 <= fds0 + 2, "descriptors leak: %d -> %d" % (fds0, fds1))
+    check(rss1 <= rss0 + 8192, "memory grows: %d -> %d KiB" % (rss0, rss1))
+
+
 class Env:
     def __init__(self, sim_path):
         self.sim_path = sim_path
@@ -942,6 +979,7 @@ TESTS = {
     "socks5": t_socks5, "connect": t_connect, "hijack": t_hijack,
     "concurrent": t_concurrent, "upstream_closes": t_upstream_closes,
     "no_sni": t_no_sni, "server_first": t_server_first,
+    "soak": t_soak,
 }
 
 
