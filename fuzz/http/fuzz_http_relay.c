@@ -5,8 +5,9 @@
  * never crash, leak or hang, whatever either side sends.
  *
  * Input layout: byte 0 = options (bit 0: HTTP/2; bits 1-3: read slice;
- * bit 4: server bytes first), then the client bytes, the separator
- * "\xff\xfe\xfd", then the server bytes.
+ * bit 4: server bytes first; bit 5: HTTP/2 connection prefaces sent
+ * first, so frames get past the handshake), then the client bytes, the
+ * separator "\xff\xfe\xfd", then the server bytes.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -78,6 +79,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         svc_close(rc);
         svc_close(rs);
         done = true;
+    }
+    if (flags & 0x20) {
+        static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        static const uint8_t settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+        mem_send(cli, preface, sizeof(preface) - 1);
+        mem_send(cli, settings, sizeof(settings));
+        mem_send(srv, settings, sizeof(settings));
     }
     if (flags & 0x10) {
         mem_send(srv, sbytes, slen);
