@@ -1184,6 +1184,41 @@ static void large_body(void)
     free(body);
 }
 
+/* The same towards a client that reads slowly: the relay stops reading
+ * the server, and the download arrives intact once the client reads. */
+static void large_download(void)
+{
+    fx_t f;
+    fx_init(&f);
+    fx_start(&f, false);
+    size_t total = 4u << 20;
+    uint8_t *body = malloc(total);
+    for (size_t i = 0; i < total; i++)
+        body[i] = (uint8_t)(i * 29 + (i >> 13));
+    mem_send_str(f.cli, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+    fx_wait_count(&f, &f.srv_in, "\r\n\r\n", 1);
+    svc_read_stop(f.cli);
+    char hdr[128];
+    snprintf(hdr, sizeof(hdr),
+             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+             "Content-Length: %zu\r\n\r\n",
+             total);
+    mem_send_str(f.srv, hdr);
+    for (size_t off = 0; off < total; off += 65536)
+        svc_write(f.srv, body + off, 65536, NULL, NULL);
+    mem_run_turns(&f.loop, 200);
+    CHECK_GT(svc_write_queue_size(f.srv), total / 2);
+    mem_collect(f.cli, &f.cli_in);
+    for (int i = 0; i < 100000 && f.cli_in.len < total + strlen(hdr); i++)
+        mem_run_turns(&f.loop, 1);
+    const char *end = strstr(mem_sink_str(&f.cli_in), "\r\n\r\n") + 4;
+    size_t off = (size_t)(end - (const char *)f.cli_in.data);
+    CHECK_EQ(f.cli_in.len - off, total);
+    CHECK_MEM_EQ(f.cli_in.data + off, body, total);
+    fx_close(&f);
+    free(body);
+}
+
 static const nectar_test_t tests[] = {
     {"header_once", header_once},
     {"keepalive_pipelining", keepalive_pipelining},
@@ -1214,6 +1249,7 @@ static const nectar_test_t tests[] = {
     {"raw_fallback", raw_fallback},
     {"upload_rejected", upload_rejected},
     {"large_body", large_body},
+    {"large_download", large_download},
     {NULL, NULL},
 };
 
