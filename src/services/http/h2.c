@@ -591,9 +591,15 @@ static int c_stream_close(nghttp2_session *sess, int32_t id, uint32_t code,
     if (st == NULL)
         return 0;
     st->c_closed = true;
-    if (st->sid > 0 && !st->s_closed)
-        nghttp2_submit_rst_stream(h->ss, NGHTTP2_FLAG_NONE, st->sid,
-                                  code ? code : NGHTTP2_CANCEL);
+    /* The server stream outlives it only when the client reset it, or the
+     * server answered in full before reading the whole request (then
+     * NO_ERROR tells it to stop sending, RFC 9113 §8.1). */
+    if (st->sid > 0 && !st->s_closed) {
+        uint32_t why = code           ? code
+                       : st->down_eof ? NGHTTP2_NO_ERROR
+                                      : NGHTTP2_CANCEL;
+        nghttp2_submit_rst_stream(h->ss, NGHTTP2_FLAG_NONE, st->sid, why);
+    }
     stream_maybe_free(h, st);
     return 0;
 }
