@@ -233,6 +233,19 @@ def start_http():
     return srv, srv.server_address[1]
 
 
+def _accept_loop(ls, fn):
+    """Serves each connection of listener ls with fn(conn) on a thread."""
+    def accept():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=fn, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
 def start_tcp_echo():
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
@@ -249,15 +262,7 @@ def start_tcp_echo():
             except OSError:
                 pass
 
-    def accept():
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+    _accept_loop(ls, serve)
     return ls, ls.getsockname()[1]
 
 
@@ -352,16 +357,7 @@ def start_proxy(kind, auth=None):
         c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         _tunnel(c, port)
 
-    def accept():
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            fn = socks if kind == "socks5" else connect
-            threading.Thread(target=fn, args=(c,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+    _accept_loop(ls, socks if kind == "socks5" else connect)
     return ls, ls.getsockname()[1]
 
 

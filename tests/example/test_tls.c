@@ -167,6 +167,7 @@ struct fx {
     bool up_eof;
     bool up_resumed;
     int upstream_port;
+    int mid_port;
     bool done;
 };
 
@@ -496,14 +497,29 @@ static void tls_direct_echo(void)
     fx_free_tls();
 }
 
-static void mitm_echo_alpn(void)
+/* One flow: app -> interception -> upstream echo, run to its end.  The
+ * app trusts the MITM CA, or the upstream's CA when trust_upstream_ca. */
+static void run_through_mitm(bool trust_upstream, bool insecure,
+                             tls_keylog_t *kl, bool trust_upstream_ca)
 {
     fx_init();
     start_upstream();
-    make_mitm(true, false, NULL);
-    int port = test_listen(&F.loop, &F.listener, mid_accept, NULL);
-    start_client(port, F.ca, "upstream.test");
+    make_mitm(trust_upstream, insecure, kl);
+    F.mid_port = test_listen(&F.loop, &F.listener, mid_accept, NULL);
+    start_client(F.mid_port, trust_upstream_ca ? F.up_ca : F.ca,
+                 "upstream.test");
     run_until_done();
+}
+
+static void wait_mitm_done(void)
+{
+    while (!F.mitm_done)
+        uv_run(&F.loop, UV_RUN_ONCE);
+}
+
+static void mitm_echo_alpn(void)
+{
+    run_through_mitm(true, false, NULL, false);
     CHECK_EQ(F.mitm_status, 0);
     CHECK_EQ(F.cli_hs, 0);
     CHECK_STR_EQ(F.cli_alpn, "h2"); /* mirrored from the upstream */
@@ -516,18 +532,13 @@ static void mitm_echo_alpn(void)
 
 static void mitm_upstream_untrusted(void)
 {
-    fx_init();
-    start_upstream();
-    make_mitm(false, false, NULL); /* the upstream CA is not trusted */
-    int port = test_listen(&F.loop, &F.listener, mid_accept, NULL);
-    start_client(port, F.ca, "upstream.test");
-    run_until_done();
+    /* The upstream CA is not trusted. */
+    run_through_mitm(false, false, NULL, false);
     CHECK_NE(F.cli_hs, 0);
     /* The app got a handshake_failure alert, not a silent close. */
     CHECK_EQ(F.cli_fail, SVC_TLS_PROTOCOL);
     CHECK(strstr(F.cli_err, "handshake failure") != NULL);
-    while (!F.mitm_done)
-        uv_run(&F.loop, UV_RUN_ONCE);
+    wait_mitm_done();
     CHECK_EQ(F.mitm_status, NECTAR_EAUTH);
     fx_close();
     fx_free_tls();
@@ -535,12 +546,7 @@ static void mitm_upstream_untrusted(void)
 
 static void mitm_insecure_upstream(void)
 {
-    fx_init();
-    start_upstream();
-    make_mitm(false, true, NULL);
-    int port = test_listen(&F.loop, &F.listener, mid_accept, NULL);
-    start_client(port, F.ca, "upstream.test");
-    run_until_done();
+    run_through_mitm(false, true, NULL, false);
     CHECK_EQ(F.cli_hs, 0);
     CHECK_EQ(F.received, ECHO_TOTAL);
     fx_close();
@@ -549,16 +555,10 @@ static void mitm_insecure_upstream(void)
 
 static void mitm_client_rejects(void)
 {
-    fx_init();
-    start_upstream();
-    make_mitm(true, false, NULL);
-    int port = test_listen(&F.loop, &F.listener, mid_accept, NULL);
-    start_client(port, F.up_ca, "upstream.test"); /* trusts the wrong CA */
-    run_until_done();
+    run_through_mitm(true, false, NULL, true); /* trusts the wrong CA */
     CHECK_NE(F.cli_hs, 0);
     CHECK_EQ(F.cli_fail, SVC_TLS_VERIFY_FAILED);
-    while (!F.mitm_done)
-        uv_run(&F.loop, UV_RUN_ONCE);
+    wait_mitm_done();
     CHECK_EQ(F.mitm_status, NECTAR_EPEER);
     CHECK(tls_mitm_bypassed(F.mitm, "upstream.test"));
     CHECK(!tls_mitm_bypassed(F.mitm, "other.test"));
@@ -571,12 +571,7 @@ static void mitm_keylog(void)
     char path[] = "/tmp/nectar-keylog-XXXXXX";
     close(mkstemp(path));
     tls_keylog_t *kl = tls_keylog_new(path, true);
-    fx_init();
-    start_upstream();
-    make_mitm(true, false, kl);
-    int port = test_listen(&F.loop, &F.listener, mid_accept, NULL);
-    start_client(port, F.ca, "upstream.test");
-    run_until_done();
+    run_through_mitm(true, false, kl, false);
     CHECK_EQ(F.received, ECHO_TOTAL);
     fx_close();
     fx_free_tls();
@@ -600,12 +595,7 @@ static void mitm_keylog(void)
  * got (no full handshake upstream). */
 static void mitm_resumes_upstream(void)
 {
-    fx_init();
-    start_upstream();
-    make_mitm(true, false, NULL);
-    int port = test_listen(&F.loop, &F.listener, mid_accept, NULL);
-    start_client(port, F.ca, "upstream.test");
-    run_until_done();
+    run_through_mitm(true, false, NULL, false);
     CHECK_EQ(F.received, ECHO_TOTAL);
     CHECK(!F.up_resumed);
     svc_close(F.cli);
@@ -618,7 +608,7 @@ static void mitm_resumes_upstream(void)
     F.sent = F.received = F.peek_len = F.up_pending = 0;
     F.cli_eof = F.done = F.up_eof = F.mitm_done = false;
     SSL_CTX_free(F.cli_ctx);
-    start_client(port, F.ca, "upstream.test");
+    start_client(F.mid_port, F.ca, "upstream.test");
     run_until_done();
     CHECK_EQ(F.received, ECHO_TOTAL);
     CHECK(F.up_resumed);
@@ -652,12 +642,7 @@ static void keylog_rotation(void)
     tls_keylog_set_clock(kl, fake_clock);
     fake_now = 1700000000; /* 2023-11-14 22:13 UTC */
     for (int hour = 0; hour < 5; hour++) {
-        fx_init();
-        start_upstream();
-        make_mitm(true, false, kl);
-        int port = test_listen(&F.loop, &F.listener, mid_accept, NULL);
-        start_client(port, F.ca, "upstream.test");
-        run_until_done();
+        run_through_mitm(true, false, kl, false);
         CHECK_EQ(F.received, ECHO_TOTAL);
         fx_close();
         fx_free_tls();
