@@ -350,6 +350,8 @@ static void activate(struct tcp_flow *f)
 static void on_connect(uv_connect_t *req, int status)
 {
     struct tcp_flow *f = req->data;
+    nectar_free(req); /* libuv is done with it either way */
+    f->creq = NULL;
     if (f->done)
         return;
     if (status < 0) {
@@ -379,7 +381,7 @@ static void on_connect_timeout(uv_timer_t *t)
 static int open_egress_socket(struct tcp_flow *f)
 {
     const nectar_host_hooks_t *hk = &f->host->hooks;
-    const struct sockaddr *ra = (const struct sockaddr *)&f->remote;
+    const struct sockaddr *ra = &f->remote.sa;
     if (hk->egress_socket != NULL)
         return hk->egress_socket(hk->ctx, ra);
     int fd = socket(ra->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -447,9 +449,16 @@ static void start(struct tcp_flow *f)
         nectar__tcp_finish(f, rc, "egress-socket");
         return;
     }
-    f->creq.data = f;
-    rc = uv_tcp_connect(&f->creq, &f->egress,
-                        (const struct sockaddr *)&f->remote, on_connect);
+    f->creq = nectar_malloc(sizeof(*f->creq));
+    rc = f->creq != NULL ? 0 : UV_ENOMEM;
+    if (rc == 0) {
+        f->creq->data = f;
+        rc = uv_tcp_connect(f->creq, &f->egress, &f->remote.sa, on_connect);
+        if (rc != 0) {
+            nectar_free(f->creq);
+            f->creq = NULL;
+        }
+    }
     if (rc != 0) {
         nectar__tcp_finish(f, rc, "connect-failed");
         return;
@@ -677,6 +686,7 @@ static void finalize(struct tcp_flow *f)
         rama_transparent_proxy_tcp_session_free(s);
         nectar__host_unref(&f->obj);
     }
+    char text[80];
     nectar_host_flow_report_t r = {
         .id = f->obj.id,
         .protocol = IPPROTO_TCP,
@@ -687,7 +697,7 @@ static void finalize(struct tcp_flow *f)
         .duration_ms = nectar__host_now_ms() - f->start_ms,
         .error = f->end_error,
         .reason = f->end_reason,
-        .remote = f->remote_text,
+        .remote = nectar__host_addr_text(&f->remote.sa, text, sizeof(text)),
     };
     nectar__host_report(f->host, &r);
     nectar__host_unregister(f->host, &f->obj);
@@ -710,10 +720,13 @@ void nectar__tcp_finish(struct tcp_flow *f, int err, const char *reason)
     f->end_reason = reason;
     token_finish(f, ADM_FAILED);
     nectar__tcp_publish(f);
-    if (err != 0 && err != NECTAR_ECANCELED)
+    if (err != 0 && err != NECTAR_ECANCELED) {
+        char text[80];
         nectar_log(NECTAR_LOG_DEBUG, TAG, "tcp flow %llu to %s: %s (%s)",
-                   (unsigned long long)f->obj.id, f->remote_text, reason,
-                   uv_strerror(err));
+                   (unsigned long long)f->obj.id,
+                   nectar__host_addr_text(&f->remote.sa, text, sizeof(text)),
+                   reason, uv_strerror(err));
+    }
     /* Client write pump first, so queued writes short-circuit before the
      * client socket goes away. */
     wpump_cancel(&f->cwp);
@@ -861,12 +874,13 @@ static struct tcp_flow *flow_new(nectar_host_t *h, int fd,
 
 static void report_refused(nectar_host_t *h, struct tcp_flow *f)
 {
+    char text[80];
     nectar_host_flow_report_t r = {
         .id = f->obj.id,
         .protocol = IPPROTO_TCP,
         .decision = NECTAR_HOST_BLOCKED,
         .reason = "blocked",
-        .remote = f->remote_text,
+        .remote = nectar__host_addr_text(&f->remote.sa, text, sizeof(text)),
     };
     nectar__host_report(h, &r);
 }
@@ -878,7 +892,6 @@ static nectar_host_decision_t decide(nectar_host_t *h, struct tcp_flow *f,
     RamaTransparentProxyFlowMeta m;
     struct meta_store st;
     nectar__host_build_meta(meta, IPPROTO_TCP, &m, &st);
-    memcpy(f->remote_text, st.remote_text, sizeof(f->remote_text));
     RamaTransparentProxyTcpSessionCallbacks cb = {
         f, cb_server_bytes, cb_server_closed, cb_client_demand};
     RamaTransparentProxyEngine *e = nectar__host_engine_enter(h);
@@ -906,7 +919,7 @@ static nectar_host_decision_t decide(nectar_host_t *h, struct tcp_flow *f,
         break;
     }
     nectar_log(NECTAR_LOG_INFO, TAG, "tcp flow to %s refused by the engine: %s",
-               f->remote_text, h->fail_open ? "passthrough" : "blocked");
+               st.remote_text, h->fail_open ? "passthrough" : "blocked");
     return h->fail_open ? NECTAR_HOST_PASSTHROUGH : NECTAR_HOST_BLOCKED;
 }
 

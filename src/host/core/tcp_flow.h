@@ -61,8 +61,11 @@ struct tcp_flow {
     nectar_host_decision_t decision;
     enum tcp_mode mode;
     int client_fd; /* until adopted by `client` on the loop */
-    struct sockaddr_storage remote;
-    char remote_text[80];
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } remote;             /* the original destination */
 
     pthread_mutex_t slock;                     /* every session call */
     RamaTransparentProxyTcpSession *session;   /* slock */
@@ -70,7 +73,7 @@ struct tcp_flow {
 
     uv_tcp_t client, egress;
     uv_timer_t timer; /* connect timeout, then the drain backstop */
-    uv_connect_t creq;
+    uv_connect_t *creq;   /* heap, only while connecting */
     int handles;      /* initialised uv handles not yet closed */
 
     struct wpump cwp; /* engine/forwarder -> client socket */
