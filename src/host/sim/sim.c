@@ -4,7 +4,9 @@
  * to the host core with the fixed target as the flow's remote endpoint.
  * UDP flows are keyed by client address; replies go back with sendto from
  * the listening socket (a loopback sim cannot spoof the reply's source, so
- * the engine's `source` peer is only checked, not used as the address).
+ * the engine's `source` peer is not used; the Linux host sends from a
+ * transparent socket bound to it).  Clients the engine passes through are
+ * relayed by the sim itself, as the kernel would.
  */
 #include "host/sim/sim.h"
 
