@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness/test.h"
@@ -724,6 +725,64 @@ static void test_chaos(void)
     server_stop(srv);
 }
 
+/* ---- the nectar-sim program --------------------------------------------- */
+
+#ifdef NECTAR_SIM_BIN
+/* Run nectar-sim in front of the test server; its flow lines and totals
+ * must show the intercepted flow and its byte counts. */
+static void test_cli(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    char target[64], out[] = "/tmp/nectar-sim-cliXXXXXX";
+    loop_addr(AF_INET, tport, target, sizeof(target));
+    int ofd = mkstemp(out);
+    CHECK(ofd >= 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(ofd, 1);
+        dup2(ofd, 2);
+        execl(NECTAR_SIM_BIN, "nectar-sim", "--listen", "127.0.0.1:0",
+              "--target", target, (char *)NULL);
+        _exit(127);
+    }
+    CHECK_GT(pid, 0);
+    /* Wait for "listening on port N". */
+    unsigned port = 0;
+    for (int i = 0; i < 500 && port == 0; i++) {
+        usleep(10000);
+        FILE *f = fopen(out, "r");
+        char line[256];
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            const char *p = strstr(line, "listening on port ");
+            if (p != NULL)
+                port = (unsigned)strtoul(p + 18, NULL, 10);
+        }
+        if (f != NULL)
+            fclose(f);
+    }
+    CHECK_GT(port, 0);
+    struct client_result r;
+    CHECK_EQ(client_run(AF_INET, (uint16_t)port, M_DOWNLOAD, 95, 1 * MB, 0,
+                        false, &r), 0);
+    CHECK_EQ(r.down, 1 * MB);
+    CHECK(r.down_ok);
+    usleep(200000); /* the flow line is printed when the flow closes */
+    kill(pid, SIGINT);
+    int status;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    char text[8192] = {0};
+    CHECK(pread(ofd, text, sizeof(text) - 1, 0) > 0);
+    CHECK(strstr(text, "flow 1 tcp intercept") != NULL);
+    CHECK(strstr(text, "s2c=1048576") != NULL);
+    CHECK(strstr(text, "intercepted=1 ") != NULL);
+    close(ofd);
+    unlink(out);
+    server_stop(srv);
+}
+#endif
+
 /* ---- soak (label long) -------------------------------------------------- */
 
 /* Thousands of idle intercepted flows at once, then stop with all of them
@@ -1019,6 +1078,9 @@ static const nectar_test_t tests[] = {
     {"udp_idle", test_udp_idle},
     {"chaos", test_chaos},
     {"soak_idle_flows", test_soak_idle_flows},
+#ifdef NECTAR_SIM_BIN
+    {"cli", test_cli},
+#endif
     {"curl", test_curl},
     {"no_fd_leak", test_no_fd_leak},
     {"admission_hard_cap", test_admission_hard_cap},
