@@ -46,6 +46,7 @@ struct ex_state {
     char *storage_dir;
     void *control;     /* nectar_control_t when the example bound IPC */
     void *keychain;    /* nectar_keychain_t holding the CA, or NULL */
+    void *vault;       /* nectar_vault_t sealing the stored CA, or NULL */
     X509_STORE *trust; /* server verification, shared across rotations */
 };
 

@@ -21,6 +21,7 @@
 #include "nectar/example.h"
 #include "nectar/keychain.h"
 #include "nectar/log.h"
+#include "nectar/vault.h"
 #include "services/udp_relay.h"
 
 #define UDP_E2E_WINDOW_MS (10u * 60u * 1000u)
@@ -163,27 +164,47 @@ static int take_pems(char *cert_in, char *key_in, char **cert, char **key,
     return 0;
 }
 
+/* The vault that seals the stored CA's key (issue: the key is encrypted
+ * by the vault before it is stored).  A store directory from the config
+ * keeps its software host key beside it, as `nectar --store DIR` does. */
+static int open_vault(const struct ex_state *ex, nectar_vault_t **v,
+                      nectar_error_t *err)
+{
+    char path[4096];
+    nectar_vault_options_t vo = {0};
+    if (ex->cfg.keychain_dir != NULL) {
+        snprintf(path, sizeof(path), "%s/host.key", ex->cfg.keychain_dir);
+        vo.host_key_path = path;
+    }
+    return nectar_vault_open(&vo, v, err);
+}
+
 /* The stored CA (created and stored when there is none), through the
- * keychain; false when no keychain can be opened here (e.g. not root). */
+ * keychain and sealed by the vault; false when either cannot be opened
+ * here (e.g. not root). */
 static bool keychain_ca(struct ex_state *ex, char **cert, char **key)
 {
-    nectar_keychain_options_t o = {.dir = ex->cfg.keychain_dir};
+    nectar_vault_t *v = NULL;
     nectar_keychain_t *kc = NULL;
     nectar_error_t err = {0};
     char *c = NULL, *k = NULL;
+    if (open_vault(ex, &v, &err) != 0)
+        goto fail;
+    nectar_keychain_options_t o = {.dir = ex->cfg.keychain_dir, .vault = v};
     if (nectar_keychain_open(&o, &kc, &err) != 0 ||
-        nectar_ca_load_or_create(kc, NULL, &c, &k, &err) != 0) {
-        nectar_log(NECTAR_LOG_WARN, EX_TAG, "keychain CA unavailable: %s",
-                   err.message);
-        nectar_keychain_close(kc);
-        return false;
-    }
-    if (take_pems(c, k, cert, key, &err) != 0) {
-        nectar_keychain_close(kc);
-        return false;
-    }
+        nectar_ca_load_or_create(kc, v, &c, &k, &err) != 0)
+        goto fail;
+    if (take_pems(c, k, cert, key, &err) != 0)
+        goto fail;
     ex->keychain = kc;
+    ex->vault = v;
     return true;
+fail:
+    nectar_log(NECTAR_LOG_WARN, EX_TAG, "keychain CA unavailable: %s",
+               err.message);
+    nectar_keychain_close(kc);
+    nectar_vault_close(v);
+    return false;
 }
 
 /* The CA at start (spec §2.3): both PEMs from the config skip the
@@ -249,6 +270,7 @@ static void state_free(struct ex_state *ex)
     ex_admission_free(ex->adm);
     tls_keylog_free(ex->keylog);
     nectar_keychain_close(ex->keychain);
+    nectar_vault_close(ex->vault);
     X509_STORE_free(ex->trust);
     ex_config_free(&ex->cfg);
     nectar_free(ex->storage_dir);
@@ -671,9 +693,10 @@ static int new_ca(struct ex_state *ex, char **cert, char **key,
     char *c = NULL, *k = NULL;
     uint8_t *prev = NULL;
     size_t prev_len = 0;
-    int rc = ex->keychain == NULL ? nectar_ca_generate(&c, &k, err)
-                                  : nectar_ca_rotate(ex->keychain, NULL, &c, &k,
-                                                     &prev, &prev_len, err);
+    int rc = ex->keychain == NULL
+                 ? nectar_ca_generate(&c, &k, err)
+                 : nectar_ca_rotate(ex->keychain, ex->vault, &c, &k, &prev,
+                                    &prev_len, err);
     nectar_secret_free(prev);
     return rc != 0 ? rc : take_pems(c, k, cert, key, err);
 }

@@ -11,9 +11,12 @@
 #include "example/domains.h"
 #include "example/socks5.h"
 #include "harness/test.h"
+#include "nectar/ca.h"
 #include "nectar/example.h"
 #include "nectar/handler.h"
 #include "nectar/ipc.h"
+#include "nectar/keychain.h"
+#include "nectar/vault.h"
 #include "tcp_stream.h"
 
 static void domains(void)
@@ -278,6 +281,69 @@ static void control_routes(void)
     rama_transparent_proxy_engine_stop(eng, 0);
 }
 
+/* With keychain_dir and no CA PEMs, the example stores its CA in the
+ * keychain with the key sealed by the vault (the vault key blob is stored,
+ * the key item is an envelope, not PEM), and a restart loads the same CA.
+ * Rotation replaces it, still sealed. */
+static void keychain_ca_sealed(void)
+{
+    char dir[] = "/tmp/nectar-ex-kc-XXXXXX", json[256], key_path[300];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(key_path, sizeof(key_path), "%s/host.key", dir);
+    setenv("NECTAR_VAULT", "software", 1);
+    snprintf(json, sizeof(json), "{\"keychain_dir\":\"%s\"}", dir);
+    RamaTransparentProxyEngine *eng = engine_with(json);
+    CHECK(eng != NULL);
+    char *first = nectar_example_ca_pem();
+    CHECK(first != NULL);
+    rama_transparent_proxy_engine_stop(eng, 0);
+
+    nectar_vault_options_t vo = {.backend = "software",
+                                 .host_key_path = key_path};
+    nectar_vault_t *v = NULL;
+    nectar_keychain_t *kc = NULL;
+    nectar_error_t err;
+    CHECK_EQ(nectar_vault_open(&vo, &v, &err), 0);
+    nectar_keychain_options_t ko = {.dir = dir, .vault = v};
+    CHECK_EQ(nectar_keychain_open(&ko, &kc, &err), 0);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    CHECK_EQ(nectar_keychain_load(kc, NECTAR_CA_SERVICE_VAULT_KEY,
+                                  NECTAR_CA_ACCOUNT, &data, &len, &err),
+             0);
+    nectar_secret_free(data);
+    CHECK_EQ(nectar_keychain_load(kc, NECTAR_CA_SERVICE_KEY,
+                                  NECTAR_CA_ACCOUNT, &data, &len, &err),
+             0);
+    CHECK(len > 0);
+    CHECK(memmem(data, len, "PRIVATE KEY", 11) == NULL); /* sealed */
+    nectar_secret_free(data);
+    nectar_keychain_close(kc);
+    nectar_vault_close(v);
+
+    eng = engine_with(json);
+    CHECK(eng != NULL);
+    char *again = nectar_example_ca_pem();
+    CHECK_STR_EQ(again, first); /* loaded, not re-created */
+    uint8_t *der = NULL, *prev = NULL;
+    size_t der_len = 0, prev_len = 0;
+    CHECK_EQ(nectar_example_ca_rotate(&der, &der_len, &prev, &prev_len, &err),
+             0);
+    CHECK(der_len > 0 && prev_len > 0);
+    CHECK(der_len != prev_len || memcmp(der, prev, der_len) != 0);
+    nectar_example_free(der);
+    nectar_example_free(prev);
+    char *rotated = nectar_example_ca_pem();
+    CHECK(strcmp(rotated, first) != 0);
+    nectar_example_free(rotated);
+    rama_transparent_proxy_engine_stop(eng, 0);
+    nectar_example_free(first);
+    nectar_example_free(again);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CHECK_EQ(system(cmd), 0);
+}
+
 static const nectar_test_t tests[] = {
     {"domains", domains},
     {"admission", admission},
@@ -285,6 +351,7 @@ static const nectar_test_t tests[] = {
     {"control_api", control_api},
     {"socks5_framing", socks5_framing},
     {"control_routes", control_routes},
+    {"keychain_ca_sealed", keychain_ca_sealed},
     {NULL, NULL},
 };
 
