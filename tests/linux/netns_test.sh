@@ -281,6 +281,28 @@ t_block() {
         fail "no blocked UDP flow in the log"
 }
 
+# Engine network rules become the nft match lines: excluded destinations
+# never reach nectar, everything else is captured.
+t_exclude_rules() {
+    write_config '"rules": [{"remote_port": 8081, "protocol": "tcp", "exclude": true}, {"remote_network": "fd77:2::2", "remote_port": 8082, "exclude": true}, {}]'
+    start_nectar
+    inr nft list chain inet nectar prerouting | grep -q "dport 8081 return" ||
+        fail "exclude rule not in the ruleset"
+    inc curl -sf -o /dev/null http://10.77.2.2:8081/bytes/1000 || fail "excluded curl"
+    inc curl -sf -o /dev/null "http://[fd77:2::2]:8082/bytes/1000" ||
+        fail "excluded IPv6 curl"
+    inc curl -sf -o /dev/null http://10.77.2.2:8082/bytes/1000 || fail "IPv4 8082"
+    inc curl -sf -o /dev/null http://10.77.2.2:8080/bytes/1000 || fail "captured curl"
+    stop_nectar
+    [ "$(count_log "dst=10.77.2.2:8081")" = 0 ] || fail "excluded flow reached nectar"
+    [ "$(count_log "dst=\[fd77:2::2\]:8082")" = 0 ] ||
+        fail "excluded IPv6 flow reached nectar"
+    [ "$(count_log "tcp intercept.*dst=10.77.2.2:8082")" = 1 ] ||
+        fail "the IPv6-only exclude rule also excluded IPv4"
+    [ "$(count_log "tcp intercept.*dst=10.77.2.2:8080")" = 1 ] ||
+        fail "captured flow missing"
+}
+
 # Local capture in the router namespace: a curl there is intercepted, with
 # its process identity, and nectar's own egress is never captured again
 # (that would loop: one client flow would become endless flows).
@@ -436,6 +458,7 @@ cleanup) t_cleanup ;;
 concurrent) t_concurrent ;;
 short_flows) t_short_flows ;;
 errors) t_errors ;;
+exclude_rules) t_exclude_rules ;;
 short_flows_long) SHORT_FLOWS=100000 t_short_flows ;;
 *) fail "unknown test $TEST" ;;
 esac
