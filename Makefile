@@ -2,7 +2,7 @@
 # fresh Debian machine (as root).  See README.md.
 JOBS ?= 2
 
-.PHONY: all build test check-long demo bench install clean format
+.PHONY: all build test check-long demo demo-sim demo-https bench install clean format
 
 all: build
 
@@ -18,7 +18,13 @@ check-long: build
 	ctest --test-dir build -j $(JOBS) --output-on-failure -L long
 
 demo: build
+	scripts/demo-linux.sh
+
+demo-sim: build
 	scripts/demo.sh
+
+demo-https: build
+	tests/example/demo.sh
 
 bench: build
 	bench/run.sh
