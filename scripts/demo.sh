@@ -1,9 +1,9 @@
 #!/bin/sh
-# demo.sh - the interim `make demo`: run nectar-sim in front of a local HTTP
+# demo.sh - `make demo-sim`: run nectar-sim in front of a local HTTP
 # server, download a file through it with curl (one intercepted flow per
 # request, relayed by the engine's built-in handler), check it byte for
 # byte, print each flow's decision and byte counts, clean up.
-# BUILD_DIR selects the build (default: build, as `make demo` builds it).
+# BUILD_DIR selects the build (default: build, as `make demo-sim` builds it).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BUILD_DIR:-$top/build}/apps/nectar-sim/nectar-sim
