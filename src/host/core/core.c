@@ -545,6 +545,7 @@ void nectar__host_free(nectar_host_t *h)
             pthread_mutex_destroy(&h->loops[i].lock);
     }
     nectar_free(h->loops);
+    nectar__host_app_clear(h);
     pthread_rwlock_destroy(&h->engine_gate);
     pthread_mutex_destroy(&h->lock);
     pthread_mutex_destroy(&h->stop_lock);

@@ -65,6 +65,15 @@ struct core_loop {
  * flow-pressure reaper (§5.5) and the maintenance tick (§5).  Guarded by
  * nectar_host.lock. */
 #define ADM_WINDOW 128
+#define APP_BUCKETS 64
+
+/* One source app with live TCP flows (telemetry's top apps). */
+struct app_entry {
+    struct app_entry *next;
+    uint64_t live;
+    char name[];
+};
+
 struct admission {
     uint32_t hard_cap, soft_cap, open_p95_ms, close_p95_ms;
     uint32_t pressure_clamp_ms, breaker_clamp_ms;
@@ -78,6 +87,7 @@ struct admission {
     bool scan_pending, no_headroom_logged;
     uint64_t peak;
     uint64_t tick;
+    struct app_entry *apps[APP_BUCKETS]; /* live TCP flows per app */
 };
 
 struct nectar_host {
@@ -167,6 +177,14 @@ uint32_t nectar__host_connect_timeout(nectar_host_t *h, uint32_t base);
 /* After a registration: trigger the (coalesced) pressure scan if the
  * combined flow count is at or over the soft cap. */
 void nectar__host_pressure_check(nectar_host_t *h);
+/* Count a live TCP flow for its app (bundle id, else signing id, else
+ * "pid:N", else "pid:unknown"); returns the entry to drop later, or NULL
+ * when out of memory.  Any thread. */
+struct app_entry *nectar__host_app_hold(nectar_host_t *h,
+                                        const nectar_host_flow_meta_t *meta);
+void nectar__host_app_drop(nectar_host_t *h, struct app_entry *e);
+/* Free what is left (host free). */
+void nectar__host_app_clear(nectar_host_t *h);
 /* Start/stop the maintenance timer and scan wake-up on loops[0]; start
  * runs on the creating thread before loops start, stop on loops[0]. */
 int nectar__host_maint_init(nectar_host_t *h);

@@ -254,16 +254,123 @@ static void on_maint_wake(uv_async_t *w)
     pressure_scan(w->data);
 }
 
+/* ---- live flows per app --------------------------------------------------- */
+
+static unsigned app_hash(const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = name; *p != '\0'; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h % APP_BUCKETS;
+}
+
+struct app_entry *nectar__host_app_hold(nectar_host_t *h,
+                                        const nectar_host_flow_meta_t *meta)
+{
+    char pid[24];
+    const char *name = meta->bundle_identifier;
+    if (name == NULL || name[0] == '\0')
+        name = meta->signing_identifier;
+    if (name == NULL || name[0] == '\0') {
+        if (meta->pid >= 0)
+            snprintf(pid, sizeof(pid), "pid:%d", (int)meta->pid);
+        else
+            snprintf(pid, sizeof(pid), "pid:unknown");
+        name = pid;
+    }
+    unsigned b = app_hash(name);
+    pthread_mutex_lock(&h->lock);
+    struct app_entry *e = h->adm.apps[b];
+    while (e != NULL && strcmp(e->name, name) != 0)
+        e = e->next;
+    if (e == NULL) {
+        size_t n = strlen(name) + 1;
+        e = nectar_malloc(sizeof(*e) + n);
+        if (e != NULL) {
+            memcpy(e->name, name, n);
+            e->live = 0;
+            e->next = h->adm.apps[b];
+            h->adm.apps[b] = e;
+        }
+    }
+    if (e != NULL)
+        e->live++;
+    pthread_mutex_unlock(&h->lock);
+    return e;
+}
+
+void nectar__host_app_drop(nectar_host_t *h, struct app_entry *e)
+{
+    if (e == NULL)
+        return;
+    pthread_mutex_lock(&h->lock);
+    if (--e->live == 0) {
+        struct app_entry **pp = &h->adm.apps[app_hash(e->name)];
+        while (*pp != e)
+            pp = &(*pp)->next;
+        *pp = e->next;
+        nectar_free(e);
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+void nectar__host_app_clear(nectar_host_t *h)
+{
+    for (unsigned i = 0; i < APP_BUCKETS; i++) {
+        while (h->adm.apps[i] != NULL) {
+            struct app_entry *e = h->adm.apps[i];
+            h->adm.apps[i] = e->next;
+            nectar_free(e);
+        }
+    }
+}
+
+/* Does a rank before b (more live flows, ties by name)? */
+static bool app_before(const struct app_entry *a, const struct app_entry *b)
+{
+    return a->live > b->live ||
+           (a->live == b->live && strcmp(a->name, b->name) < 0);
+}
+
+/* "a=n,b=m,c=k": the top 3 apps by live TCP flows.  Lock held. */
+static void top_apps(nectar_host_t *h, char *buf, size_t n)
+{
+    const struct app_entry *top[3] = {NULL, NULL, NULL};
+    for (unsigned i = 0; i < APP_BUCKETS; i++) {
+        for (const struct app_entry *e = h->adm.apps[i]; e; e = e->next) {
+            for (int k = 0; k < 3; k++) {
+                if (top[k] == NULL || app_before(e, top[k])) {
+                    for (int j = 2; j > k; j--)
+                        top[j] = top[j - 1];
+                    top[k] = e;
+                    break;
+                }
+            }
+        }
+    }
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < 3 && top[k] != NULL && used < n; k++) {
+        int w = snprintf(buf + used, n - used, "%s%s=%llu", k ? "," : "",
+                         top[k]->name, (unsigned long long)top[k]->live);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
 /* ---- the maintenance tick ----------------------------------------------- */
 
 static void telemetry(nectar_host_t *h, double secs)
 {
     struct admission *a = &h->adm;
+    char apps[256];
+    top_apps(h, apps, sizeof(apps));
     nectar_log(NECTAR_LOG_INFO, TAG,
                "tproxy live-flow counts tcp=%llu udp=%llu total=%llu "
                "peak=%llu softCap=%u tcpStartsInFlight=%u "
                "admissionRate=%.2f/s timeoutRate=%.2f/s shedRate=%.2f/s "
-               "startLatencyMs[p50=%u,p95=%u,p99=%u] breaker=%s",
+               "startLatencyMs[p50=%u,p95=%u,p99=%u] breaker=%s topApps=%s",
                (unsigned long long)h->stats.tcp_live,
                (unsigned long long)h->stats.udp_live,
                (unsigned long long)(h->stats.tcp_live + h->stats.udp_live),
@@ -271,7 +378,7 @@ static void telemetry(nectar_host_t *h, double secs)
                (double)a->admissions / secs, (double)a->timeouts / secs,
                (double)a->sheds / secs, percentile(a, 0.5),
                percentile(a, 0.95), percentile(a, 0.99),
-               a->breaker_open ? "open" : "closed");
+               a->breaker_open ? "open" : "closed", apps);
     a->admissions = a->timeouts = a->sheds = 0;
 }
 

@@ -700,6 +700,8 @@ static void finalize(struct tcp_flow *f)
         .remote = nectar__host_addr_text(&f->remote.sa, text, sizeof(text)),
     };
     nectar__host_report(f->host, &r);
+    nectar__host_app_drop(f->host, f->app);
+    f->app = NULL;
     nectar__host_unregister(f->host, &f->obj);
     nectar__host_unref(&f->obj);
 }
@@ -985,6 +987,7 @@ int nectar__tcp_flow_start(nectar_host_t *h, int client_fd,
         nectar__host_unref(&f->obj);
         return 0;
     }
+    f->app = nectar__host_app_hold(h, meta);
     nectar__host_post(&f->obj, EV_START);
     if (d == NECTAR_HOST_INTERCEPT)
         nectar__host_pressure_check(h);
