@@ -636,7 +636,7 @@ static void tele_sink(void *ctx, nectar_log_level_t level, const char *tag,
 {
     (void)ctx;
     (void)level;
-    (void)tag;
+    fprintf(stderr, "%s: %s\n", tag, line);
     if (strstr(line, "tproxy live-flow counts") == NULL)
         return;
     pthread_mutex_lock(&tele_lock);
@@ -656,9 +656,10 @@ static int tele_has_two(void *arg)
 /* The maintenance tick's telemetry line: live counts and the top apps. */
 static void test_telemetry(void)
 {
+    /* log.h: the sink is set once, before any thread runs (and kept). */
+    nectar_log_set_sink(tele_sink, NULL);
     uint16_t tport;
     struct test_server *srv = server_start(AF_INET, &tport);
-    nectar_log_set_sink(tele_sink, NULL);
     fx_host.maintenance_ms = 50;
     sim_up(AF_INET, tport, "{}", false, NULL);
     fx_host.maintenance_ms = 0;
@@ -676,7 +677,6 @@ static void test_telemetry(void)
     char line[1024];
     snprintf(line, sizeof(line), "%s", tele_line);
     pthread_mutex_unlock(&tele_lock);
-    nectar_log_set_sink(NULL, NULL);
     printf("%s\n", line);
     /* The sim knows no app identity: both flows count as pid:unknown. */
     CHECK(strstr(line, "topApps=pid:unknown=2") != NULL);
