@@ -104,9 +104,9 @@ typedef struct nectar_host_hooks {
      * Send one engine datagram to the UDP client behind flow_ctx (the value
      * given to nectar__host_udp_open); `source` is the address the reply
      * came from (NULL when the engine gave none and no peer was cached).
-     * Return 0, or a negative code: NECTAR_EAGAIN keeps the datagram queued
-     * and retries on the next datagram or after 5 ms; anything else ends
-     * the flow.  Required for UDP.  Runs on the flow's loop thread.
+     * Return 0, or a negative code: NECTAR_EAGAIN drops this datagram
+     * (the socket is full; UDP is lossy); anything else ends the flow.
+     * Required for UDP.  Runs on the flow's loop thread.
      */
     int (*udp_send)(void *ctx, void *flow_ctx, const uint8_t *buf, size_t len,
                     const struct sockaddr *source);

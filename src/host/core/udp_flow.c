@@ -204,14 +204,13 @@ static void flush(struct nectar_host_udp *u)
         if (rc == 0)
             atomic_fetch_add(&u->bytes_out, d->len);
         nectar_free(d);
+        /* EAGAIN: the socket is full and this datagram is lost, as the
+         * kernel would drop it; the others are still tried, so nothing is
+         * stranded in the queue. */
         if (rc != 0 && rc != NECTAR_EAGAIN) {
             terminate(u, rc, "send-error");
             return;
         }
-        /* EAGAIN: the socket is full; this datagram is lost (UDP), the
-         * next ones are tried on the next flush. */
-        if (rc == NECTAR_EAGAIN)
-            return;
     }
 }
 
