@@ -35,7 +35,8 @@ static int usage(FILE *out)
             "\n"
             "Signals: SIGINT/SIGTERM stop and remove every rule and route;\n"
             "SIGUSR1 logs the counters.  NECTAR_LOG=debug logs each flow's\n"
-            "start as well as its end.\n");
+            "start as well as its end.  nectarctl talks to the control\n"
+            "service (host.control_service, default org.nectar.control).\n");
     return out == stdout ? 0 : 2;
 }
 

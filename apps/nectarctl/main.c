@@ -113,6 +113,13 @@ static int cmd_status(struct ctl *c)
     printf("tls keylog: %s\n",
            nectar_ipc_bool_value(nectar_ipc_field(r, "tls_keylog")) ? "on"
                                                                     : "off");
+    if (nectar_ipc_field(r, "handler") != NULL) {
+        printf("handler:    %s\n", str_field(r, "handler"));
+        printf("ended:      %" PRIu64 " intercepted, %" PRIu64
+               " passthrough, %" PRIu64 " blocked, %" PRIu64 " promoted\n",
+               u64_field(r, "intercepted"), u64_field(r, "passthrough"),
+               u64_field(r, "blocked"), u64_field(r, "promoted"));
+    }
     nectar_ipc_release(r);
     return 0;
 }

@@ -538,6 +538,11 @@ typedef struct nectar_control_status {
     uint64_t udp_flows;
     uint64_t total_flows;
     bool tls_keylog;
+    /* Optional (zero/NULL: not reported).  handler: which application
+     * decides flows ("builtin", "example"); the rest are the host's
+     * counters of ended flows by outcome. */
+    const char *handler;
+    uint64_t intercepted, passthrough, blocked, promoted;
 } nectar_control_status_t;
 
 typedef struct nectar_control_flow {

@@ -288,6 +288,12 @@ static int route_status(void *ctx, const nectar_ipc_obj_t *arg,
         put(r, "udp_flows", nectar_ipc_uint64(st.udp_flows)) &&
         put(r, "total_flows", nectar_ipc_uint64(st.total_flows)) &&
         put(r, "tls_keylog", nectar_ipc_bool(st.tls_keylog));
+    if (ok && st.handler != NULL)
+        ok = put(r, "handler", nectar_ipc_string(st.handler)) &&
+             put(r, "intercepted", nectar_ipc_uint64(st.intercepted)) &&
+             put(r, "passthrough", nectar_ipc_uint64(st.passthrough)) &&
+             put(r, "blocked", nectar_ipc_uint64(st.blocked)) &&
+             put(r, "promoted", nectar_ipc_uint64(st.promoted));
     return finish(r, ok, out, err);
 }
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # netns_test.sh - `nectar run` against real traffic in network namespaces.
 #
-#   netns_test.sh NECTAR_BIN HELPERS_DIR TEST
+#   netns_test.sh NECTAR_BIN HELPERS_DIR TEST [NECTARCTL_BIN]
 #
 # Topology (made here, removed on exit, names unique per run):
 #
@@ -18,6 +18,7 @@ set -u
 NECTAR=$1
 HELP=$2
 TEST=$3
+NECTARCTL=${4:-} # the control tests only
 
 fail() {
     echo "FAIL [$TEST]: $*" >&2
@@ -443,6 +444,149 @@ t_short_flows() {
     stop_nectar
 }
 
+# ---- control service (nectarctl; NECTARCTL is the 4th argument) ----------
+
+# nectarctl in the router namespace (abstract names are per namespace).
+ctl() {
+    inr "$NECTARCTL" --service "$CTL_SVC" "$@"
+}
+
+CTL_SVC="org.nectar.test.$ID"
+
+# A JSON field of the first flow going to $1 in `flows --json` (python3
+# does the JSON; prints nothing when there is no such flow).
+flow_field() {
+    ctl flows --json | python3 -c '
+import json, sys
+for f in json.load(sys.stdin):
+    if f["destination"] == sys.argv[1]:
+        print(f[sys.argv[2]]); break
+' "$1" "$2"
+}
+
+has_flow() {
+    [ -n "$(flow_field "$1" bytes_in)" ]
+}
+
+t_control_builtin() {
+    [ -x "${NECTARCTL:-}" ] || fail "no nectarctl binary given"
+    # Socket buffers hold a few MiB, so the file is much larger than what
+    # the rate limit lets through while the test looks.
+    head -c 48M /dev/urandom >"$W/www/slow" || fail "make file"
+    write_config '' "\"control_service\": \"$CTL_SVC\""
+    start_nectar
+    grep -q "control service on $CTL_SVC (handler builtin)" "$W/nectar.log" ||
+        fail "no control service line in the log"
+    out=$(ctl status) || fail "status failed: $out"
+    echo "$out" | grep -q "^nectar daemon 0\." || fail "status: $out"
+    echo "$out" | grep -q "^handler: *builtin" || fail "status: $out"
+    [ "$(ctl flows --json)" = "[]" ] || fail "flows while idle not empty"
+
+    # A slow download through the daemon shows up with growing bytes.
+    inc curl -sf --limit-rate 1M -o /dev/null http://10.77.2.2:8080/slow &
+    CURL=$!
+    PIDS="$PIDS $CURL"
+    wait_for 50 has_flow 10.77.2.2:8080 ||
+        fail "the download is not in flows --json: $(ctl flows --json)"
+    [ "$(flow_field 10.77.2.2:8080 protocol)" = tcp ] || fail "protocol"
+    b1=$(flow_field 10.77.2.2:8080 bytes_in)
+    sleep 1
+    b2=$(flow_field 10.77.2.2:8080 bytes_in)
+    [ "$b2" -gt "$b1" ] || fail "bytes_in did not grow: $b1 -> $b2"
+    [ "$(flow_field 10.77.2.2:8080 age_ms)" -ge 1000 ] || fail "age_ms"
+    ctl flows | grep -q "10.77.2.2:8080" || fail "table output lacks flow"
+    out=$(ctl status)
+    echo "$out" | grep -q "^flows: *1 tcp" || fail "status flows: $out"
+    kill "$CURL" 2>/dev/null
+
+    out=$(ctl message '{"op":"ping","source":"t"}') || fail "ping: $out"
+    echo "$out" | grep -q '"op": *"pong"' || fail "no pong: $out"
+    out=$(ctl message '{"op":"stats"}') || fail "stats: $out"
+    echo "$out" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+assert r["op"] == "stats" and r["tcp"]["opened"] >= 1, r
+assert r["decisions"]["intercept"] >= 1, r
+' || fail "stats reply does not count the download: $out"
+
+    # Application routes need the example app.
+    out=$(ctl ca rotate 2>&1)
+    [ $? = 1 ] || fail "ca rotate on builtin: want exit 1: $out"
+    echo "$out" | grep -q "not supported by the built-in handler" ||
+        fail "ca rotate message: $out"
+    out=$(ctl settings set html_badge_label=x 2>&1)
+    [ $? = 1 ] || fail "settings on builtin: want exit 1: $out"
+    echo "$out" | grep -q "not supported by the built-in handler" ||
+        fail "settings message: $out"
+
+    # Not root and not in group nectar: refused (exit 4).
+    out=$(inr setpriv --reuid=65534 --regid=65534 --clear-groups \
+        "$NECTARCTL" --service "$CTL_SVC" status 2>&1)
+    [ $? = 4 ] || fail "non-root caller: want exit 4: $out"
+    echo "$out" | grep -q "refused this caller" || fail "refusal text: $out"
+    stop_nectar
+
+    # No daemon: absent (exit 3).
+    out=$(ctl status 2>&1)
+    [ $? = 3 ] || fail "no daemon: want exit 3: $out"
+    echo "$out" | grep -q "cannot reach the nectar daemon" ||
+        fail "absent text: $out"
+}
+
+t_control_example() {
+    [ -x "${NECTARCTL:-}" ] || fail "no nectarctl binary given"
+    mkdir -p "$W/kc"
+    write_config "\"app\": \"example\", \"keychain_dir\": \"$W/kc\"" \
+        "\"control_service\": \"$CTL_SVC\""
+    start_nectar
+    grep -q "control service on $CTL_SVC (handler example)" "$W/nectar.log" ||
+        fail "no control service line in the log"
+    ctl status | grep -q "^handler: *example" || fail "status handler"
+    out=$(ctl ca install) || fail "ca install: $out"
+    old=$(echo "$out" | sed -n 's/^certificate (DER, base64): //p')
+    [ -n "$old" ] || fail "ca install printed no certificate: $out"
+    out=$(ctl ca rotate) || fail "ca rotate: $out"
+    prev=$(echo "$out" | sed -n 's/^previous (DER, base64): //p')
+    new=$(echo "$out" | sed -n 's/^new (DER, base64): //p')
+    [ "$prev" = "$old" ] || fail "rotate: previous is not the installed CA"
+    [ -n "$new" ] && [ "$new" != "$old" ] || fail "rotate: no new CA"
+    out=$(ctl settings set html_badge_label=x) || fail "settings: $out"
+    [ "$out" = "settings updated" ] || fail "settings output: $out"
+    ctl keylog on | grep -q "tls keylog: on" || fail "keylog on"
+    ctl status | grep -q "^tls keylog: on" || fail "status keylog"
+    ctl keylog off | grep -q "tls keylog: off" || fail "keylog off"
+    out=$(ctl message '{"op":"ping"}') || fail "ping: $out"
+    echo "$out" | grep -q '"op": *"pong"' || fail "no pong: $out"
+    stop_nectar
+}
+
+t_control_config() {
+    [ -x "${NECTARCTL:-}" ] || fail "no nectarctl binary given"
+    # control: false binds nothing.
+    write_config '' "\"control\": false, \"control_service\": \"$CTL_SVC\""
+    start_nectar
+    grep -q "control service on" "$W/nectar.log" && fail "bound with false"
+    out=$(ctl status 2>&1)
+    [ $? = 3 ] || fail "control false: want exit 3: $out"
+    # A second listener on the same name makes the run fail cleanly.
+    stop_nectar
+    write_config '' "\"control_service\": \"$CTL_SVC\""
+    inr python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.bind("\0" + sys.argv[1]); s.listen(1); time.sleep(30)
+' "$CTL_SVC" &
+    HOLD=$!
+    PIDS="$PIDS $HOLD"
+    sleep 0.3
+    inr "$NECTAR" run --config "$W/cfg.json" >"$W/second.log" 2>&1
+    [ $? != 0 ] || fail "run with the control name taken succeeded"
+    grep -q "control service $CTL_SVC" "$W/second.log" ||
+        fail "error does not name the control service: $(cat "$W/second.log")"
+    kill "$HOLD"
+    assert_clean "control name taken"
+}
+
 topology
 servers
 case "$TEST" in
@@ -460,6 +604,9 @@ short_flows) t_short_flows ;;
 errors) t_errors ;;
 exclude_rules) t_exclude_rules ;;
 short_flows_long) SHORT_FLOWS=100000 t_short_flows ;;
+control_builtin) t_control_builtin ;;
+control_example) t_control_example ;;
+control_config) t_control_config ;;
 *) fail "unknown test $TEST" ;;
 esac
 echo "PASS [$TEST]"

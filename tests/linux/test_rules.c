@@ -96,6 +96,41 @@ static void config_errors(void)
 
 /* ---- rules -------------------------------------------------------------- */
 
+/* host.control / host.control_service, and the name clash with the
+ * example's own control service (xpc_service_name). */
+static void config_control(void)
+{
+    nectar_linux_config_t c = cfg_from("{}");
+    CHECK(c.control);
+    CHECK(c.control_service == NULL); /* the IPC default name */
+    nectar__linux_config_free(&c);
+    c = cfg_from("{\"host\": {\"control\": false,"
+                 " \"control_service\": \"org.example.ctl\"}}");
+    CHECK(!c.control);
+    CHECK_STR_EQ(c.control_service, "org.example.ctl");
+    nectar__linux_config_free(&c);
+    /* Distinct names, or the daemon's service off: no clash. */
+    c = cfg_from("{\"app\": \"example\", \"xpc_service_name\": \"a.b\"}");
+    CHECK_STR_EQ(c.engine_json,
+                 "{\"app\":\"example\",\"xpc_service_name\":\"a.b\"}");
+    nectar__linux_config_free(&c);
+    c = cfg_from("{\"xpc_service_name\": \"org.nectar.control\","
+                 " \"host\": {\"control\": false}}");
+    nectar__linux_config_free(&c);
+    config_error("{\"host\": {\"control\": \"yes\"}}",
+                 "host.control: expected true or false");
+    config_error("{\"host\": {\"control_service\": \"\"}}",
+                 "host.control_service: expected a service name");
+    config_error("{\"host\": {\"control_service\": 5}}",
+                 "host.control_service");
+    config_error("{\"xpc_service_name\": \"org.nectar.control\"}",
+                 "host.control_service: same name as the engine's "
+                 "xpc_service_name");
+    config_error("{\"xpc_service_name\": \"x.y\","
+                 " \"host\": {\"control_service\": \"x.y\"}}",
+                 "pick another name");
+}
+
 static RamaTransparentProxyNetworkRule rule(const char *remote, int rprefix,
                                             int port, const char *local,
                                             int lprefix, uint32_t proto,
@@ -285,6 +320,7 @@ static const nectar_test_t tests[] = {
     {"config_defaults", config_defaults},
     {"config_host_members", config_host_members},
     {"config_errors", config_errors},
+    {"config_control", config_control},
     {"rules_match_all", rules_match_all},
     {"rules_port_only_both_families", rules_port_only_both_families},
     {"rules_networks", rules_networks},

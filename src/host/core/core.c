@@ -15,6 +15,7 @@
 
 #include "common/alloc.h"
 #include "host/core/core_int.h"
+#include "host/core/tcp_flow.h"
 #include "nectar/log.h"
 
 #define TAG "host"
@@ -185,6 +186,66 @@ void nectar__host_unregister(nectar_host_t *h, struct core_obj *o)
             pthread_cond_broadcast(&h->empty);
     }
     pthread_mutex_unlock(&h->lock);
+}
+
+/* ---- listing (control service) ------------------------------------------ */
+
+/* Is e a live entry of the app table?  Compares pointers only, so a flow's
+ * app pointer is never followed unless the entry still exists (the flow
+ * drops its entry just before it unregisters).  Under host->lock. */
+static bool app_live(nectar_host_t *h, const struct app_entry *e)
+{
+    for (unsigned b = 0; e != NULL && b < APP_BUCKETS; b++)
+        for (struct app_entry *x = h->adm.apps[b]; x != NULL; x = x->next)
+            if (x == e)
+                return true;
+    return false;
+}
+
+static void tcp_info(nectar_host_t *h, struct core_obj *o, char *text,
+                     size_t n, nectar_host_flow_info_t *out)
+{
+    struct tcp_flow *f = (struct tcp_flow *)o;
+    struct app_entry *app = f->app;
+    out->app = app_live(h, app) ? app->name : NULL;
+    /* decision, remote and start_ms are set before registration. */
+    out->decision = f->decision;
+    out->remote = nectar__host_addr_text(&f->remote.sa, text, n);
+    out->bytes_c2s = wpump_written(&f->ewp);
+    out->bytes_s2c = wpump_written(&f->cwp);
+    out->age_ms = nectar__host_now_ms() - f->start_ms;
+}
+
+size_t nectar__host_flows(nectar_host_t *h, nectar_host_flow_cb cb, void *ctx)
+{
+    size_t count = 0;
+    char text[80];
+    pthread_mutex_lock(&h->lock);
+    for (struct core_obj *o = h->reg_head; o != NULL; o = o->rnext) {
+        nectar_host_flow_info_t info = {.id = o->id, .protocol = o->protocol};
+        if (o->protocol == IPPROTO_TCP) {
+            tcp_info(h, o, text, sizeof(text), &info);
+        } else {
+            info.decision = NECTAR_HOST_INTERCEPT; /* only those register */
+            nectar__udp_flow_info(o, &info);
+        }
+        cb(ctx, &info);
+        count++;
+    }
+    pthread_mutex_unlock(&h->lock);
+    return count;
+}
+
+int nectar__host_app_message(nectar_host_t *h, const uint8_t *msg, size_t len,
+                             RamaBytesOwned *reply)
+{
+    *reply = (RamaBytesOwned){0};
+    RamaTransparentProxyEngine *e = nectar__host_engine_enter(h);
+    if (e != NULL)
+        *reply = rama_transparent_proxy_engine_handle_app_message(
+            e, (RamaBytesView){msg, len});
+    nectar__host_engine_leave(h);
+    return e != NULL ? 0 : NECTAR_ESTATE;
 }
 
 void nectar__host_report(nectar_host_t *h, const nectar_host_flow_report_t *r)

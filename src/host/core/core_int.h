@@ -131,6 +131,7 @@ enum {
     EV_KICK_WEDGED = 1u << 12, /* maintenance: graceful close wedged */
     EV_KICK_IDLE = 1u << 13,   /* maintenance: promoted flow idle */
     EV_EVICT = 1u << 14,       /* pressure reaper victim */
+    EV_DIRECT_DONE = 1u << 15, /* the front finished a handed-off flow */
 };
 
 /* ---- core.c ------------------------------------------------------------- */
@@ -190,6 +191,10 @@ void nectar__host_app_clear(nectar_host_t *h);
 int nectar__host_maint_init(nectar_host_t *h);
 
 /* ---- tcp_flow.c / udp_flow.c -------------------------------------------- */
+
+/* Snapshot of a registered UDP flow for nectar__host_flows; called with
+ * host->lock held (the flow stays registered, so alive, meanwhile). */
+void nectar__udp_flow_info(struct core_obj *o, nectar_host_flow_info_t *out);
 
 int nectar__tcp_flow_start(nectar_host_t *h, int client_fd,
                            const nectar_host_flow_meta_t *meta,

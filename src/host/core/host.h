@@ -195,6 +195,41 @@ void nectar__host_free(nectar_host_t *h);
 
 void nectar__host_stats(nectar_host_t *h, nectar_host_stats_t *out);
 
+/* One live flow, a snapshot for listings (nectar__host_flows).  Strings
+ * are borrowed for the callback only. */
+typedef struct nectar_host_flow_info {
+    uint64_t id;
+    int protocol;         /* IPPROTO_TCP or IPPROTO_UDP */
+    nectar_host_decision_t decision;
+    const char *app;      /* TCP: bundle id, else signing id, else "pid:N";
+                             NULL for UDP or when unknown */
+    const char *remote;   /* "host:port" */
+    uint64_t bytes_c2s;   /* so far; same meaning as in the flow report */
+    uint64_t bytes_s2c;
+    uint64_t age_ms;
+} nectar_host_flow_info_t;
+
+typedef void (*nectar_host_flow_cb)(void *ctx,
+                                    const nectar_host_flow_info_t *f);
+
+/*
+ * Calls cb once per live (registered) flow.  It runs under the core's
+ * registry lock, which keeps every listed flow alive: cb must be quick and
+ * must not call any nectar__host_* function.  Any thread.  Returns the
+ * number of flows listed.
+ */
+size_t nectar__host_flows(nectar_host_t *h, nectar_host_flow_cb cb,
+                          void *ctx);
+
+/*
+ * Hand an app message to the engine
+ * (rama_transparent_proxy_engine_handle_app_message) unless the host has
+ * stopped.  The reply is the caller's: free it with rama_owned_bytes_free.
+ * Returns 0, or NECTAR_ESTATE after stop.  Any thread.
+ */
+int nectar__host_app_message(nectar_host_t *h, const uint8_t *msg,
+                             size_t len, RamaBytesOwned *reply);
+
 /*
  * System sleep / wake (ne-host §2.6, §2.7).  Sleep: resets the TCP overload
  * state and tells the engine; no flow is torn down.  Wake: tells the

@@ -56,7 +56,9 @@ struct tcp_flow {
     /* guarded by host->lock: admission token, maintenance marks */
     bool token;
     uint64_t token_start_ms;
-    struct app_entry *app; /* live-flow count of its app (telemetry) */
+    /* live-flow count of its app (telemetry); atomic because
+     * nectar__host_flows reads it from another thread (core.c) */
+    struct app_entry *_Atomic app;
     uint64_t stale_tick, wedge_tick;
     nectar_host_t *host;
     nectar_host_decision_t decision;

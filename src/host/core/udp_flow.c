@@ -467,3 +467,14 @@ void nectar__host_udp_release(nectar_host_udp_t *u)
     if (u != NULL)
         nectar__host_unref(&u->obj);
 }
+
+void nectar__udp_flow_info(struct core_obj *o, nectar_host_flow_info_t *out)
+{
+    struct nectar_host_udp *u = (struct nectar_host_udp *)o;
+    /* remote_text and start_ms are written before the flow registers and
+     * never again, so the registry lock orders them for this reader. */
+    out->remote = u->remote_text;
+    out->bytes_c2s = atomic_load(&u->bytes_in);
+    out->bytes_s2c = atomic_load(&u->bytes_out);
+    out->age_ms = nectar__host_now_ms() - u->start_ms;
+}

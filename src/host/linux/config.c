@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "nectar/ipc.h"
 
 void nectar__linux_config_defaults(nectar_linux_config_t *cfg)
 {
@@ -33,6 +34,7 @@ void nectar__linux_config_defaults(nectar_linux_config_t *cfg)
     cfg->loops = 2;
     cfg->process_identity = true;
     cfg->log_flows = true;
+    cfg->control = true;
 }
 
 static void free_list(char **list, size_t n)
@@ -49,6 +51,7 @@ void nectar__linux_config_free(nectar_linux_config_t *cfg)
     nectar_free(cfg->engine_json);
     free_list(cfg->interfaces, cfg->n_interfaces);
     free_list(cfg->cgroups, cfg->n_cgroups);
+    nectar_free(cfg->control_service);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -152,13 +155,31 @@ static int read_names(struct ctx *c, json_t *host, const char *key,
     return 0;
 }
 
+/* control_service: an IPC service name (docs/ipc.md): an abstract name,
+ * or a path starting with '/'. */
+static int read_service(struct ctx *c, json_t *host, char **out)
+{
+    json_t *v = json_object_get(host, "control_service");
+    if (v == NULL || json_is_null(v))
+        return 0;
+    const char *t = json_string_value(v);
+    size_t len = t ? strlen(t) : 0;
+    if (t == NULL || len == 0 || len > 100)
+        return bad(c, "control_service",
+                   "expected a service name of 1..100 characters");
+    *out = nectar_strdup(t);
+    if (*out == NULL)
+        return nectar_error_set(c->err, NECTAR_ENOMEM, "out of memory");
+    return 0;
+}
+
 static const char *const known_keys[] = {
     "tcp_port", "udp_port", "fwmark", "bypass_mark", "bypass_gid",
     "route_table",
     "rule_priority", "interfaces", "capture_forward", "capture_local",
     "cgroups", "connect_timeout_ms", "sticky_passthrough",
     "sticky_timeout_s", "udp_idle_timeout_ms", "loops", "process_identity",
-    "log_flows", NULL,
+    "log_flows", "control", "control_service", NULL,
 };
 
 static int check_known(struct ctx *c, json_t *host)
@@ -227,7 +248,28 @@ static int read_host(struct ctx *c, json_t *host, nectar_linux_config_t *cfg)
         rc = read_bool(c, host, "process_identity", &cfg->process_identity);
     if (rc == 0)
         rc = read_bool(c, host, "log_flows", &cfg->log_flows);
+    if (rc == 0)
+        rc = read_bool(c, host, "control", &cfg->control);
+    if (rc == 0)
+        rc = read_service(c, host, &cfg->control_service);
     return rc;
+}
+
+/* The example binds its own control service on xpc_service_name; both on
+ * one name would make the second bind fail at start, so refuse it here. */
+static int check_service_clash(struct ctx *c, json_t *root,
+                               const nectar_linux_config_t *cfg)
+{
+    const char *ex = json_string_value(json_object_get(root,
+                                                       "xpc_service_name"));
+    const char *ours = cfg->control_service ? cfg->control_service
+                                            : NECTAR_CONTROL_SERVICE_DEFAULT;
+    if (!cfg->control || ex == NULL || strcmp(ex, ours) != 0)
+        return 0;
+    return bad(c, "control_service",
+               "same name as the engine's xpc_service_name (the example "
+               "serves that one itself): pick another name or set "
+               "host.control to false");
 }
 
 static int check_whole(struct ctx *c, const nectar_linux_config_t *cfg)
@@ -273,6 +315,8 @@ int nectar__linux_config_parse(const char *text, size_t len, const char *path,
         rc = read_host(&c, host, cfg);
     if (rc == 0)
         rc = check_whole(&c, cfg);
+    if (rc == 0)
+        rc = check_service_clash(&c, root, cfg);
     if (rc != 0)
         goto out;
     json_object_del(root, "host");

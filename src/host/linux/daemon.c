@@ -76,6 +76,7 @@ struct counters {
 struct daemon {
     const nectar_linux_config_t *cfg;
     nectar_host_t *host;
+    nectar_linux_control_t *control; /* control.c; NULL when off */
     uv_loop_t loop;
     int tcp_fd[2], udp_fd[2];
     int claim_fd; /* the per-namespace run claim (claim_namespace) */
@@ -1042,7 +1043,10 @@ int nectar__linux_run(const nectar_linux_config_t *cfg,
     uv_loop_init(&d->loop);
     uv_async_init(&d->loop, &d->wake, on_wake);
     d->wake.data = d;
-    rc = nectar__linux_routes_add(cfg, err);
+    /* Control service (control.c): up once the engine runs. */
+    rc = nectar__linux_control_start(cfg, d->host, &d->control, err);
+    if (rc == 0)
+        rc = nectar__linux_routes_add(cfg, err);
     if (rc == 0) {
         rc = nectar__linux_nft_apply(rs.nft, err);
         if (rc != 0)
@@ -1063,6 +1067,7 @@ int nectar__linux_run(const nectar_linux_config_t *cfg,
     if (nectar__linux_nft_delete(&e2) != 0 && rc == 0)
         nectar_log(NECTAR_LOG_WARN, TAG, "%s", e2.message);
     nectar__linux_routes_del(cfg);
+    nectar__linux_control_stop(d->control); /* before the engine stops */
     nectar__host_stop(d->host, 0);
     udp_remove_all(d);
     log_counters(d);

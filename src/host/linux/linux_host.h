@@ -10,6 +10,8 @@
  *   listen.c   IP_TRANSPARENT listeners, original destination, egress mark
  *   daemon.c   the run loop: TCP accept and UDP flows into the core,
  *              UDP passthrough relay, flow log, counters, shutdown
+ *   control.c  the control service nectarctl talks to (status, flows,
+ *              app messages; the example's routes when it is the app)
  *
  * Threads: everything here runs on the thread that calls
  * nectar__linux_run (the front loop) except the hooks the core calls on
@@ -57,6 +59,10 @@ typedef struct nectar_linux_config {
     unsigned loops;                  /* core loop threads; default 2 */
     bool process_identity;           /* sock_diag lookups; default true */
     bool log_flows;                  /* one line per flow; default true */
+    bool control;                    /* serve the control service;
+                                        default true */
+    char *control_service;           /* its IPC name (owned); NULL = the
+                                        default, org.nectar.control */
 } nectar_linux_config_t;
 
 /* ---- config.c ----------------------------------------------------------- */
@@ -156,5 +162,26 @@ long nectar__linux_recv_orig(int fd, void *buf, size_t cap,
 int nectar__linux_run(const nectar_linux_config_t *cfg,
                       RamaTransparentProxyEngine *engine,
                       nectar_error_t *err);
+
+/* ---- control.c ---------------------------------------------------------- */
+
+struct nectar_host;
+typedef struct nectar_linux_control nectar_linux_control_t;
+
+/* Serve the control service (include/nectar/ipc.h) for a running host:
+ * status and flows from the host core, app messages to its engine, and,
+ * when the engine config selects `"app": "example"`, the example's settings,
+ * CA and key-log slots.  Name and switch come from cfg (control,
+ * control_service); the requirement is the IPC default (root, or group
+ * nectar).  *out is NULL when cfg->control is false.  cfg and host are
+ * borrowed until nectar__linux_control_stop.  Front thread.  Errors as for
+ * nectar_control_start (e.g. the name is already served). */
+int nectar__linux_control_start(const nectar_linux_config_t *cfg,
+                                struct nectar_host *host,
+                                nectar_linux_control_t **out,
+                                nectar_error_t *err);
+/* Stop serving and wait for a running slot; before the host stops.
+ * NULL-safe. */
+void nectar__linux_control_stop(nectar_linux_control_t *c);
 
 #endif
