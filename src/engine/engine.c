@@ -295,6 +295,28 @@ log_fail:
 
 /* ---- stop / free --------------------------------------------------------- */
 
+/* Engines abandoned by a wedged stop.  They are kept on purpose (a wedged
+ * thread may still touch them), and this list keeps them reachable, so the
+ * leak is deliberate and visible, not lost memory (LeakSanitizer agrees). */
+struct abandoned_engine {
+    RamaTransparentProxyEngine *engine;
+    struct abandoned_engine *next;
+};
+static struct abandoned_engine *abandoned_head;
+static pthread_mutex_t abandoned_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void keep_abandoned(RamaTransparentProxyEngine *engine)
+{
+    struct abandoned_engine *a = nectar_malloc(sizeof(*a));
+    if (a == NULL)
+        return; /* still leaked, just not listed */
+    a->engine = engine;
+    pthread_mutex_lock(&abandoned_mu);
+    a->next = abandoned_head;
+    abandoned_head = a;
+    pthread_mutex_unlock(&abandoned_mu);
+}
+
 NECTAR_API void
 rama_transparent_proxy_engine_stop(RamaTransparentProxyEngine *engine,
                                    int32_t reason)
@@ -321,6 +343,7 @@ rama_transparent_proxy_engine_stop(RamaTransparentProxyEngine *engine,
          * engine and handler are leaked rather than freed under it. */
         nectar_log(NECTAR_LOG_ERROR, NE_TAG,
                    "engine and handler leaked by a wedged stop");
+        keep_abandoned(engine);
         return;
     }
     engine_free_mem(engine);
