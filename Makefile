@@ -17,8 +17,12 @@ test:
 check-long: build
 	ctest --test-dir build -j $(JOBS) --output-on-failure -L long
 
+# demo: the Linux daemon intercepting real traffic in namespaces, then an
+# HTTPS page fetched through the TLS-intercepting example (badge inserted,
+# the exported CA trusted).
 demo: build
 	scripts/demo-linux.sh
+	tests/example/demo.sh
 
 demo-sim: build
 	scripts/demo.sh
