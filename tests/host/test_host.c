@@ -24,6 +24,7 @@
 #include "nectar/log.h"
 #include "helpers.h"
 #include "http_peer.h"
+#include "direct_front.h"
 #include "promote_handler.h"
 
 /* ---- fixture: a sim in front of one target ------------------------------ */
@@ -41,6 +42,8 @@ struct fixture {
 static struct fixture fx = {.lock = PTHREAD_MUTEX_INITIALIZER};
 /* Host knobs for the next sim_up (zero = defaults). */
 static nectar_host_options_t fx_host;
+/* The next sim_up plugs the test front (direct_front.c) into the core. */
+static bool fx_front;
 
 static void on_report(void *ctx, const nectar_host_flow_report_t *r)
 {
@@ -48,7 +51,10 @@ static void on_report(void *ctx, const nectar_host_flow_report_t *r)
     pthread_mutex_lock(&f->lock);
     if (f->nreports < MAX_REPORTS) {
         f->reports[f->nreports] = *r;
-        f->reports[f->nreports].remote = NULL; /* borrowed text */
+        /* borrowed text */
+        f->reports[f->nreports].remote = NULL;
+        f->reports[f->nreports].app_signing = NULL;
+        f->reports[f->nreports].app_bundle = NULL;
         f->nreports++;
     }
     pthread_mutex_unlock(&f->lock);
@@ -81,6 +87,7 @@ static void sim_up(int family, uint16_t target_port, const char *cfg,
         .on_flow_closed = on_report,
         .ctx = &fx,
         .host = fx_host,
+        .tcp_direct = fx_front ? direct_front_hook : NULL,
     };
     nectar_error_t err = {0};
     fx.nreports = 0;
@@ -369,6 +376,188 @@ static void test_promote_paused(void)
            (unsigned long long)st.pump_paused,
            (unsigned long long)st.engine_paused);
     sim_down();
+    server_stop(srv);
+}
+
+/* ---- hand-off to the front (hooks.tcp_direct) -------------------------- */
+
+static int open_client(void);
+static void rst_close(int fd);
+
+static int front_idle(void *arg)
+{
+    (void)arg;
+    return atomic_load(&front_running) == 0;
+}
+
+/* Every report is a clean, front-forwarded flow with these byte counts. */
+static void check_front_reports(int n, uint64_t c2s, uint64_t s2c)
+{
+    for (int i = 0; i < n; i++) {
+        CHECK(fx.reports[i].forwarded_by_front);
+        CHECK_STR_EQ(fx.reports[i].reason, "closed");
+        CHECK_EQ(fx.reports[i].error, 0);
+        CHECK_EQ(fx.reports[i].bytes_c2s, c2s);
+        CHECK_EQ(fx.reports[i].bytes_s2c, s2c);
+    }
+}
+
+static void front_up(uint16_t tport, const char *cfg,
+                     RamaTransparentProxyEngine *e)
+{
+    direct_front_reset();
+    fx_front = true;
+    sim_up(AF_INET, tport, cfg, false, e);
+    fx_front = false;
+}
+
+static void front_down(void)
+{
+    sim_down();
+    CHECK(nectar_test_poll(front_idle, NULL, 10000));
+}
+
+static void test_front_passthrough(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    front_up(tport, "{\"default_action\":\"passthrough\"}", NULL);
+    struct client_result r;
+    CHECK_EQ(client_run(AF_INET, fx.port, M_ECHO, 61, 0, 4 * MB, false, &r),
+             0);
+    CHECK_EQ(r.down, 4 * MB);
+    CHECK(r.down_ok);
+    wait_reports(1);
+    CHECK_EQ(fx.reports[0].decision, NECTAR_HOST_PASSTHROUGH);
+    CHECK(!fx.reports[0].promoted);
+    check_front_reports(1, 4 * MB + 16, 4 * MB);
+    CHECK_EQ(atomic_load(&front_calls), 1);
+    CHECK_EQ(atomic_load(&front_carry), 0);
+    nectar_host_stats_t st;
+    nectar_sim_stats(fx.sim, &st);
+    CHECK_EQ(st.direct_front, 1);
+    CHECK_EQ(st.bytes_c2s, 4 * MB + 16);
+    CHECK_EQ(st.tcp_live, 0);
+    front_down();
+    server_stop(srv);
+}
+
+static int fds_back_to(void *arg)
+{
+    return count_fds() <= *(int *)arg;
+}
+
+/* The hook refuses: the flow ends with its code, nothing leaks. */
+static void test_front_refused(void)
+{
+    /* libuv's process-wide signal pipe comes with the first loop. */
+    sim_up(AF_INET, 9, "{}", false, NULL);
+    sim_down();
+    int before = count_fds();
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    front_up(tport, "{\"default_action\":\"passthrough\"}", NULL);
+    atomic_store(&front_refuse, NECTAR_EIO);
+    struct client_result r;
+    client_run(AF_INET, fx.port, M_ECHO, 62, 0, 1024, false, &r);
+    CHECK_EQ(r.down, 0);
+    wait_reports(1);
+    CHECK_STR_EQ(fx.reports[0].reason, "direct-failed");
+    CHECK_EQ(fx.reports[0].error, NECTAR_EIO);
+    CHECK(!fx.reports[0].forwarded_by_front);
+    CHECK_EQ(atomic_load(&front_calls), 0);
+    front_down();
+    server_stop(srv);
+    /* The test server's side closes once it sees the reset. */
+    if (!nectar_test_poll(fds_back_to, &before, 5000))
+        dump_fds();
+    CHECK_EQ(count_fds(), before);
+}
+
+/* Host stop while the front still has a flow: reported "stopped", and the
+ * front's later done (after the sim and its core are gone) is harmless. */
+static void test_front_stop(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    front_up(tport, "{\"default_action\":\"passthrough\"}", NULL);
+    int fd = open_client();
+    CHECK(fd >= 0);
+    /* The header, then 16 bytes the server echoes: the flow is live. */
+    uint32_t msg[8] = {M_ECHO, 0, 0, 0, 1, 2, 3, 4};
+    CHECK_EQ(write(fd, msg, sizeof(msg)), 32);
+    uint32_t back[4];
+    CHECK_EQ(recv(fd, back, sizeof(back), MSG_WAITALL), 16);
+    CHECK_EQ(back[3], 4);
+    CHECK_EQ(atomic_load(&front_calls), 1);
+    nectar_sim_stop(fx.sim);
+    fx.sim = NULL;
+    CHECK_EQ(nreports(), 1);
+    CHECK_STR_EQ(fx.reports[0].reason, "stopped");
+    CHECK_EQ(atomic_load(&front_running), 1); /* still forwarding */
+    rst_close(fd);
+    CHECK(nectar_test_poll(front_idle, NULL, 10000));
+    server_stop(srv);
+}
+
+static void test_front_promote(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    RamaTransparentProxyEngine *e = promote_engine_new(64 * 1024, 0);
+    CHECK(e != NULL);
+    front_up(tport, NULL, e);
+    atomic_store(&promote_ok, 0);
+    run_parallel_echo(8, 2 * MB);
+    wait_reports(8);
+    CHECK_EQ(atomic_load(&promote_ok), 8);
+    CHECK_EQ(atomic_load(&front_promoted), 8);
+    check_front_reports(8, 2 * MB + 16, 2 * MB);
+    for (int i = 0; i < 8; i++)
+        CHECK(fx.reports[i].promoted);
+    front_down();
+    server_stop(srv);
+}
+
+static void test_front_promote_download(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    RamaTransparentProxyEngine *e = promote_engine_new(16, 0);
+    CHECK(e != NULL);
+    front_up(tport, NULL, e);
+    struct client_result r;
+    CHECK_EQ(client_run(AF_INET, fx.port, M_DOWNLOAD, 63, 4 * MB, 0, false,
+                        &r), 0);
+    CHECK_EQ(r.down, 4 * MB);
+    CHECK(r.down_ok);
+    wait_reports(1);
+    CHECK(fx.reports[0].promoted);
+    check_front_reports(1, 16, 4 * MB);
+    CHECK_EQ(atomic_load(&front_promoted), 1);
+    front_down();
+    server_stop(srv);
+}
+
+/* Backpressure at the cutover: PAUSED chunks in the read pumps become the
+ * carryover the front writes first; every byte arrives once, in order. */
+static void test_front_promote_paused(void)
+{
+    uint16_t tport;
+    struct test_server *srv = server_start(AF_INET, &tport);
+    RamaTransparentProxyEngine *e = promote_engine_new(1024 * 1024, 1);
+    CHECK(e != NULL);
+    front_up(tport, NULL, e);
+    atomic_store(&promote_ok, 0);
+    run_parallel_echo(6, 3 * MB);
+    wait_reports(6);
+    CHECK_EQ(atomic_load(&promote_ok), 6);
+    CHECK_EQ(atomic_load(&front_promoted), 6);
+    check_front_reports(6, 3 * MB + 16, 3 * MB);
+    printf("carryover handed to the front: %llu bytes\n",
+           (unsigned long long)atomic_load(&front_carry));
+    CHECK_GT(atomic_load(&front_carry), 0);
+    front_down();
     server_stop(srv);
 }
 
@@ -1133,6 +1322,12 @@ static const nectar_test_t tests[] = {
     {"promote_download", test_promote_download},
     {"promote_paused", test_promote_paused},
     {"passthrough", test_passthrough},
+    {"front_passthrough", test_front_passthrough},
+    {"front_refused", test_front_refused},
+    {"front_stop", test_front_stop},
+    {"front_promote", test_front_promote},
+    {"front_promote_download", test_front_promote_download},
+    {"front_promote_paused", test_front_promote_paused},
     {"blocked", test_blocked},
     {"udp_ipv4", test_udp_ipv4},
     {"udp_ipv6", test_udp_ipv6},

@@ -1,7 +1,9 @@
 /*
  * test_splice.c - the splice(2) forwarder: bytes arrive exactly, in both
  * directions at once, half-close passes through, a reset ends the flow,
- * no fd outlives its flow, and free ends live flows.  No root needed.
+ * no fd outlives its flow, and free ends live flows; a promoted flow's
+ * carryover goes out first and its start state (eof, done, reset) holds.
+ * No root needed.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -10,6 +12,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -74,6 +77,7 @@ struct sender {
     int fd;
     uint64_t n;
     unsigned seed;
+    uint64_t start; /* pattern offset of the first byte */
 };
 
 static void *send_then_halfclose(void *arg)
@@ -84,7 +88,7 @@ static void *send_then_halfclose(void *arg)
     while (off < s->n) {
         size_t k = s->n - off < sizeof(buf) ? (size_t)(s->n - off) : sizeof(buf);
         for (size_t i = 0; i < k; i++)
-            buf[i] = pattern(off + i, s->seed);
+            buf[i] = pattern(s->start + off + i, s->seed);
         ssize_t w = send(s->fd, buf, k, MSG_NOSIGNAL);
         CHECK_GT(w, 0);
         off += (uint64_t)w;
@@ -132,7 +136,8 @@ static void both_ways_exact(void)
     CHECK_EQ(nectar__linux_splice_start(s, r.client_fd, r.egress_fd, on_done,
                                         &d),
              0);
-    struct sender up = {r.app, 32u << 20, 1}, down = {r.server, 8u << 20, 2};
+    struct sender up = {r.app, 32u << 20, 1, 0},
+                  down = {r.server, 8u << 20, 2, 0};
     pthread_t t1, t2;
     pthread_create(&t1, NULL, send_then_halfclose, &up);
     pthread_create(&t2, NULL, send_then_halfclose, &down);
@@ -167,7 +172,7 @@ static void half_close_keeps_other_way(void)
     CHECK_EQ(recv(r.server, buf, sizeof(buf), MSG_WAITALL), 3);
     CHECK_EQ(recv(r.server, buf, sizeof(buf), 0), 0); /* EOF passed on */
     CHECK_EQ(atomic_load(&d.calls), 0);
-    struct sender down = {r.server, 4u << 20, 3};
+    struct sender down = {r.server, 4u << 20, 3, 0};
     send_then_halfclose(&down);
     CHECK_EQ(recv_check(r.app, 3), 4u << 20);
     CHECK(nectar_test_poll(done_called, &d, 5000));
@@ -256,12 +261,93 @@ static void free_ends_live_flows(void)
     CHECK_EQ(count_fds(), before - 2);
 }
 
+/* Carryover: 100000 pattern bytes the host had read go out before the
+ * 8 MiB that follow on the socket; the other way starts at EOF with 5
+ * carried bytes and never reads the server. */
+static void carry_first(void)
+{
+    nectar_linux_splicer_t *s;
+    CHECK_EQ(nectar__linux_splicer_new(&s, NULL), 0);
+    struct rig r;
+    rig_make(&r);
+    static uint8_t head[100000];
+    for (size_t i = 0; i < sizeof(head); i++)
+        head[i] = pattern(i, 4);
+    nectar_linux_splice_carry_t carry[2] = {
+        {.buf = head, .len = sizeof(head)},
+        {.buf = (const uint8_t *)"tail!", .len = 5, .eof = true},
+    };
+    struct done d = {0};
+    CHECK_EQ(nectar__linux_splice_start_carry(s, r.client_fd, r.egress_fd,
+                                              carry, on_done, &d),
+             0);
+    char five[8];
+    CHECK_EQ(recv(r.app, five, sizeof(five), MSG_WAITALL), 5);
+    CHECK(memcmp(five, "tail!", 5) == 0);
+    /* Bytes the server sends now belong to no one: never forwarded. */
+    CHECK_EQ(send(r.server, "late", 4, 0), 4);
+    struct sender up = {r.app, 8u << 20, 4, sizeof(head)};
+    pthread_t t;
+    pthread_create(&t, NULL, send_then_halfclose, &up);
+    CHECK_EQ(recv_check(r.server, 4), sizeof(head) + (8u << 20));
+    pthread_join(t, NULL);
+    CHECK(nectar_test_poll(done_called, &d, 5000));
+    CHECK_EQ(d.c2s, sizeof(head) + (8u << 20));
+    CHECK_EQ(d.s2c, 5);
+    CHECK_EQ(d.error, 0);
+    close(r.app);
+    close(r.server);
+    nectar__linux_splicer_free(s);
+}
+
+/* A direction handed over done gets its FIN again and moves nothing; a
+ * carried reset goes out after its bytes and resets both sockets. */
+static void carry_done_and_reset(void)
+{
+    nectar_linux_splicer_t *s;
+    CHECK_EQ(nectar__linux_splicer_new(&s, NULL), 0);
+    struct rig r;
+    rig_make(&r);
+    nectar_linux_splice_carry_t carry[2] = {
+        {.done = true},
+        {.buf = (const uint8_t *)"bye", .len = 3, .eof = true,
+         .error = NECTAR_ECONNRESET},
+    };
+    struct done d = {0};
+    CHECK_EQ(nectar__linux_splice_start_carry(s, r.client_fd, r.egress_fd,
+                                              carry, on_done, &d),
+             0);
+    char buf[8];
+    CHECK_EQ(recv(r.server, buf, sizeof(buf), 0), 0); /* the FIN */
+    CHECK(nectar_test_poll(done_called, &d, 5000));
+    CHECK_EQ(d.error, NECTAR_ECONNRESET);
+    CHECK_EQ(d.s2c, 3);
+    CHECK_EQ(d.c2s, 0);
+    CHECK_EQ(recv(r.app, buf, 3, MSG_WAITALL), 3);
+    CHECK(memcmp(buf, "bye", 3) == 0);
+    errno = 0;
+    CHECK_LE(recv(r.app, buf, 1, 0), 0); /* reset (or EOF if it raced) */
+    close(r.app);
+    close(r.server);
+    /* error without eof is refused, and the fds are closed. */
+    rig_make(&r);
+    nectar_linux_splice_carry_t bad[2] = {{.error = NECTAR_EIO}, {0}};
+    CHECK_EQ(nectar__linux_splice_start_carry(s, r.client_fd, r.egress_fd,
+                                              bad, on_done, &d),
+             NECTAR_EINVAL);
+    close(r.app);
+    close(r.server);
+    nectar__linux_splicer_free(s);
+}
+
 static const nectar_test_t tests[] = {
     {"both_ways_exact", both_ways_exact},
     {"half_close_keeps_other_way", half_close_keeps_other_way},
     {"reset_ends_flow", reset_ends_flow},
     {"no_fd_outlives_flow", no_fd_outlives_flow},
     {"free_ends_live_flows", free_ends_live_flows},
+    {"carry_first", carry_first},
+    {"carry_done_and_reset", carry_done_and_reset},
     {NULL, NULL},
 };
 

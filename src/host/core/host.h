@@ -82,7 +82,49 @@ typedef struct nectar_host_flow_report {
     const char *reason;   /* short static text: "closed", "connect-failed",
                              "connect-timeout", "reset", "stopped", ... */
     const char *remote;   /* "host:port" text, borrowed for the hook call */
+    /* The source application, from the flow's metadata (TCP and UDP
+     * intercepted flows; NULL when unknown), borrowed for the hook call. */
+    const char *app_signing; /* meta.signing_identifier (executable) */
+    const char *app_bundle;  /* meta.bundle_identifier (unit, cgroup) */
+    int32_t pid;             /* meta.pid; < 0 = unknown */
+    /* TCP: the last stretch was forwarded by the front (hooks.tcp_direct);
+     * bytes_c2s / bytes_s2c include what the front moved. */
+    bool forwarded_by_front;
 } nectar_host_flow_report_t;
+
+/* ---- direct forwarding by the front (hooks.tcp_direct) ------------------ */
+
+/* A flow handed to the front; opaque, ends with nectar__host_tcp_direct_done. */
+typedef struct nectar_host_direct nectar_host_direct_t;
+
+/* One direction of a handed-off flow (c2s: client -> egress). */
+typedef struct nectar_host_direct_dir {
+    /* Carryover: bytes the core read from the source but never delivered
+     * (promote: the engine had not taken them).  Write them to the
+     * destination before any byte read from the source.  Borrowed for the
+     * hook call.  Empty for passthrough. */
+    const uint8_t *carry;
+    size_t carry_len;
+    /* The source already ended: after the carryover, shut the
+     * destination's write side (FIN); read nothing more from the source. */
+    bool eof;
+    /* With eof: the source ended with this error (a reset from the
+     * server); after the carryover, reset both sockets.  0 otherwise. */
+    int error;
+    /* The direction is over already (the engine finished it and the core
+     * sent the FIN): move nothing; the front may shut the destination's
+     * write side again, which is harmless. */
+    bool done;
+} nectar_host_direct_dir_t;
+
+typedef struct nectar_host_direct_info {
+    uint64_t flow_id;
+    bool promoted;   /* false: passthrough */
+    int client_fd;   /* connected, non-blocking, close-on-exec */
+    int egress_fd;   /* connected, non-blocking, close-on-exec */
+    nectar_host_direct_dir_t c2s, s2c;
+    const struct sockaddr *remote; /* borrowed for the call */
+} nectar_host_direct_info_t;
 
 /* ---- hooks: what the front supplies ------------------------------------- */
 
@@ -124,6 +166,30 @@ typedef struct nectar_host_hooks {
      * never reach a loop (blocked TCP; UDP not intercepted, reported at
      * open).  `r` is borrowed for the call. */
     void (*flow_closed)(void *ctx, const nectar_host_flow_report_t *r);
+
+    /*
+     * Forward a TCP flow without the core (optional; NULL = the core's own
+     * libuv forwarder, tcp_forward.c).  Called for a passthrough flow once
+     * its egress connected, and for a promoted flow once the engine
+     * finished both directions and every byte it queued reached the
+     * sockets (so the carryover in `info` follows the engine's tail and
+     * nothing is lost or sent twice).  The core has stopped all I/O on
+     * both sockets and closed its own descriptors; info->client_fd and
+     * info->egress_fd are duplicates that the hook owns from the call on,
+     * in every case (it closes them on error too).
+     * Return 0 when the front took the flow: it must then call
+     * nectar__host_tcp_direct_done(d, ...) exactly once, from any thread,
+     * possibly before the hook returns.  A negative code ends the flow
+     * with that error (reason "direct-failed").  The flow stays registered
+     * (live counts, host stop) until done is called; the core applies no
+     * idle or drain timers to it meanwhile.  At host stop a flow still
+     * with the front is reported "stopped" with the bytes known so far;
+     * its later done is accepted and ignored, so the front may end its
+     * forwarder after nectar__host_stop.  Runs on the flow's loop thread;
+     * must not block.
+     */
+    int (*tcp_direct)(void *ctx, nectar_host_direct_t *d,
+                      const nectar_host_direct_info_t *info);
 } nectar_host_hooks_t;
 
 /* ---- options ------------------------------------------------------------ */
@@ -161,6 +227,7 @@ typedef struct nectar_host_stats {
     uint64_t tcp_starts_in_flight; /* admission tokens held */
     uint64_t admission_rejected;   /* TCP starts shed by admission */
     uint64_t evicted;              /* flows ended by the pressure reaper */
+    uint64_t direct_front;         /* TCP flows handed to hooks.tcp_direct */
     bool breaker_open;
 } nectar_host_stats_t;
 
@@ -262,6 +329,16 @@ size_t nectar__host_write_pump_cap(const nectar_host_t *h);
 int nectar__host_tcp_accept(nectar_host_t *h, int client_fd,
                             const nectar_host_flow_meta_t *meta,
                             nectar_host_decision_t *decision);
+
+/*
+ * The front finished a flow it took in hooks.tcp_direct: c2s / s2c bytes it
+ * wrote to the egress / client (carryover included), 0 or the negative
+ * code that ended it.  Exactly once per accepted hand-off; any thread;
+ * never blocks; d is invalid afterwards.  Safe after nectar__host_stop,
+ * but not after nectar__host_free.
+ */
+void nectar__host_tcp_direct_done(nectar_host_direct_t *d, uint64_t c2s,
+                                  uint64_t s2c, int error);
 
 /* ---- UDP ---------------------------------------------------------------- */
 

@@ -546,6 +546,8 @@ static void egress_drained(struct wpump *p)
 
 static bool drain_pending(const struct tcp_flow *f)
 {
+    if (f->handed)
+        return false; /* the front owns the sockets and their timing */
     if (f->mode != MODE_ENGINE)
         return nectar__fwd_drain_pending(f);
     return (f->server_closed && !f->s2c_done) ||
@@ -673,6 +675,11 @@ static void close_handle(struct tcp_flow *f, uv_handle_t *h, bool rst)
     uv_close(h, on_closed);
 }
 
+void nectar__tcp_close_handle(struct tcp_flow *f, uv_handle_t *h)
+{
+    close_handle(f, h, false);
+}
+
 static void finalize(struct tcp_flow *f)
 {
     assert(f->done && f->handles == 0);
@@ -692,12 +699,16 @@ static void finalize(struct tcp_flow *f)
         .protocol = IPPROTO_TCP,
         .decision = f->decision,
         .promoted = f->promoted,
-        .bytes_c2s = wpump_written(&f->ewp),
-        .bytes_s2c = wpump_written(&f->cwp),
+        .bytes_c2s = wpump_written(&f->ewp) + atomic_load(&f->direct_c2s),
+        .bytes_s2c = wpump_written(&f->cwp) + atomic_load(&f->direct_s2c),
         .duration_ms = nectar__host_now_ms() - f->start_ms,
         .error = f->end_error,
         .reason = f->end_reason,
         .remote = nectar__host_addr_text(&f->remote.sa, text, sizeof(text)),
+        .app_signing = f->app_signing,
+        .app_bundle = f->app_bundle,
+        .pid = f->pid,
+        .forwarded_by_front = f->front_took,
     };
     nectar__host_report(f->host, &r);
     nectar__host_app_drop(f->host, f->app);
@@ -772,6 +783,8 @@ static void promote(struct tcp_flow *f)
  * before acting (the flow may have moved on since it was picked). */
 static void kick(struct tcp_flow *f, unsigned ev)
 {
+    if (f->handed)
+        return; /* the front's forwarder has no core timers */
     uint64_t now = nectar__host_now_ms();
     uint64_t idle = now - atomic_load(&f->last_activity);
     bool wedged = drain_pending(f) && idle > f->linger_ms;
@@ -793,8 +806,12 @@ static void kick(struct tcp_flow *f, unsigned ev)
 static void dispatch(struct core_obj *o, unsigned ev)
 {
     struct tcp_flow *f = (struct tcp_flow *)o;
-    if (ev & EV_TEARDOWN)
+    if ((ev & EV_TEARDOWN) && f->handed)
+        nectar__fwd_front_teardown(f);
+    else if (ev & EV_TEARDOWN)
         nectar__tcp_finish(f, NECTAR_ECANCELED, "stopped");
+    if (ev & EV_DIRECT_DONE)
+        nectar__fwd_front_done(f);
     if ((ev & EV_START) && !f->done)
         start(f);
     if ((ev & EV_EGRESS_FLUSH) && !f->done)
@@ -829,6 +846,8 @@ static void destroy(struct core_obj *o)
     if (f->client_fd >= 0)
         close(f->client_fd);
     pthread_mutex_destroy(&f->slock);
+    nectar_free(f->app_signing);
+    nectar_free(f->app_bundle);
     nectar_free(f);
 }
 
@@ -861,6 +880,12 @@ static struct tcp_flow *flow_new(nectar_host_t *h, int fd,
                       ? sizeof(struct sockaddr_in)
                       : sizeof(struct sockaddr_in6);
     memcpy(&f->remote, meta->remote, alen);
+    /* Kept for the close report; a failed copy only loses the name. */
+    if (meta->signing_identifier != NULL)
+        f->app_signing = nectar_strdup(meta->signing_identifier);
+    if (meta->bundle_identifier != NULL)
+        f->app_bundle = nectar_strdup(meta->bundle_identifier);
+    f->pid = meta->pid;
     pthread_mutex_init(&f->slock, NULL);
     f->crp.tcp = &f->client;
     f->erp.tcp = &f->egress;
@@ -883,6 +908,9 @@ static void report_refused(nectar_host_t *h, struct tcp_flow *f)
         .decision = NECTAR_HOST_BLOCKED,
         .reason = "blocked",
         .remote = nectar__host_addr_text(&f->remote.sa, text, sizeof(text)),
+        .app_signing = f->app_signing,
+        .app_bundle = f->app_bundle,
+        .pid = f->pid,
     };
     nectar__host_report(h, &r);
 }

@@ -98,7 +98,21 @@ struct tcp_flow {
     atomic_uint_fast64_t last_activity; /* also bumped by direct writes */
     int end_error;
     const char *end_reason;
+    /* source application, copied from the meta (NULL when unknown) */
+    char *app_signing, *app_bundle;
+    int32_t pid;
+
+    /* Hand-off to the front (hooks.tcp_direct), tcp_forward.c. */
+    bool front;          /* this flow's direct stretch goes to the front */
+    bool handed;         /* hand-off done: our handles are closed */
+    bool front_took;     /* ... and the hook accepted the flow */
+    bool hand_wait[2];   /* waiting for the c2s / s2c destination pump */
+    atomic_int direct_state; /* DIRECT_*: loop vs. the front's done */
+    atomic_uint_fast64_t direct_c2s, direct_s2c;
+    atomic_int direct_error;
 };
+
+enum { DIRECT_NONE, DIRECT_HANDED, DIRECT_FRONT_DONE, DIRECT_ORPHANED };
 
 /* tcp_flow.c */
 /* Recompute and publish f->pub from the loop-side fields. */
@@ -111,6 +125,8 @@ void nectar__tcp_arm_backstop(struct tcp_flow *f, uint32_t ms);
 void nectar__tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void nectar__tcp_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 void nectar__tcp_shutdown_write(uv_tcp_t *tcp);
+/* Close one of the flow's handles (no RST); finalize follows the last. */
+void nectar__tcp_close_handle(struct tcp_flow *f, uv_handle_t *h);
 
 /* tcp_forward.c */
 void nectar__fwd_promote(struct tcp_flow *f);
@@ -122,5 +138,8 @@ void nectar__fwd_read_end(struct tcp_flow *f, bool from_client, int err);
 void nectar__fwd_resume(struct tcp_flow *f, struct fwd_dir *d);
 bool nectar__fwd_drain_pending(const struct tcp_flow *f);
 void nectar__fwd_drop(struct tcp_flow *f);
+/* EV_DIRECT_DONE / EV_TEARDOWN for a flow the front has. */
+void nectar__fwd_front_done(struct tcp_flow *f);
+void nectar__fwd_front_teardown(struct tcp_flow *f);
 
 #endif

@@ -16,10 +16,21 @@
  *  FINISHED   both finished => the flow ends cleanly.
  * Reads are callbacks on this loop, so no read is ever in flight across the
  * cutover: the read barrier of the Swift forwarder is immediate here.
+ *
+ * Hand-off to the front (hooks.tcp_direct set): a direction whose engine
+ * side is done goes ACTIVE without pushing its carryover or reading; once
+ * no direction is BUFFERING or FINISHING, the destination pumps of the
+ * ACTIVE directions are drained and closed (the engine's tail reaches the
+ * socket first), then both sockets are dup'ed, their libuv handles closed
+ * (no RST, no shutdown) and the dups, the carryover and the EOF state go
+ * to the hook.  The flow then waits, registered, for the front's done.
  */
 #include <assert.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/alloc.h"
 #include "host/core/tcp_flow.h"
 #include "nectar/log.h"
 
@@ -108,6 +119,7 @@ void nectar__fwd_promote(struct tcp_flow *f)
                f->erp.replay ? "replay held" : "no replay");
     f->mode = MODE_PROMOTED;
     f->promoted = true;
+    f->front = f->host->hooks.tcp_direct != NULL && !f->egress_released;
     atomic_store(&f->last_activity, nectar__host_now_ms()); /* fresh idle budget */
     carry(&f->crp, &f->c2s);
     carry(&f->erp, &f->s2c);
@@ -143,6 +155,8 @@ static void check_terminal(struct tcp_flow *f)
         nectar__tcp_finish(f, 0, "closed");
 }
 
+static void try_handoff(struct tcp_flow *f);
+
 static void c2s_drained(struct wpump *p)
 {
     struct tcp_flow *f = p->owner;
@@ -153,6 +167,7 @@ static void c2s_drained(struct wpump *p)
                (unsigned long long)f->obj.id);
     f->c2s.phase = FD_FINISHED;
     check_terminal(f);
+    try_handoff(f);
     if (!f->done)
         nectar__tcp_publish(f);
 }
@@ -172,6 +187,7 @@ static void s2c_drained(struct wpump *p)
                (unsigned long long)f->obj.id);
     f->s2c.phase = FD_FINISHED;
     check_terminal(f);
+    try_handoff(f);
     if (!f->done)
         nectar__tcp_publish(f);
 }
@@ -198,6 +214,10 @@ void nectar__fwd_activate(struct tcp_flow *f, struct fwd_dir *d)
     if (d->phase != FD_BUFFERING)
         return;
     d->phase = FD_ACTIVE;
+    if (f->front) {
+        try_handoff(f); /* the carryover stays for the hook */
+        return;
+    }
     bool over = false;
     while (d->head != NULL) {
         struct wchunk *c = d->head;
@@ -218,6 +238,14 @@ void nectar__fwd_activate(struct tcp_flow *f, struct fwd_dir *d)
 
 void nectar__fwd_start_direct(struct tcp_flow *f)
 {
+    if (f->host->hooks.tcp_direct != NULL) {
+        /* Passthrough: nothing was read or queued, hand over at once. */
+        f->front = true;
+        f->c2s.phase = FD_ACTIVE;
+        f->s2c.phase = FD_ACTIVE;
+        try_handoff(f);
+        return;
+    }
     wpump_open(&f->ewp, (uv_stream_t *)&f->egress);
     wpump_open(&f->cwp, (uv_stream_t *)&f->client);
     f->c2s.phase = FD_BUFFERING;
@@ -267,4 +295,187 @@ void nectar__fwd_drop(struct tcp_flow *f)
 {
     drop_carry(&f->c2s);
     drop_carry(&f->s2c);
+}
+
+/* ---- hand-off to the front ---------------------------------------------- */
+
+static void handoff_drained(struct wpump *p)
+{
+    struct tcp_flow *f = p->owner;
+    if (!f->done)
+        try_handoff(f);
+}
+
+/* Flatten a direction's carryover into one buffer (NULL when empty). */
+static uint8_t *carry_flatten(struct fwd_dir *d, size_t *len, bool *oom)
+{
+    size_t n = 0;
+    for (struct wchunk *c = d->head; c != NULL; c = c->next)
+        n += c->len;
+    *len = n;
+    if (n == 0)
+        return NULL;
+    uint8_t *buf = nectar_malloc(n);
+    if (buf == NULL) {
+        *oom = true;
+        return NULL;
+    }
+    size_t off = 0;
+    for (struct wchunk *c = d->head; c != NULL; c = c->next) {
+        memcpy(buf + off, c->data, c->len);
+        off += c->len;
+    }
+    return buf;
+}
+
+static void dir_info(struct fwd_dir *d, nectar_host_direct_dir_t *out,
+                     const uint8_t *carry, size_t len)
+{
+    out->carry = carry;
+    out->carry_len = len;
+    out->done = d->phase == FD_FINISHED;
+    out->eof = !out->done && d->eof_buffered;
+    out->error = out->eof ? d->error : 0;
+}
+
+/* A duplicate of a libuv socket's fd, or a negative code. */
+static int dup_socket(uv_tcp_t *t)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)t, &fd) != 0)
+        return NECTAR_EINVAL;
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    return d >= 0 ? d : -errno;
+}
+
+static void release_handle(struct tcp_flow *f, uv_tcp_t *t)
+{
+    uv_handle_t *h = (uv_handle_t *)t;
+    if (uv_is_active(h))
+        uv_read_stop((uv_stream_t *)t);
+    nectar__tcp_close_handle(f, h);
+}
+
+static void handoff(struct tcp_flow *f)
+{
+    int cfd = dup_socket(&f->client);
+    int efd = cfd >= 0 ? dup_socket(&f->egress) : cfd;
+    if (efd < 0) {
+        if (cfd >= 0)
+            close(cfd);
+        nectar__tcp_finish(f, efd, "direct-failed");
+        return;
+    }
+    nectar_host_direct_info_t info = {
+        .flow_id = f->obj.id,
+        .promoted = f->promoted,
+        .client_fd = cfd,
+        .egress_fd = efd,
+        .remote = &f->remote.sa,
+    };
+    bool oom = false;
+    size_t l1, l2;
+    uint8_t *b1 = carry_flatten(&f->c2s, &l1, &oom);
+    uint8_t *b2 = carry_flatten(&f->s2c, &l2, &oom);
+    dir_info(&f->c2s, &info.c2s, b1, l1);
+    dir_info(&f->s2c, &info.s2c, b2, l2);
+    nectar__fwd_drop(f);
+    /* From here the loop touches neither socket: the core's descriptors
+     * go, the front's duplicates keep the connections. */
+    f->handed = true;
+    uv_timer_stop(&f->timer);
+    f->backstop_armed = false;
+    release_handle(f, &f->client);
+    release_handle(f, &f->egress);
+    atomic_store(&f->direct_state, DIRECT_HANDED);
+    nectar__host_ref(&f->obj); /* the front's, dropped in direct_done */
+    const nectar_host_hooks_t *hk = &f->host->hooks;
+    int rc;
+    if (oom) {
+        close(cfd);
+        close(efd);
+        rc = NECTAR_ENOMEM;
+    } else {
+        rc = hk->tcp_direct(hk->ctx, (nectar_host_direct_t *)f, &info);
+    }
+    nectar_free(b1);
+    nectar_free(b2);
+    nectar_log(NECTAR_LOG_DEBUG, TAG,
+               "flow %llu: handed to the front (carry c2s %zu, s2c %zu): %d",
+               (unsigned long long)f->obj.id, l1, l2, rc);
+    if (rc != 0) {
+        atomic_store(&f->direct_state, DIRECT_NONE);
+        nectar__host_unref(&f->obj);
+        nectar__tcp_finish(f, rc, "direct-failed");
+        return;
+    }
+    f->front_took = true;
+    pthread_mutex_lock(&f->host->lock);
+    f->host->stats.direct_front++;
+    pthread_mutex_unlock(&f->host->lock);
+}
+
+/* Hand the flow over once every direction is ready and the pumps of the
+ * moving ones are empty; called again by each event that may get there. */
+static void try_handoff(struct tcp_flow *f)
+{
+    if (!f->front || f->handed || f->done)
+        return;
+    struct fwd_dir *ds[2] = {&f->c2s, &f->s2c};
+    int active = 0;
+    for (int i = 0; i < 2; i++) {
+        if (ds[i]->phase != FD_ACTIVE && ds[i]->phase != FD_FINISHED)
+            return;
+        active += ds[i]->phase == FD_ACTIVE;
+    }
+    if (active == 0)
+        return; /* check_terminal ends it */
+    bool waiting = false;
+    for (int i = 0; i < 2; i++) {
+        struct wpump *p = dest(f, ds[i]);
+        if (ds[i]->phase != FD_ACTIVE || p->lifecycle == WP_PENDING ||
+            wpump_is_closed(p))
+            continue;
+        waiting = true;
+        if (!f->hand_wait[i]) {
+            f->hand_wait[i] = true;
+            wpump_close_when_drained(p, handoff_drained);
+            if (f->done || f->handed)
+                return; /* it drained at once and handed over */
+        }
+    }
+    if (!waiting)
+        handoff(f);
+}
+
+void nectar__fwd_front_done(struct tcp_flow *f)
+{
+    if (!f->handed || f->done)
+        return;
+    int err = atomic_load(&f->direct_error);
+    nectar__tcp_finish(f, err, err == 0 ? "closed" : "direct-error");
+}
+
+void nectar__fwd_front_teardown(struct tcp_flow *f)
+{
+    int expected = DIRECT_HANDED;
+    if (atomic_compare_exchange_strong(&f->direct_state, &expected,
+                                       DIRECT_ORPHANED)) {
+        nectar__tcp_finish(f, NECTAR_ECANCELED, "stopped");
+        return;
+    }
+    nectar__fwd_front_done(f); /* the front finished first */
+}
+
+void nectar__host_tcp_direct_done(nectar_host_direct_t *d, uint64_t c2s,
+                                  uint64_t s2c, int error)
+{
+    struct tcp_flow *f = (struct tcp_flow *)d;
+    atomic_store(&f->direct_c2s, c2s);
+    atomic_store(&f->direct_s2c, s2c);
+    atomic_store(&f->direct_error, error);
+    /* Orphaned (host stop reported it) or refused: just let go. */
+    if (atomic_exchange(&f->direct_state, DIRECT_FRONT_DONE) == DIRECT_HANDED)
+        nectar__host_post(&f->obj, EV_DIRECT_DONE);
+    nectar__host_unref(&f->obj);
 }

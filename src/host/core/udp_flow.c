@@ -35,6 +35,8 @@ struct nectar_host_udp {
     nectar_host_t *host;
     void *flow_ctx;
     char remote_text[80];
+    char *app_signing, *app_bundle; /* copied from the meta, or NULL */
+    int32_t pid;
     pthread_mutex_t slock;                   /* every session call */
     RamaTransparentProxyUdpSession *session; /* slock */
     bool closed;                             /* slock: session closed */
@@ -251,6 +253,9 @@ static void finalize(uv_handle_t *h)
         .error = u->end_error,
         .reason = u->end_reason,
         .remote = u->remote_text,
+        .app_signing = u->app_signing,
+        .app_bundle = u->app_bundle,
+        .pid = u->pid,
     };
     nectar__host_report(u->host, &r);
     nectar__host_unregister(u->host, &u->obj);
@@ -328,6 +333,8 @@ static void destroy(struct core_obj *o)
     }
     pthread_mutex_destroy(&u->slock);
     pthread_mutex_destroy(&u->qlock);
+    nectar_free(u->app_signing);
+    nectar_free(u->app_bundle);
     nectar_free(u);
 }
 
@@ -394,6 +401,9 @@ static void report_now(nectar_host_t *h, struct nectar_host_udp *u,
         .decision = d,
         .reason = d == NECTAR_HOST_BLOCKED ? "blocked" : "passthrough",
         .remote = u->remote_text,
+        .app_signing = u->app_signing,
+        .app_bundle = u->app_bundle,
+        .pid = u->pid,
     };
     nectar__host_report(h, &r);
 }
@@ -410,6 +420,12 @@ int nectar__host_udp_open(nectar_host_t *h, const nectar_host_flow_meta_t *meta,
     struct nectar_host_udp *u = udp_new(h, flow_ctx);
     if (u == NULL)
         return NECTAR_ENOMEM;
+    /* Kept for the close report; a failed copy only loses the name. */
+    if (meta->signing_identifier != NULL)
+        u->app_signing = nectar_strdup(meta->signing_identifier);
+    if (meta->bundle_identifier != NULL)
+        u->app_bundle = nectar_strdup(meta->bundle_identifier);
+    u->pid = meta->pid;
     nectar_host_decision_t d = decide(h, u, meta);
     if (d == NECTAR_HOST_INTERCEPT && !nectar__host_register(h, &u->obj)) {
         rama_transparent_proxy_udp_session_free(u->session);

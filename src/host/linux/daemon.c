@@ -7,14 +7,17 @@
  *   3. TCP: accept, hand over to the core, sticky passthrough
  *   4. UDP: flows keyed by (client, original destination), reply sockets,
  *      passthrough relay, idle sweep, hooks from the core
- *   5. core hooks (egress socket, flow log)
+ *   5. core hooks (egress socket, splice hand-off, flow log)
  *   6. signals, start-up and the ordered shutdown
  *
  * Threads: one front loop (libuv, the thread calling nectar__linux_run)
  * owns the listeners, the UDP flow table and every UDP socket.  The core's
  * loop threads call the hooks; udp_send only writes to a reply socket that
  * stays open until the front has seen udp_closed, and udp_closed only links
- * the flow into `closed` under `lock` and wakes the front.
+ * the flow into `closed` under `lock` and wakes the front.  Passthrough
+ * and promoted TCP flows leave the core for the splicer (splice.c, its own
+ * thread) through hooks.tcp_direct; its done callback only reports back
+ * to the core (nectar__host_tcp_direct_done, any thread).
  */
 #include "host/linux/linux_host.h"
 
@@ -37,6 +40,7 @@
 
 #include "common/alloc.h"
 #include "host/core/host.h"
+#include "host/linux/splice.h"
 #include "nectar/log.h"
 #include "nectar/process.h"
 
@@ -71,11 +75,13 @@ struct counters {
     atomic_uint_fast64_t udp_flows, udp_datagrams, udp_dropped;
     atomic_uint_fast64_t sticky_added, sticky_errors;
     atomic_uint_fast64_t owner_found, owner_missing;
+    atomic_uint_fast64_t splice_flows, splice_errors;
 };
 
 struct daemon {
     const nectar_linux_config_t *cfg;
     nectar_host_t *host;
+    nectar_linux_splicer_t *splicer; /* passthrough and promoted TCP */
     nectar_linux_control_t *control; /* control.c; NULL when off */
     uv_loop_t loop;
     int tcp_fd[2], udp_fd[2];
@@ -759,18 +765,64 @@ static int hook_egress_socket(void *ctx, const struct sockaddr *remote)
                                        d->cfg->bypass_mark);
 }
 
+/* The splicer ended a flow (splicer thread, or its free): report back. */
+static void on_splice_done(void *arg, uint64_t c2s, uint64_t s2c, int error)
+{
+    nectar__host_tcp_direct_done(arg, c2s, s2c, error);
+}
+
+static void put_carry(nectar_linux_splice_carry_t *out,
+                      const nectar_host_direct_dir_t *in)
+{
+    out->buf = in->carry;
+    out->len = in->carry_len;
+    out->eof = in->eof;
+    out->error = in->error;
+    out->done = in->done;
+}
+
+/* Passthrough and promoted flows: the kernel moves the bytes. */
+static int hook_tcp_direct(void *ctx, nectar_host_direct_t *hd,
+                           const nectar_host_direct_info_t *info)
+{
+    struct daemon *d = ctx;
+    nectar_linux_splice_carry_t carry[2];
+    put_carry(&carry[0], &info->c2s);
+    put_carry(&carry[1], &info->s2c);
+    int rc = nectar__linux_splice_start_carry(d->splicer, info->client_fd,
+                                              info->egress_fd, carry,
+                                              on_splice_done, hd);
+    atomic_fetch_add(rc == 0 ? &d->n.splice_flows : &d->n.splice_errors, 1);
+    return rc;
+}
+
+/* "app=" of the close line: executable, unit and pid when known. */
+static void app_text(const nectar_host_flow_report_t *r, char *buf, size_t n)
+{
+    const char *exe = r->app_signing ? r->app_signing : "-";
+    if (r->app_bundle != NULL && r->pid >= 0)
+        snprintf(buf, n, "%s unit=%s pid=%d", exe, r->app_bundle, (int)r->pid);
+    else if (r->pid >= 0)
+        snprintf(buf, n, "%s pid=%d", exe, (int)r->pid);
+    else
+        snprintf(buf, n, "%s", exe);
+}
+
 static void hook_flow_closed(void *ctx, const nectar_host_flow_report_t *r)
 {
     struct daemon *d = ctx;
     if (!d->cfg->log_flows)
         return;
+    char app[640];
+    app_text(r, app, sizeof(app));
     nectar_log(NECTAR_LOG_INFO, TAG,
-               "flow id=%" PRIu64 " %s %s%s dst=%s up=%" PRIu64
-               " down=%" PRIu64 " duration_ms=%" PRIu64 " reason=%s%s%s",
+               "flow id=%" PRIu64 " %s %s%s app=%s dst=%s up=%" PRIu64
+               " down=%" PRIu64 " duration_ms=%" PRIu64 " reason=%s%s%s%s",
                r->id, r->protocol == IPPROTO_TCP ? "tcp" : "udp",
                decision_name(r->decision), r->promoted ? " promoted" : "",
-               r->remote ? r->remote : "?", r->bytes_c2s, r->bytes_s2c,
+               app, r->remote ? r->remote : "?", r->bytes_c2s, r->bytes_s2c,
                r->duration_ms, r->reason ? r->reason : "closed",
+               r->forwarded_by_front ? " forward=splice" : "",
                r->error ? " error=" : "",
                r->error ? nectar_err_name(r->error) : "");
 }
@@ -791,7 +843,8 @@ static void log_counters(struct daemon *d)
                " udp_front_live=%zu udp_datagrams=%" PRIuFAST64
                " udp_dropped=%" PRIuFAST64 " sticky_added=%" PRIuFAST64
                " sticky_errors=%" PRIuFAST64 " owner_found=%" PRIuFAST64
-               " owner_missing=%" PRIuFAST64,
+               " owner_missing=%" PRIuFAST64 " splice_flows=%" PRIuFAST64
+               " splice_errors=%" PRIuFAST64 " splice_live=%zu",
                s.tcp_live, s.udp_live, s.tcp_total, s.udp_total,
                s.intercepted, s.passthrough, s.blocked, s.promoted,
                s.bytes_c2s, s.bytes_s2c, atomic_load(&d->n.tcp_accepted),
@@ -802,7 +855,10 @@ static void log_counters(struct daemon *d)
                atomic_load(&d->n.sticky_added),
                atomic_load(&d->n.sticky_errors),
                atomic_load(&d->n.owner_found),
-               atomic_load(&d->n.owner_missing));
+               atomic_load(&d->n.owner_missing),
+               atomic_load(&d->n.splice_flows),
+               atomic_load(&d->n.splice_errors),
+               d->splicer ? nectar__linux_splicer_live(d->splicer) : 0);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -961,7 +1017,13 @@ static int start_core(struct daemon *d, RamaTransparentProxyEngine *engine,
         .udp_send = hook_udp_send,
         .udp_closed = hook_udp_closed,
         .flow_closed = hook_flow_closed,
+        .tcp_direct = hook_tcp_direct,
     };
+    int rc = nectar__linux_splicer_new(&d->splicer, err);
+    if (rc != 0) {
+        rama_transparent_proxy_engine_stop(engine, 0);
+        return rc;
+    }
     nectar_host_options_t opts = {0};
     opts.loops = d->cfg->loops;
     opts.connect_timeout_ms = d->cfg->connect_timeout_ms;
@@ -969,9 +1031,12 @@ static int start_core(struct daemon *d, RamaTransparentProxyEngine *engine,
                                    ? d->cfg->udp_idle_timeout_ms
                                    : UINT32_MAX;
     opts.flow_refusal_action = -1;
-    int rc = nectar__host_new(engine, &hooks, &opts, &d->host, err);
-    if (rc != 0)
+    rc = nectar__host_new(engine, &hooks, &opts, &d->host, err);
+    if (rc != 0) {
         rama_transparent_proxy_engine_stop(engine, 0);
+        nectar__linux_splicer_free(d->splicer);
+        d->splicer = NULL;
+    }
     return rc;
 }
 
@@ -1069,6 +1134,10 @@ int nectar__linux_run(const nectar_linux_config_t *cfg,
     nectar__linux_routes_del(cfg);
     nectar__linux_control_stop(d->control); /* before the engine stops */
     nectar__host_stop(d->host, 0);
+    /* After the core: no hand-off can come any more; flows still spliced
+     * are reset here (the core already reported them as stopped). */
+    nectar__linux_splicer_free(d->splicer);
+    d->splicer = NULL;
     udp_remove_all(d);
     log_counters(d);
     nectar__host_free(d->host);

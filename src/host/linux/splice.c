@@ -14,6 +14,11 @@
  * a flow with more to move goes on a ready list served before the next
  * wait (with a zero timeout), so one fast flow cannot starve the rest.
  *
+ * Carryover (a promoted flow's cutover): a direction may start with bytes
+ * the host already read; they are sent from user space to the destination
+ * before the first splice of that direction, so order holds.  A direction
+ * may also start at EOF (FIN after the carryover), at a reset, or done.
+ *
  * Locking: `lock` guards the live list (start on any thread, free); all
  * other flow state belongs to the splicer thread.
  */
@@ -41,6 +46,9 @@ struct sdir {
     size_t in_pipe;
     bool eof, done;
     uint64_t bytes;
+    uint8_t *carry; /* heap; sent before anything spliced */
+    size_t carry_len, carry_off;
+    int carry_error; /* reset after the carryover (eof is set) */
 };
 
 struct sflow {
@@ -87,6 +95,8 @@ static void reset_close(int fd)
 static void close_pipes(struct sflow *f)
 {
     for (int i = 0; i < 2; i++) {
+        nectar_free(f->dir[i].carry);
+        f->dir[i].carry = NULL;
         if (f->dir[i].pipe_r >= 0)
             close(f->dir[i].pipe_r);
         if (f->dir[i].pipe_w >= 0)
@@ -116,9 +126,32 @@ static void finish(struct nectar_linux_splicer *s, struct sflow *f, int err)
 /* Move what can move now in one direction, up to the turn budget.
  * Returns 0 (blocked or done), 1 (budget used, more may be ready), or a
  * negative errno. */
+/* Send what is left of the carryover: 0 when all sent, 1 when the socket
+ * is full, or a negative errno. */
+static int send_carry(struct sdir *d)
+{
+    while (d->carry_off < d->carry_len) {
+        ssize_t n = send(d->to, d->carry + d->carry_off,
+                         d->carry_len - d->carry_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0)
+            return errno == EAGAIN ? 1 : -errno;
+        d->carry_off += (size_t)n;
+        d->bytes += (uint64_t)n;
+    }
+    return 0;
+}
+
 static int pump(struct sdir *d)
 {
     size_t moved = 0;
+    if (!d->done && d->carry_off < d->carry_len) {
+        int rc = send_carry(d);
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
+    }
+    if (!d->done && d->carry_error != 0 && d->eof)
+        return d->carry_error; /* the source's reset, passed on */
     while (!d->done) {
         if (d->in_pipe > 0) {
             ssize_t n = splice(d->pipe_r, NULL, d->to, NULL, d->in_pipe,
@@ -266,9 +299,41 @@ static int init_dir(struct sdir *d, int from, int to)
     return 0;
 }
 
+/* Start a direction from its carry (no socket call: the thread does the
+ * sending, so _start never blocks). */
+static int apply_carry(struct sdir *d, const nectar_linux_splice_carry_t *c)
+{
+    if (c->error != 0 && !c->eof)
+        return NECTAR_EINVAL;
+    if (c->len > 0) {
+        d->carry = nectar_memdup(c->buf, c->len);
+        if (d->carry == NULL)
+            return NECTAR_ENOMEM;
+        d->carry_len = c->len;
+    }
+    d->eof = c->eof || c->done;
+    d->carry_error = c->eof ? c->error : 0;
+    if (c->done) {
+        /* Already finished: the FIN was sent; repeating it is harmless. */
+        shutdown(d->to, SHUT_WR);
+        d->done = true;
+    }
+    return 0;
+}
+
 int nectar__linux_splice_start(nectar_linux_splicer_t *s, int client_fd,
                                int egress_fd, nectar_linux_splice_done_cb cb,
                                void *arg)
+{
+    return nectar__linux_splice_start_carry(s, client_fd, egress_fd, NULL, cb,
+                                            arg);
+}
+
+int nectar__linux_splice_start_carry(nectar_linux_splicer_t *s,
+                                     int client_fd, int egress_fd,
+                                     const nectar_linux_splice_carry_t *carry,
+                                     nectar_linux_splice_done_cb cb,
+                                     void *arg)
 {
     struct sflow *f = nectar_calloc(1, sizeof(*f));
     int rc = f ? 0 : NECTAR_ENOMEM;
@@ -282,6 +347,8 @@ int nectar__linux_splice_start(nectar_linux_splicer_t *s, int client_fd,
         rc = init_dir(&f->dir[0], client_fd, egress_fd);
         if (rc == 0)
             rc = init_dir(&f->dir[1], egress_fd, client_fd);
+        for (int i = 0; i < 2 && rc == 0 && carry != NULL; i++)
+            rc = apply_carry(&f->dir[i], &carry[i]);
     }
     if (rc != 0) {
         if (f != NULL) {

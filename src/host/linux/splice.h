@@ -11,6 +11,7 @@
 #ifndef NECTAR_HOST_LINUX_SPLICE_H
 #define NECTAR_HOST_LINUX_SPLICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,28 @@ int nectar__linux_splicer_new(nectar_linux_splicer_t **out,
 int nectar__linux_splice_start(nectar_linux_splicer_t *s, int client_fd,
                                int egress_fd, nectar_linux_splice_done_cb cb,
                                void *arg);
+
+/* The state one direction starts in (a promoted flow's cutover). */
+typedef struct nectar_linux_splice_carry {
+    const uint8_t *buf; /* written to the destination before any spliced
+                           byte; copied, borrowed for the call */
+    size_t len;
+    bool eof;   /* the source already ended: FIN after buf, no reads */
+    int error;  /* with eof: reset both sockets after buf instead */
+    bool done;  /* nothing to move: only shut the destination's write */
+} nectar_linux_splice_carry_t;
+
+/*
+ * As _start, with carry[0] (client -> egress) and carry[1] (egress ->
+ * client) describing where each direction starts; carry == NULL is _start.
+ * The carryover counts in the bytes reported to cb.  Same errors, plus
+ * NECTAR_EINVAL when a carry has error without eof.
+ */
+int nectar__linux_splice_start_carry(nectar_linux_splicer_t *s,
+                                     int client_fd, int egress_fd,
+                                     const nectar_linux_splice_carry_t *carry,
+                                     nectar_linux_splice_done_cb cb,
+                                     void *arg);
 
 /* Flows currently forwarded (any thread; a snapshot). */
 size_t nectar__linux_splicer_live(nectar_linux_splicer_t *s);

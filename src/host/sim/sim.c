@@ -47,6 +47,8 @@ struct nectar_sim {
     pthread_t thread;
     bool thread_started;
     void (*on_flow_closed)(void *ctx, const nectar_host_flow_report_t *r);
+    int (*tcp_direct)(void *ctx, nectar_host_direct_t *d,
+                      const nectar_host_direct_info_t *info);
     void *ctx;
     pthread_mutex_t map_lock; /* guards the buckets */
     struct assoc *buckets[ASSOC_BUCKETS];
@@ -256,6 +258,13 @@ static void hook_udp_closed(void *ctx, void *flow_ctx)
     nectar_free(a);
 }
 
+static int hook_tcp_direct(void *ctx, nectar_host_direct_t *d,
+                           const nectar_host_direct_info_t *info)
+{
+    struct nectar_sim *s = ctx;
+    return s->tcp_direct(s->ctx, d, info);
+}
+
 static void hook_flow_closed(void *ctx, const nectar_host_flow_report_t *r)
 {
     nectar_sim_t *s = ctx;
@@ -416,6 +425,7 @@ int nectar_sim_start(const nectar_sim_options_t *o, nectar_sim_t **out,
     s->tcp_fd = s->udp_fd = -1;
     s->on_flow_closed = o->on_flow_closed;
     s->ctx = o->ctx;
+    s->tcp_direct = o->tcp_direct;
     pthread_mutex_init(&s->map_lock, NULL);
     if (nectar_sim_parse_addr(o->listen, &s->listen) != 0 ||
         nectar_sim_parse_addr(o->target, &s->target) != 0) {
@@ -435,6 +445,7 @@ int nectar_sim_start(const nectar_sim_options_t *o, nectar_sim_t **out,
         .udp_send = hook_udp_send,
         .udp_closed = hook_udp_closed,
         .flow_closed = hook_flow_closed,
+        .tcp_direct = o->tcp_direct != NULL ? hook_tcp_direct : NULL,
     };
     int rc = nectar__host_new(e, &hooks, &o->host, &s->host, err);
     if (rc != 0) {

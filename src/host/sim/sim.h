@@ -39,6 +39,10 @@ typedef struct nectar_sim_options {
     /* Optional: each flow's report when it ends. */
     void (*on_flow_closed)(void *ctx, const nectar_host_flow_report_t *r);
     void *ctx;
+    /* Optional: hooks.tcp_direct for the core, called with ctx (tests
+     * plug a front-side forwarder in here; NULL = the core forwards). */
+    int (*tcp_direct)(void *ctx, nectar_host_direct_t *d,
+                      const nectar_host_direct_info_t *info);
 } nectar_sim_options_t;
 
 /*
