@@ -82,8 +82,8 @@ typedef struct nectar_host_flow_report {
     const char *reason;   /* short static text: "closed", "connect-failed",
                              "connect-timeout", "reset", "stopped", ... */
     const char *remote;   /* "host:port" text, borrowed for the hook call */
-    /* The source application, from the flow's metadata (TCP and UDP
-     * intercepted flows; NULL when unknown), borrowed for the hook call. */
+    /* The source application, from the flow's metadata (every flow; NULL
+     * when unknown), borrowed for the hook call. */
     const char *app_signing; /* meta.signing_identifier (executable) */
     const char *app_bundle;  /* meta.bundle_identifier (unit, cgroup) */
     int32_t pid;             /* meta.pid; < 0 = unknown */
@@ -320,7 +320,8 @@ size_t nectar__host_write_pump_cap(const nectar_host_t *h);
  *    pumps follow on a core loop.  No byte is read from client_fd before
  *    the egress is connected.
  *  - PASSTHROUGH: the core connects to meta->remote itself and forwards
- *    both ways without the engine.
+ *    both ways without the engine (or, with hooks.tcp_direct, hands the
+ *    connected pair to the front).
  *  - BLOCKED (also fail-closed refusal, or host stopping): client_fd is
  *    closed with a reset; flow_closed runs on this thread.
  * *decision (optional) receives the outcome.  Returns 0, or NECTAR_EINVAL
@@ -334,8 +335,9 @@ int nectar__host_tcp_accept(nectar_host_t *h, int client_fd,
  * The front finished a flow it took in hooks.tcp_direct: c2s / s2c bytes it
  * wrote to the egress / client (carryover included), 0 or the negative
  * code that ended it.  Exactly once per accepted hand-off; any thread;
- * never blocks; d is invalid afterwards.  Safe after nectar__host_stop,
- * but not after nectar__host_free.
+ * never blocks; d is invalid afterwards.  Also valid after
+ * nectar__host_stop and nectar__host_free: a flow the stop reported holds
+ * only itself (d keeps it alive) and touches the host no more.
  */
 void nectar__host_tcp_direct_done(nectar_host_direct_t *d, uint64_t c2s,
                                   uint64_t s2c, int error);
