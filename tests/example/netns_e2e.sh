@@ -95,7 +95,7 @@ badge)
         https://upstream.test/page.html) || fail "curl through nectar"
     [ "$(grep -o 'id="nectar-proxy-badge"' <<<"$out" | wc -l)" = 1 ] ||
         fail "badge missing: $out"
-    wait_for 50 grep -q "flow id=.* tcp intercept dst=198.18.2.2:443" "$W/nectar.log" ||
+    wait_for 50 grep -q "flow id=.* tcp intercept app=.* dst=198.18.2.2:443" "$W/nectar.log" ||
         fail "no intercepted flow logged"
     ;;
 excluded)
@@ -105,7 +105,7 @@ excluded)
     want=$($PY "$E2E" pattern $n | sha256sum)
     got=$(sha256sum <"$W/got")
     [ "$want" = "$got" ] || fail "excluded download not byte-exact"
-    wait_for 50 grep -q "tcp intercept promoted dst=198.18.2.2:443" "$W/nectar.log" ||
+    wait_for 50 grep -q "tcp intercept promoted app=.* dst=198.18.2.2:443 .*forward=splice" "$W/nectar.log" ||
         fail "excluded flow not promoted"
     ;;
 reject)
