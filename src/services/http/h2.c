@@ -236,20 +236,10 @@ static void update_reading(h2_t *h)
         live && !h->c_eof && svc_write_queue_size(b->client) < H2_HIGH_WATER;
     bool want_s =
         live && !h->s_eof && svc_write_queue_size(b->server) < H2_HIGH_WATER;
-    if (want_c != h->c_reading) {
-        h->c_reading = want_c;
-        if (want_c)
-            svc_read_start(b->client, on_client_read, h);
-        else
-            svc_read_stop(b->client);
-    }
-    if (want_s != h->s_reading) {
-        h->s_reading = want_s;
-        if (want_s)
-            svc_read_start(b->server, on_server_read, h);
-        else
-            svc_read_stop(b->server);
-    }
+    nectar__http_set_reading(b->client, want_c, &h->c_reading, on_client_read,
+                             h);
+    nectar__http_set_reading(b->server, want_s, &h->s_reading, on_server_read,
+                             h);
 }
 
 /* Serialise what a session wants to send while the stream has room. */
@@ -339,6 +329,23 @@ static void consume(nghttp2_session *sess, int32_t id, const bodyq_t *q,
     }
 }
 
+/* A DATA chunk that arrived on sess goes to q (through the badge when
+ * given) for the other session; its bytes stay unconsumed, so the window
+ * stays shut, until the copy has (mostly) moved on.  Returns 0 or
+ * NECTAR_ENOMEM. */
+static int queue_data(nghttp2_session *sess, int32_t id, bodyq_t *q,
+                      size_t *unconsumed, badge_t *badge, const uint8_t *data,
+                      size_t len)
+{
+    int rc = badge != NULL ? nectar__http_badge_feed(badge, data, len, &q->b)
+                           : nectar__http_buf_add(&q->b, data, len);
+    if (rc != 0)
+        return rc;
+    *unconsumed += len;
+    consume(sess, id, q, unconsumed);
+    return 0;
+}
+
 /* ---- 3. data providers --------------------------------------------------- */
 
 /* Trailers after the last DATA (the caller then sets NO_END_STREAM). */
@@ -354,27 +361,36 @@ static int submit_trailers(h2_t *h, nghttp2_session *sess, int32_t id,
     return rc == 0 ? 0 : NECTAR_EIO;
 }
 
-static ssize_t read_up(nghttp2_session *sess, int32_t id, uint8_t *buf,
-                       size_t len, uint32_t *flags, nghttp2_data_source *src,
-                       void *user)
+/* What a data provider returns after taking n bytes from q: at the end
+ * of the body EOF (and the trailers, when given), an empty queue defers
+ * (resumed when bytes or the end arrive), else the n bytes. */
+static ssize_t provided(h2_t *h, nghttp2_session *sess, int32_t id, size_t n,
+                        const bodyq_t *q, bool eof, const hfields_t *trailers,
+                        bool *deferred, uint32_t *flags)
 {
-    (void)sess;
-    (void)id;
-    h2_t *h = user;
-    h2s_t *st = src->ptr;
-    size_t n = bodyq_take(&st->up, buf, len);
-    consume(h->cs, st->cid, &st->up, &st->up_unconsumed);
-    if (bodyq_len(&st->up) == 0 && st->up_eof) {
+    if (bodyq_len(q) == 0 && eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (st->up_trailers && submit_trailers(h, sess, id, &st->req) == 0)
+        if (trailers != NULL && submit_trailers(h, sess, id, trailers) == 0)
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         return (ssize_t)n;
     }
     if (n == 0) {
-        st->up_deferred = true;
+        *deferred = true;
         return NGHTTP2_ERR_DEFERRED;
     }
     return (ssize_t)n;
+}
+
+static ssize_t read_up(nghttp2_session *sess, int32_t id, uint8_t *buf,
+                       size_t len, uint32_t *flags, nghttp2_data_source *src,
+                       void *user)
+{
+    h2_t *h = user;
+    h2s_t *st = src->ptr;
+    size_t n = bodyq_take(&st->up, buf, len);
+    consume(h->cs, st->cid, &st->up, &st->up_unconsumed);
+    return provided(h, sess, id, n, &st->up, st->up_eof,
+                    st->up_trailers ? &st->req : NULL, &st->up_deferred, flags);
 }
 
 static ssize_t read_down(nghttp2_session *sess, int32_t id, uint8_t *buf,
@@ -384,19 +400,11 @@ static ssize_t read_down(nghttp2_session *sess, int32_t id, uint8_t *buf,
     h2_t *h = user;
     h2s_t *st = src->ptr;
     size_t n = bodyq_take(&st->down, buf, len);
+    /* The server stream may be gone (reset, or a local answer). */
     if (st->sid > 0 && !st->s_closed)
         consume(h->ss, st->sid, &st->down, &st->down_unconsumed);
-    if (bodyq_len(&st->down) == 0 && st->down_eof) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (st->trailers && submit_trailers(h, sess, id, &st->res) == 0)
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        return (ssize_t)n;
-    }
-    if (n == 0) {
-        st->down_deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    return (ssize_t)n;
+    return provided(h, sess, id, n, &st->down, st->down_eof,
+                    st->trailers ? &st->res : NULL, &st->down_deferred, flags);
 }
 
 static void resume_up(h2_t *h, h2s_t *st)
@@ -512,9 +520,7 @@ static int submit_request(h2_t *h, h2s_t *st, bool end_stream)
     request_host(st, host, sizeof(host));
     st->head = method != NULL && strcmp(method, "HEAD") == 0;
     const svc_http_opts_t *o = &h->base.opts;
-    st->badge_ok =
-        o->badge_enabled && !(o->is_excluded != NULL && host[0] != '\0' &&
-                              o->is_excluded(o->data, host));
+    st->badge_ok = nectar__http_badge_allowed(o, host);
     st->up_eof = end_stream;
     size_t plen;
     const char *path = fields_get(&st->req, ":path", &plen);
@@ -575,10 +581,8 @@ static int c_data(nghttp2_session *sess, uint8_t flags, int32_t id,
         nghttp2_session_consume(sess, id, len); /* local answer: drop */
         return 0;
     }
-    if (nectar__http_buf_add(&st->up.b, data, len) != 0)
+    if (queue_data(sess, id, &st->up, &st->up_unconsumed, NULL, data, len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    st->up_unconsumed += len;
-    consume(h->cs, id, &st->up, &st->up_unconsumed);
     resume_up(h, st);
     return 0;
 }
@@ -620,11 +624,10 @@ static int s_header(nghttp2_session *sess, const nghttp2_frame *fr,
     return 0;
 }
 
+/* Headers a rewritten body makes wrong (names arrive in lower case). */
 static bool drop_for_badge(const char *name)
 {
-    return strcmp(name, "content-length") == 0 || strcmp(name, "etag") == 0 ||
-           strcmp(name, "last-modified") == 0 ||
-           strcmp(name, "content-md5") == 0 || strcmp(name, "digest") == 0;
+    return nectar__http_badge_drops(name, strlen(name));
 }
 
 static int submit_response(h2_t *h, h2s_t *st, bool end)
@@ -648,8 +651,8 @@ static int submit_response(h2_t *h, h2s_t *st, bool end)
     const char *ct = fields_get(&st->res, "content-type", &ctl);
     const char *ce = fields_get(&st->res, "content-encoding", &cel);
     int enc = BADGE_ENC_IDENTITY;
-    bool badge = st->badge_ok && !st->head && !end && code >= 200 &&
-                 code != 204 && code != 206 && code != 304 &&
+    bool badge = st->badge_ok && !st->head && !end &&
+                 nectar__http_badge_status(code) &&
                  nectar__http_badge_candidate(ct, ctl, ce, cel, &enc);
     if (badge) {
         st->badge = nectar__http_badge_new(enc, h->base.opts.badge_label);
@@ -718,13 +721,9 @@ static int s_data(nghttp2_session *sess, uint8_t flags, int32_t id,
         nghttp2_session_consume(sess, id, len);
         return 0;
     }
-    int rc = st->badge != NULL
-                 ? nectar__http_badge_feed(st->badge, data, len, &st->down.b)
-                 : nectar__http_buf_add(&st->down.b, data, len);
-    if (rc != 0)
+    if (queue_data(sess, id, &st->down, &st->down_unconsumed, st->badge, data,
+                   len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    st->down_unconsumed += len;
-    consume(h->ss, id, &st->down, &st->down_unconsumed);
     resume_down(h, st);
     return 0;
 }

@@ -9,7 +9,8 @@
  *       hijack.c  local answers for the hijack host
  *       ws.c      WebSocket frame parser (logging only)
  *       tunnel.c  a stream view over a relay's stream (CONNECT inner)
- *       h1.c      HTTP/1.1 relay        h2.c  HTTP/2 relay
+ *       h1*.c     HTTP/1.1 relay (h1_int.h maps its files)
+ *       h2.c      HTTP/2 relay
  * Everything here runs on the flow's loop thread.
  */
 #ifndef NECTAR_SERVICES_HTTP_INT_H
@@ -97,6 +98,11 @@ void nectar__http_finish(http_base_t *b, int status);
 void nectar__http_enter(http_base_t *b);
 bool nectar__http_leave(http_base_t *b);
 
+/* Start or stop reading s so that it matches want; *reading remembers
+ * what the stream was last told, so it hears only of changes. */
+void nectar__http_set_reading(svc_stream_t *s, bool want, bool *reading,
+                              svc_read_cb cb, void *data);
+
 /* Log with the relay's tag and flow prefix. */
 void nectar__http_log(const http_base_t *b, nectar_log_level_t lvl,
                       const char *fmt, ...)
@@ -112,6 +118,16 @@ bool nectar__http_host_norm(const char *in, size_t len, char *out, size_t n);
  * can decode.  *enc gets the encoding (BADGE_ENC_*). */
 bool nectar__http_badge_candidate(const char *ctype, size_t ctlen,
                                   const char *cenc, size_t celen, int *enc);
+
+/* True when o allows the badge for a request to host (normalised; ""
+ * when unknown, which is never excluded). */
+bool nectar__http_badge_allowed(const svc_http_opts_t *o, const char *host);
+/* True when a response with this status has a body the badge may
+ * rewrite (not 1xx, 204, 206 or 304). */
+bool nectar__http_badge_status(int status);
+/* True for the header fields a rewritten body makes wrong in both HTTP
+ * versions: the length and the validators (case-insensitive). */
+bool nectar__http_badge_drops(const char *name, size_t len);
 
 /* ---- HTML badge body rewriter -------------------------------------------- */
 

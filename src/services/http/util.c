@@ -1,6 +1,7 @@
 /*
  * util.c - pieces shared by the HTTP relays: the growable buffer, the
- * relay base (owned writes, finishing, logging) and small string helpers.
+ * relay base (owned writes, finishing, read switching, logging), the
+ * badge decisions both relays make alike, and small string helpers.
  *
  * Why writes are "owned": svc_stream_t borrows a write buffer until its
  * callback, while the relays build output from borrowed read buffers.  So
@@ -276,7 +277,7 @@ void svc_http_cancel(svc_http_t *h)
         return;
     /* Inside one of the relay's own callbacks (say, a CONNECT hook that
      * gives up on the flow) the teardown waits for that callback to
-     * return, like http_finish. */
+     * return, like nectar__http_finish. */
     b->cancelled = true;
     b->finishing = true;
     b->finish_status = NECTAR_ECANCELED;
@@ -295,6 +296,43 @@ void nectar__http_log(const http_base_t *b, nectar_log_level_t lvl,
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     nectar_log(lvl, b->opts.log_tag, "%s%s", b->prefix, line);
+}
+
+void nectar__http_set_reading(svc_stream_t *s, bool want, bool *reading,
+                              svc_read_cb cb, void *data)
+{
+    if (want == *reading)
+        return;
+    *reading = want;
+    if (want)
+        svc_read_start(s, cb, data);
+    else
+        svc_read_stop(s);
+}
+
+/* ---- badge decisions ----------------------------------------------------- */
+
+bool nectar__http_badge_allowed(const svc_http_opts_t *o, const char *host)
+{
+    return o->badge_enabled && !(o->is_excluded != NULL && host[0] != '\0' &&
+                                 o->is_excluded(o->data, host));
+}
+
+bool nectar__http_badge_status(int status)
+{
+    return status >= 200 && status != 204 && status != 206 && status != 304;
+}
+
+bool nectar__http_badge_drops(const char *name, size_t len)
+{
+    static const char *const names[] = {
+        "content-length", "etag", "last-modified", "content-md5", "digest",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (nectar__http_ieq(name, len, names[i]))
+            return true;
+    }
+    return false;
 }
 
 /* ---- strings ------------------------------------------------------------- */
