@@ -299,18 +299,22 @@ static bool expecting_key(const struct dec *d)
     return f->container->type == NECTAR_IPC_DICT && f->key == NULL;
 }
 
-static void key_or_fail(struct dec *d)
+/* begin() for an item that can only be a value: where a dictionary key
+ * is due it fails, since keys must be text strings (cb_text). */
+static bool begin_value(struct dec *d, bool tag_ok)
 {
-    if (expecting_key(d))
+    if (!begin(d, tag_ok))
+        return false;
+    if (expecting_key(d)) {
         fail(d, NECTAR_ETYPE, "dictionary key is not a text string");
+        return false;
+    }
+    return true;
 }
 
 static void on_uint(struct dec *d, uint64_t v)
 {
-    if (!begin(d, true))
-        return;
-    key_or_fail(d);
-    if (d->rc != 0)
+    if (!begin_value(d, true))
         return;
     bool tagged = d->have_tag;
     d->have_tag = false;
@@ -354,10 +358,7 @@ static void on_uint(struct dec *d, uint64_t v)
 
 static void on_negint(struct dec *d, uint64_t v)
 {
-    if (!begin(d, true))
-        return;
-    key_or_fail(d);
-    if (d->rc != 0)
+    if (!begin_value(d, true))
         return;
     bool tagged = d->have_tag;
     d->have_tag = false;
@@ -430,10 +431,7 @@ static void cb_text(void *c, cbor_data p, size_t len)
 static void cb_bytes(void *c, cbor_data p, size_t len)
 {
     struct dec *d = c;
-    if (!begin(d, true))
-        return;
-    key_or_fail(d);
-    if (d->rc != 0)
+    if (!begin_value(d, true))
         return;
     bool tagged = d->have_tag;
     d->have_tag = false;
@@ -450,10 +448,7 @@ static void cb_bytes(void *c, cbor_data p, size_t len)
 
 static void open_container(struct dec *d, size_t n, bool is_map)
 {
-    if (!begin(d, false))
-        return;
-    key_or_fail(d);
-    if (d->rc != 0)
+    if (!begin_value(d, false))
         return;
     /* Every item takes at least one byte (two per map entry), so a count
      * the remaining input cannot hold is a lie: reject it before it can
@@ -503,10 +498,7 @@ static void cb_tag(void *c, uint64_t tag)
 
 static void on_double(struct dec *d, double v)
 {
-    if (!begin(d, false))
-        return;
-    key_or_fail(d);
-    if (d->rc == 0)
+    if (begin_value(d, false))
         attach(d, nectar_ipc_double(v));
 }
 
@@ -526,20 +518,14 @@ static void cb_f8(void *c, double v)
 static void cb_null(void *c)
 {
     struct dec *d = c;
-    if (!begin(d, false))
-        return;
-    key_or_fail(d);
-    if (d->rc == 0)
+    if (begin_value(d, false))
         attach(d, nectar_ipc_null());
 }
 
 static void cb_bool(void *c, bool v)
 {
     struct dec *d = c;
-    if (!begin(d, false))
-        return;
-    key_or_fail(d);
-    if (d->rc == 0)
+    if (begin_value(d, false))
         attach(d, nectar_ipc_bool(v));
 }
 

@@ -1,7 +1,8 @@
 /*
  * ipc_int.h - internal contract of the IPC module: the value layout, the
  * growable buffer, the CBOR codec, and the backend slot table that
- * backend_unix.c (Linux) and backend_xpc.c (Apple) each provide.
+ * backend_unix.c (Linux, with backend_unix_*.c) and backend_xpc.c (Apple)
+ * each provide.
  */
 #ifndef NECTAR_IPC_INT_H
 #define NECTAR_IPC_INT_H

@@ -137,12 +137,18 @@ nectar_ipc_obj_t *nectar_ipc_bool(bool v)
     return o;
 }
 
-nectar_ipc_obj_t *nectar_ipc_int64(int64_t v)
+/* Integers and dates share the int64 payload. */
+static nectar_ipc_obj_t *int64_new(nectar_ipc_type_t type, int64_t v)
 {
-    nectar_ipc_obj_t *o = obj_new(NECTAR_IPC_INT64);
+    nectar_ipc_obj_t *o = obj_new(type);
     if (o != NULL)
         o->v.i = v;
     return o;
+}
+
+nectar_ipc_obj_t *nectar_ipc_int64(int64_t v)
+{
+    return int64_new(NECTAR_IPC_INT64, v);
 }
 
 nectar_ipc_obj_t *nectar_ipc_uint64(uint64_t v)
@@ -163,10 +169,7 @@ nectar_ipc_obj_t *nectar_ipc_double(double v)
 
 nectar_ipc_obj_t *nectar_ipc_date(int64_t ns)
 {
-    nectar_ipc_obj_t *o = obj_new(NECTAR_IPC_DATE);
-    if (o != NULL)
-        o->v.i = ns;
-    return o;
+    return int64_new(NECTAR_IPC_DATE, ns);
 }
 
 nectar_ipc_obj_t *nectar_ipc_uuid(const uint8_t bytes[16])

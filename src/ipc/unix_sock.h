@@ -1,7 +1,8 @@
 /*
- * unix_sock.h - internal contract between backend_unix.c and unix_sock.c:
- * packet framing constants, peer credentials, requirement copies, and the
- * descriptor-level helpers (docs/ipc-protocol.md has the wire format).
+ * unix_sock.h - internal contract between the backend_unix*.c files and
+ * unix_sock.c: packet framing constants, peer credentials, requirement
+ * copies, and the descriptor-level helpers (docs/ipc-protocol.md has the
+ * wire format).
  */
 #ifndef NECTAR_IPC_UNIX_SOCK_H
 #define NECTAR_IPC_UNIX_SOCK_H
