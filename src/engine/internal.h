@@ -73,7 +73,8 @@ struct ne_obj {
 
 struct ne_loop {
     uv_loop_t uv;
-    uv_async_t async;
+    uv_poll_t wake;           /* watches efd; see runtime.c for why */
+    int efd;                  /* eventfd; closed by rt_free, -1 if none */
     pthread_t thread;
     struct ne_runtime *rt;
     pthread_mutex_t mu;
@@ -81,6 +82,7 @@ struct ne_loop {
     struct nectar_list live;  /* ne_obj.live_node, under mu */
     struct nectar_list jobs;  /* ne_job.node, under mu */
     bool accepting;           /* under mu: false once the loop closes */
+    bool wake_pending;        /* under mu: efd written, lists not taken */
     bool exited;              /* under rt->mu */
     bool thread_started;
     bool uv_inited;
