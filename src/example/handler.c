@@ -173,7 +173,11 @@ static int open_vault(const struct ex_state *ex, nectar_vault_t **v,
     char path[4096];
     nectar_vault_options_t vo = {0};
     if (ex->cfg.keychain_dir != NULL) {
-        snprintf(path, sizeof(path), "%s/host.key", ex->cfg.keychain_dir);
+        /* A truncated path would silently name another key file. */
+        if (snprintf(path, sizeof(path), "%s/host.key",
+                     ex->cfg.keychain_dir) >= (int)sizeof(path))
+            return nectar_error_set(err, NECTAR_EINVAL,
+                                    "keychain_dir is too long");
         vo.host_key_path = path;
     }
     return nectar_vault_open(&vo, v, err);
